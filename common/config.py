@@ -1,0 +1,205 @@
+"""Cluster and model spec: one TOML file, every key documented in `defaults.toml`.
+
+`load_spec` reads a user's spec over the defaults and rejects unknown keys by name, so a typo
+is an error and not a silently ignored setting. The running cluster is described by the same
+dataclasses plus node addresses, serialized as JSON in the cluster file.
+"""
+from __future__ import annotations
+
+import copy
+import json
+import tomllib
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.errors import ConfigError
+from common.features import FeatureSpec, Transform
+
+DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
+OPTIMIZERS = ("ftrl", "adagrad", "sgd")
+
+
+@dataclass
+class OptimizerSpec:
+    name: str = "ftrl"
+    learning_rate: float = 0.05
+    beta: float = 1.0
+    l1: float = 0.0
+    l2: float = 0.0
+
+
+@dataclass
+class ModelSpec:
+    name: str
+    bits: int = 22
+    fields: list[str] = field(default_factory=list)
+    crosses: list[list[str]] = field(default_factory=list)
+    transforms: list[str] = field(default_factory=list)
+    bias: bool = True
+    optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+
+    @property
+    def slots(self) -> int:
+        return 1 << self.bits
+
+
+@dataclass
+class ClusterSpec:
+    shards: int = 2
+    replicas: int = 1
+    host: str = "127.0.0.1"
+    base_port: int = 0
+    publish_window_ms: float = 5
+    heartbeat_ms: float = 250
+    max_message_bytes: int = 256 << 20
+    data_dir: str = ".deltaps"
+    transforms: dict[str, dict] = field(default_factory=dict)
+    models: dict[str, ModelSpec] = field(default_factory=dict)
+
+    def model(self, name: str) -> ModelSpec:
+        from common.errors import UnknownModel
+        try:
+            return self.models[name]
+        except KeyError:
+            raise UnknownModel(f"unknown model {name!r}; this cluster has "
+                               f"{sorted(self.models)}") from None
+
+    def feature_spec(self, model: str) -> FeatureSpec:
+        """The featurization a model uses; shared by worker and replica."""
+        m = self.model(model)
+        transforms = {}
+        for tname in m.transforms:
+            t = self.transforms[tname]
+            transforms[t.get("field", tname)] = Transform(t.get("kind", "log2"),
+                                                          tuple(t.get("boundaries", ())))
+        return FeatureSpec(tuple(m.fields), transforms, tuple(tuple(c) for c in m.crosses), m.bias)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ClusterSpec":
+        d = copy.deepcopy(d)
+        models = {name: ModelSpec(**{**m, "optimizer": OptimizerSpec(**m["optimizer"])})
+                  for name, m in d.pop("models", {}).items()}
+        return cls(**d, models=models)
+
+
+def _check_keys(section: str, given: dict, allowed: dict) -> None:
+    unknown = sorted(set(given) - set(allowed))
+    if unknown:
+        raise ConfigError(f"unknown key(s) {unknown} in [{section}]; known: {sorted(allowed)}")
+
+
+def _typed(section: str, key: str, value: Any, default: Any) -> Any:
+    if isinstance(default, bool):
+        ok = isinstance(value, bool)
+    elif isinstance(default, float):
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif isinstance(default, int):
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    elif isinstance(default, str):
+        ok = isinstance(value, str)
+    elif isinstance(default, list):
+        ok = isinstance(value, list)
+    else:
+        ok = True
+    if not ok:
+        raise ConfigError(f"[{section}] {key} = {value!r}: expected {type(default).__name__}")
+    return value
+
+
+def _merge(section: str, defaults: dict, given: dict) -> dict:
+    _check_keys(section, given, defaults)
+    out = dict(defaults)
+    for key, value in given.items():
+        if isinstance(defaults[key], dict):
+            out[key] = _merge(f"{section}.{key}", defaults[key], value)
+        else:
+            out[key] = _typed(section, key, value, defaults[key])
+    return out
+
+
+def load_spec(path: str | Path | None = None, text: str | None = None) -> ClusterSpec:
+    """Read a spec (file or TOML text) over the defaults; raise ConfigError naming any bad key."""
+    defaults = tomllib.loads(DEFAULTS_PATH.read_text())
+    given: dict = {}
+    try:
+        if path is not None:
+            given = tomllib.loads(Path(path).read_text())
+        elif text is not None:
+            given = tomllib.loads(text)
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read spec {path or '<text>'}: {exc}") from exc
+    _check_keys("spec", given, {"cluster": 0, "transforms": 0, "models": 0})
+    cluster = _merge("cluster", defaults["cluster"], given.get("cluster", {}))
+    transforms = given.get("transforms", {})
+    for tname, t in transforms.items():
+        _check_keys(f"transforms.{tname}", t, {"field": 0, "kind": 0, "boundaries": 0})
+        if t.get("kind", "log2") not in ("log2", "buckets", "categorical"):
+            raise ConfigError(f"[transforms.{tname}] kind must be log2, buckets or categorical")
+        if t.get("kind") == "buckets" and list(t.get("boundaries", [])) != sorted(t["boundaries"]):
+            raise ConfigError(f"[transforms.{tname}] boundaries must be sorted ascending")
+    model_tables = given.get("models") or {"default": {}}
+    models = {}
+    for name, m in model_tables.items():
+        merged = _merge(f"models.{name}", defaults["model"], m)
+        opt = merged.pop("optimizer")
+        if opt["name"] not in OPTIMIZERS:
+            raise ConfigError(f"[models.{name}.optimizer] name must be one of {OPTIMIZERS}")
+        if not 1 <= merged["bits"] <= 32:
+            raise ConfigError(f"[models.{name}] bits must be between 1 and 32")
+        for tname in merged["transforms"]:
+            if tname not in transforms:
+                raise ConfigError(f"[models.{name}] names transform {tname!r}, which is not defined")
+        models[name] = ModelSpec(name=name, optimizer=OptimizerSpec(**opt), **merged)
+    spec = ClusterSpec(**cluster, transforms=transforms, models=models)
+    if spec.shards < 1 or spec.replicas < 0:
+        raise ConfigError("[cluster] shards must be >= 1 and replicas >= 0")
+    return spec
+
+
+@dataclass
+class NodeInfo:
+    """One node of a running cluster, as the cluster file records it."""
+
+    role: str  # "shard" or "replica"
+    index: int
+    address: str  # request socket
+    pub_address: str = ""  # shards only: update stream
+    pid: int = 0
+
+
+@dataclass
+class ClusterFile:
+    """What `deltaps up` writes: the spec, every node's addresses, the supervisor's pid."""
+
+    spec: ClusterSpec
+    nodes: list[NodeInfo]
+    supervisor_pid: int = 0
+
+    def shards(self) -> list[NodeInfo]:
+        return sorted((n for n in self.nodes if n.role == "shard"), key=lambda n: n.index)
+
+    def replicas(self) -> list[NodeInfo]:
+        return sorted((n for n in self.nodes if n.role == "replica"), key=lambda n: n.index)
+
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"spec": self.spec.to_dict(),
+                                   "nodes": [asdict(n) for n in self.nodes],
+                                   "supervisor_pid": self.supervisor_pid}, indent=2))
+        tmp.replace(path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "ClusterFile":
+        try:
+            d = json.loads(Path(path).read_text())
+        except FileNotFoundError:
+            raise ConfigError(f"no cluster file at {path}: is a cluster running "
+                              "(deltaps up)?") from None
+        return cls(ClusterSpec.from_dict(d["spec"]), [NodeInfo(**n) for n in d["nodes"]],
+                   d.get("supervisor_pid", 0))

@@ -1,0 +1,175 @@
+"""Every message type: a small dataclass registered by its `op`.
+
+Fields annotated `np.ndarray` travel as raw frames after the msgpack header; their required
+dtype is in `ARRAYS`. All other fields travel in the header. Floating-point arrays named in
+`FINITE` are checked for NaN/inf on decode. Bump `PROTOCOL` on any incompatible change; peers
+agree on it in the `Hello` handshake and every header carries it too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import numpy as np
+
+PROTOCOL = 1
+REGISTRY: dict[str, type["Message"]] = {}
+
+
+def message(op: str):
+    """Class decorator: make a dataclass and register it under `op`."""
+    def wrap(cls):
+        cls = dataclass(cls)
+        cls.op = op
+        REGISTRY[op] = cls
+        return cls
+    return wrap
+
+
+class Message:
+    op: ClassVar[str]
+    ARRAYS: ClassVar[dict[str, str]] = {}
+    FINITE: ClassVar[tuple[str, ...]] = ()
+
+
+# --- handshake, errors, admin -----------------------------------------------------------------
+
+@message("hello")
+class Hello(Message):
+    protocol: int
+    role: str  # who is asking: "worker", "replica", "client", "admin"
+
+
+@message("hello_reply")
+class HelloReply(Message):
+    protocol: int
+    role: str  # who answers: "shard" or "replica"
+    index: int
+    n_shards: int
+    models: dict  # name -> {"bits": int, ...}
+
+
+@message("error")
+class ErrorReply(Message):
+    code: str
+    message: str
+
+
+@message("status")
+class StatusRequest(Message):
+    pass
+
+
+@message("status_reply")
+class StatusReply(Message):
+    info: dict
+
+
+@message("shutdown")
+class Shutdown(Message):
+    pass
+
+
+@message("ok")
+class Ok(Message):
+    pass
+
+
+# --- worker <-> shard -------------------------------------------------------------------------
+
+@message("pull")
+class Pull(Message):
+    ARRAYS = {"keys": "uint64"}
+    model: str
+    keys: np.ndarray
+
+
+@message("pull_reply")
+class PullReply(Message):
+    ARRAYS = {"values": "float32"}
+    model: str
+    seq: int
+    values: np.ndarray
+
+
+@message("push")
+class Push(Message):
+    """Sparse gradients summed per key over a mini-batch."""
+
+    ARRAYS = {"keys": "uint64", "grads": "float32"}
+    FINITE = ("grads",)
+    model: str
+    keys: np.ndarray
+    grads: np.ndarray
+
+
+@message("push_ack")
+class PushAck(Message):
+    """`seq`: the update sequence number whose publication will carry this push's effect."""
+
+    model: str
+    seq: int
+
+
+# --- shard -> replica -------------------------------------------------------------------------
+
+@message("snapshot")
+class SnapshotRequest(Message):
+    model: str
+
+
+@message("snapshot_reply")
+class SnapshotReply(Message):
+    """The shard's whole slice of a model: `values[i]` is slot ``i * n_shards + shard``."""
+
+    ARRAYS = {"values": "float32"}
+    model: str
+    shard: int
+    n_shards: int
+    seq: int
+    values: np.ndarray
+
+
+@message("update")
+class Update(Message):
+    """New absolute values of the slots a shard changed, published with a sequence number."""
+
+    ARRAYS = {"keys": "uint64", "values": "float32"}
+    model: str
+    shard: int
+    seq: int
+    keys: np.ndarray
+    values: np.ndarray
+
+
+@message("heartbeat")
+class Heartbeat(Message):
+    shard: int
+    seqs: dict  # model -> latest published seq
+
+
+# --- client <-> replica -----------------------------------------------------------------------
+
+@message("predict")
+class Predict(Message):
+    """Instances are feature dicts, as in an event's "features"."""
+
+    model: str
+    instances: list
+
+
+@message("predict_reply")
+class PredictReply(Message):
+    ARRAYS = {"probabilities": "float32"}
+    model: str
+    version: list  # per-shard sequence numbers the answer was computed with
+    staleness_ms: float
+    probabilities: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
+
+
+def header_fields(cls: type[Message]) -> list[str]:
+    return [f for f in cls.__dataclass_fields__ if f not in cls.ARRAYS]
+
+
+def as_dict(msg: Message) -> dict[str, Any]:
+    return {f: getattr(msg, f) for f in msg.__dataclass_fields__}

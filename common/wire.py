@@ -1,0 +1,119 @@
+"""The wire codec: a msgpack header frame followed by one raw frame per array.
+
+    frame 0: msgpack {"op", "v", "rid", <header fields>, "arrays": [[dtype, shape], ...]}
+    frame 1..: the arrays' bytes, C order, little-endian, sent without copying
+
+Decoding trusts nothing: the header must be a map with a known op and every field, each array
+frame must have exactly the bytes its declared dtype and shape need, the dtype must be the one
+the message type requires, and arrays in `FINITE` must hold no NaN or inf. Any violation raises
+`MalformedMessage` (or `InvalidValue`) naming the problem; decoding never half-succeeds.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import msgpack
+import numpy as np
+
+from common.errors import InvalidValue, MalformedMessage, ProtocolMismatch, UnknownOp
+from common.messages import PROTOCOL, REGISTRY, Message, header_fields
+
+MAX_HEADER_BYTES = 64 << 20
+_MAX_DIMS = 4
+
+
+def encode(msg: Message, rid: int = 0) -> list:
+    """Frames for `msg`; array frames are memoryviews of the arrays (no copy)."""
+    cls = type(msg)
+    header = {"op": cls.op, "v": PROTOCOL, "rid": rid}
+    for name in header_fields(cls):
+        header[name] = getattr(msg, name)
+    frames: list = [None]
+    specs = []
+    for name, dtype in cls.ARRAYS.items():
+        arr = np.ascontiguousarray(getattr(msg, name), dtype=np.dtype(dtype).newbyteorder("<"))
+        specs.append([arr.dtype.str, list(arr.shape)])
+        frames.append(memoryview(arr).cast("B") if arr.size else b"")
+    header["arrays"] = specs
+    frames[0] = msgpack.packb(header, use_bin_type=True)
+    return frames
+
+
+def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int]:
+    """Parse and validate frames into (message, request id)."""
+    if not frames:
+        raise MalformedMessage("empty message")
+    total = sum(len(f) for f in frames)
+    if max_bytes is not None and total > max_bytes:
+        raise MalformedMessage(f"message of {total} bytes exceeds the limit of {max_bytes}")
+    raw = frames[0]
+    if len(raw) > MAX_HEADER_BYTES:
+        raise MalformedMessage(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
+    try:
+        header = msgpack.unpackb(bytes(raw), raw=False, strict_map_key=True)
+    except Exception as exc:  # msgpack raises several unrelated types
+        raise MalformedMessage(f"header is not valid msgpack: {exc}") from None
+    if not isinstance(header, dict):
+        raise MalformedMessage("header is not a map")
+    op = header.get("op")
+    cls = REGISTRY.get(op) if isinstance(op, str) else None
+    if cls is None:
+        raise UnknownOp(f"unknown op {op!r}")
+    version = header.get("v")
+    if version != PROTOCOL and cls.op != "error":  # error replies are readable across versions
+        raise ProtocolMismatch(f"protocol version mismatch: message speaks {version!r}, "
+                               f"this node speaks {PROTOCOL}")
+    rid = header.get("rid", 0)
+    if not isinstance(rid, int):
+        raise MalformedMessage("rid must be an integer")
+    kwargs = {}
+    for name in header_fields(cls):
+        if name not in header:
+            raise MalformedMessage(f"{op}: missing field {name!r}")
+        kwargs[name] = header[name]
+    _check_header_types(cls, kwargs)
+    specs = header.get("arrays")
+    if not isinstance(specs, list) or len(specs) != len(cls.ARRAYS):
+        raise MalformedMessage(f"{op}: expected {len(cls.ARRAYS)} array(s) in the header")
+    if len(frames) != 1 + len(cls.ARRAYS):
+        raise MalformedMessage(f"{op}: expected {1 + len(cls.ARRAYS)} frames, got {len(frames)}")
+    for (name, want), spec, frame in zip(cls.ARRAYS.items(), specs, frames[1:]):
+        kwargs[name] = _array(op, name, want, spec, frame)
+    for name in cls.FINITE:
+        if not np.isfinite(kwargs[name]).all():
+            raise InvalidValue(f"{op}: {name} contains NaN or inf")
+    return cls(**kwargs), rid
+
+
+_HEADER_TYPES = {"model": str, "seq": int, "shard": int, "n_shards": int, "index": int,
+                 "protocol": int, "role": str, "code": str, "message": str, "instances": list,
+                 "version": list, "seqs": dict, "info": dict, "models": dict}
+
+
+def _check_header_types(cls, kwargs: dict) -> None:
+    for name, value in kwargs.items():
+        want = _HEADER_TYPES.get(name)
+        if want is not None and (not isinstance(value, want) or isinstance(value, bool)):
+            raise MalformedMessage(f"{cls.op}: field {name!r} must be {want.__name__}, "
+                                   f"got {type(value).__name__}")
+
+
+def _array(op: str, name: str, want: str, spec, frame) -> np.ndarray:
+    if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str)
+            and isinstance(spec[1], list) and len(spec[1]) <= _MAX_DIMS
+            and all(isinstance(d, int) and d >= 0 for d in spec[1])):
+        raise MalformedMessage(f"{op}: bad array spec for {name!r}")
+    try:
+        dtype = np.dtype(spec[0])
+    except TypeError:
+        raise MalformedMessage(f"{op}: {name!r} has unknown dtype {spec[0]!r}") from None
+    expected = np.dtype(want).newbyteorder("<")
+    if dtype != expected:
+        raise MalformedMessage(f"{op}: {name!r} must be {expected.str}, got {dtype.str}")
+    shape = tuple(spec[1])
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    buf = memoryview(frame)
+    if buf.nbytes != count * dtype.itemsize:
+        raise MalformedMessage(f"{op}: {name!r} frame has {buf.nbytes} bytes, "
+                               f"shape {list(shape)} of {dtype.str} needs {count * dtype.itemsize}")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape) if count else np.zeros(shape, dtype)
