@@ -86,7 +86,7 @@ class RequestServer:
 class Channel:
     """DEALER socket to one peer, with request ids and timeouts."""
 
-    def __init__(self, address: str, *, max_bytes: int | None = None, curve: None = None):
+    def __init__(self, address: str, *, max_bytes: int | None = None):
         self.address = address
         self.max_bytes = max_bytes
         self.sock = context().socket(zmq.DEALER)
@@ -107,16 +107,27 @@ class Channel:
             remaining = deadline - time.monotonic()
             if remaining <= 0 or not self.sock.poll(remaining * 1000):
                 raise Timeout(f"no reply from {self.address} within {timeout:.1f}s")
-            parts = self.sock.recv_multipart(copy=False)
-            try:
-                msg, got = decode([p.buffer for p in parts], self.max_bytes)
-            except DeltapsError as exc:
-                raise MalformedMessage(f"bad reply from {self.address}: {exc}") from exc
+            msg, got = self._read()
             if got != rid:
                 continue  # reply to an earlier request that timed out
-            if isinstance(msg, ErrorReply):
-                raise RemoteError(msg.code, f"{self.address}: {msg.message}")
-            return msg
+            return self._unwrap(msg)
+
+    def recv_any(self) -> Message:
+        """The next waiting reply, whatever request it answers (for event-loop users)."""
+        msg, _rid = self._read()
+        return self._unwrap(msg)
+
+    def _read(self) -> tuple[Message, int]:
+        parts = self.sock.recv_multipart(copy=False)
+        try:
+            return decode([p.buffer for p in parts], self.max_bytes)
+        except DeltapsError as exc:
+            raise MalformedMessage(f"bad reply from {self.address}: {exc}") from exc
+
+    def _unwrap(self, msg: Message) -> Message:
+        if isinstance(msg, ErrorReply):
+            raise RemoteError(msg.code, f"{self.address}: {msg.message}")
+        return msg
 
     def request(self, msg: Message, timeout: float = 10.0) -> Message:
         return self.recv(self.send(msg), timeout)

@@ -1,0 +1,1 @@
+"""The parameter-server shard: owns a slice of every model, applies the optimizer, publishes."""

@@ -1,0 +1,31 @@
+"""`deltaps shard` / `python -m ps`: run one shard node until SIGTERM."""
+from __future__ import annotations
+
+import click
+
+from common.errors import DeltapsError
+from common.logs import setup_logging
+from common.nodeopts import node_options, resolve_node
+from ps.shard import ShardNode
+
+
+@click.command("shard")
+@node_options
+@click.option("--publish", default=None, help="Update-stream address to bind (PUB).")
+def main(cluster_file, spec_file, index, listen, publish):
+    """Run shard INDEX: owns slots with slot % shards == INDEX of every model."""
+    setup_logging(f"shard-{index}")
+    try:
+        spec, node, _ = resolve_node("shard", cluster_file, spec_file, index, listen)
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
+    if not 0 <= index < spec.shards:
+        raise click.UsageError(f"--index {index} is outside 0..{spec.shards - 1}")
+    pub = publish or node.pub_address
+    if not pub:
+        raise click.UsageError("no update address: give --publish")
+    ShardNode(spec, index, node.address, pub).run()
+
+
+if __name__ == "__main__":
+    main(auto_envvar_prefix="DELTAPS_SHARD")

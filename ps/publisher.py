@@ -1,0 +1,49 @@
+"""Coalesces the rows a shard changed and turns them into sequenced absolute-value updates.
+
+Rows changed by many pushes within one publish window go out once, with the values they hold
+at flush time. Each (shard, model) stream has its own sequence number; a replica that sees a
+gap knows it missed something and re-fetches a snapshot. Absolute values make a duplicate or
+re-applied update harmless.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from common.messages import Heartbeat, Update
+from ps.store import ModelShard
+
+MAX_KEYS_PER_UPDATE = 1 << 20
+
+
+class Coalescer:
+    def __init__(self, shard: int, stores: dict[str, ModelShard]):
+        self.shard = shard
+        self.stores = stores
+        self.seq = {name: 0 for name in stores}
+        self.pending: dict[str, list[np.ndarray]] = {name: [] for name in stores}
+
+    def mark(self, model: str, rows: np.ndarray) -> int:
+        """Record changed rows; returns the sequence number that will publish them."""
+        self.pending[model].append(rows)
+        return self.seq[model] + 1
+
+    def has_pending(self) -> bool:
+        return any(self.pending.values())
+
+    def flush(self) -> list[Update]:
+        updates = []
+        for model, parts in self.pending.items():
+            if not parts:
+                continue
+            store = self.stores[model]
+            rows = np.unique(np.concatenate(parts))
+            self.pending[model] = []
+            for start in range(0, rows.size, MAX_KEYS_PER_UPDATE):
+                chunk = rows[start:start + MAX_KEYS_PER_UPDATE]
+                self.seq[model] += 1
+                updates.append(Update(model, self.shard, self.seq[model],
+                                      store.slots_of_rows(chunk), store.weights[chunk]))
+        return updates
+
+    def heartbeat(self) -> Heartbeat:
+        return Heartbeat(self.shard, dict(self.seq))

@@ -1,0 +1,1 @@
+"""Serving replicas: whole models in memory, kept current from the shards, answering reads."""

@@ -1,0 +1,1 @@
+"""Workers: read events, featurize, pull weights, compute gradients, push them to the shards."""

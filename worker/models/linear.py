@@ -1,0 +1,42 @@
+"""Logistic regression over hashed binary features, in numpy.
+
+A batch's features are reduced to the unique slots they touch; the worker pulls those, scores
+the batch, and sums the log-loss gradient per unique slot with one bincount.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.features import Features
+from common.linear import margins, sigmoid
+from common.sharding import slots_of
+
+
+@dataclass
+class BatchKeys:
+    """The unique slots of a batch (sorted) and, per feature entry, its index into them."""
+
+    slots: np.ndarray
+    inverse: np.ndarray
+
+    @classmethod
+    def of(cls, features: Features, bits: int) -> "BatchKeys":
+        slots, inverse = np.unique(slots_of(features.ids, bits), return_inverse=True)
+        return cls(slots, inverse.ravel())
+
+
+def predict(features: Features, keys: BatchKeys, weights: np.ndarray) -> np.ndarray:
+    """Probabilities of every event, given the pulled weights of `keys.slots`."""
+    return sigmoid(margins(features, weights[keys.inverse]))
+
+
+def gradients(features: Features, keys: BatchKeys, p: np.ndarray, labels: np.ndarray,
+              sample_weights: np.ndarray | None = None) -> np.ndarray:
+    """d(log loss)/d(weight) summed over the batch, one value per unique slot."""
+    err = p - labels
+    if sample_weights is not None:
+        err = err * sample_weights
+    return np.bincount(keys.inverse, weights=err[features.rows],
+                       minlength=keys.slots.size).astype(np.float32)
