@@ -170,6 +170,7 @@ class NodeInfo:
     address: str  # request socket
     pub_address: str = ""  # shards only: update stream
     pid: int = 0
+    restarts: int = 0
 
 
 @dataclass
@@ -185,6 +186,13 @@ class ClusterFile:
 
     def replicas(self) -> list[NodeInfo]:
         return sorted((n for n in self.nodes if n.role == "replica"), key=lambda n: n.index)
+
+    def default_model(self) -> str:
+        """The cluster's only model; an error naming the choices when there are several."""
+        names = sorted(self.spec.models)
+        if len(names) != 1:
+            raise ConfigError(f"the cluster has models {names}: choose one with --model")
+        return names[0]
 
     def save(self, path: str | Path) -> None:
         path = Path(path)

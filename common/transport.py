@@ -129,6 +129,16 @@ class Channel:
             raise RemoteError(msg.code, f"{self.address}: {msg.message}")
         return msg
 
+    def send_raw(self, frames: Sequence[bytes]) -> None:
+        """Send frames as they are: for tools and tests that probe a node with bad input."""
+        self.sock.send_multipart(list(frames))
+
+    def recv_raw_reply(self, timeout: float) -> Message:
+        """Whatever reply comes next, decoded (error replies returned, not raised)."""
+        if not self.sock.poll(timeout * 1000):
+            raise Timeout(f"no reply from {self.address} within {timeout:.1f}s")
+        return self._read()[0]
+
     def request(self, msg: Message, timeout: float = 10.0) -> Message:
         return self.recv(self.send(msg), timeout)
 

@@ -1,0 +1,1 @@
+"""Launching and operating clusters: spec -> processes, the supervisor, the `deltaps` CLI."""

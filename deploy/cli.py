@@ -1,0 +1,188 @@
+"""The `deltaps` command: launch, inspect and use a cluster.
+
+Every option can also be set by environment variable: DELTAPS_<COMMAND>_<OPTION>, e.g.
+DELTAPS_UP_SHARDS=4 or DELTAPS_TRAIN_BATCH_SIZE=64.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from common.config import ClusterFile, load_spec
+from common.errors import DeltapsError
+from deploy.admin import cluster_status, wait_ready
+from deploy.layout import cluster_file_path, plan_cluster
+from ps.__main__ import main as shard_command
+from serving.__main__ import main as serve_command
+from worker.__main__ import main as train_command
+
+CLUSTER_OPTION = click.option("--cluster", "cluster_file", default=".deltaps/cluster.json",
+                              show_default=True, help="Cluster file of the running cluster.")
+
+
+@click.group(context_settings={"auto_envvar_prefix": "DELTAPS", "show_default": True})
+def cli():
+    """deltaps: a parameter server for online learning of sparse models."""
+
+
+cli.add_command(shard_command)
+cli.add_command(serve_command)
+cli.add_command(train_command)
+
+
+def _alive(pid: int) -> bool:
+    if pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:  # a zombie child of ours counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
+
+
+@cli.command()
+@click.option("--spec", "spec_file", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Cluster spec TOML (see common/defaults.toml); default: one model, 2 shards.")
+@click.option("--shards", type=click.IntRange(1, 256), default=None, help="Override [cluster] shards.")
+@click.option("--replicas", type=click.IntRange(0, 64), default=None,
+              help="Override [cluster] replicas.")
+@click.option("--dir", "data_dir", default=None, help="Override [cluster] data_dir.")
+@click.option("--timeout", default=60.0, help="Seconds to wait for the cluster to be ready.")
+def up(spec_file, shards, replicas, data_dir, timeout):
+    """Start a local cluster in the background and wait until every replica is ready."""
+    try:
+        spec = load_spec(spec_file)
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
+    spec.shards = shards or spec.shards
+    spec.replicas = spec.replicas if replicas is None else replicas
+    spec.data_dir = data_dir or spec.data_dir
+    path = cluster_file_path(spec.data_dir).resolve()
+    if path.exists():
+        old = ClusterFile.load(path)
+        if _alive(old.supervisor_pid):
+            raise click.ClickException(f"a cluster is already running from {path} "
+                                       f"(supervisor pid {old.supervisor_pid}); `deltaps down` first")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cluster = plan_cluster(spec)
+    cluster.save(path)
+    log = open(path.parent / "supervisor.log", "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "deploy.supervisor", str(path)],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            start_new_session=True)
+    cluster.supervisor_pid = proc.pid
+    cluster.save(path)
+    if not wait_ready(cluster, timeout):
+        click.echo(_status_table(cluster_status(ClusterFile.load(path))), err=True)
+        raise click.ClickException(f"cluster not ready after {timeout:.0f}s; logs in "
+                                   f"{path.parent / 'logs'}")
+    click.echo(f"cluster up: {spec.shards} shard(s), {spec.replicas} replica(s), models "
+               f"{', '.join(sorted(spec.models))}; cluster file {path}")
+
+
+@cli.command()
+@CLUSTER_OPTION
+@click.option("--timeout", default=20.0, help="Seconds to wait before killing what remains.")
+def down(cluster_file, timeout):
+    """Stop the cluster: SIGTERM to the supervisor, which stops every node."""
+    try:
+        cluster = ClusterFile.load(cluster_file)
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
+    pids = [cluster.supervisor_pid] + [n.pid for n in cluster.nodes]
+    if _alive(cluster.supervisor_pid):
+        os.kill(cluster.supervisor_pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in pids if _alive(p)]
+    for pid in left:
+        os.kill(pid, signal.SIGKILL)
+    Path(cluster_file).unlink(missing_ok=True)
+    click.echo("cluster down" + (f" (killed {len(left)} stuck process(es))" if left else ""))
+
+
+def _status_table(rows: list[dict]) -> str:
+    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'PID':>7} {'RESTARTS':>8} {'STATE':<8} MODELS"]
+    for r in rows:
+        models = "; ".join(
+            f"{name} seq={st['seq']}" if "seq" in st else
+            f"{name} v={st['version']} lag={st['lag']} stale={st['staleness_ms']:.0f}ms"
+            for name, st in r["models"].items())
+        lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<22} {r['pid']:>7} "
+                     f"{r['restarts']:>8} {r['state']:<8} {models}")
+    return "\n".join(lines)
+
+
+@cli.command()
+@CLUSTER_OPTION
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def status(cluster_file, as_json):
+    """Every node of the cluster: role, address, pid, state, sequence numbers, lag."""
+    try:
+        rows = cluster_status(ClusterFile.load(cluster_file))
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(json.dumps(rows, indent=2) if as_json else _status_table(rows))
+    if any(r["state"] == "down" for r in rows):
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("instances", nargs=-1)
+@CLUSTER_OPTION
+@click.option("--model", default=None, help="Model to ask (default: the cluster's only model).")
+@click.option("--timeout", default=5.0, help="Seconds to wait for a replica.")
+def predict(instances, cluster_file, model, timeout):
+    """Probabilities for INSTANCES (JSON feature objects), or for JSON lines on stdin."""
+    from serving.client import ServingClient
+    try:
+        texts = list(instances) or [line for line in sys.stdin.read().splitlines() if line.strip()]
+        parsed = []
+        for i, text in enumerate(texts, 1):
+            try:
+                value = json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise click.ClickException(f"instance {i} is not JSON: {exc}")
+            parsed.extend(value if isinstance(value, list) else [value])
+        cluster = ClusterFile.load(cluster_file)
+        model = model or cluster.default_model()
+        with ServingClient([n.address for n in cluster.replicas()], timeout) as client:
+            result = client.predict(model, parsed)
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(json.dumps({"predictions": [round(float(p), 6) for p in result.probabilities],
+                           "version": result.version, "staleness_ms": result.staleness_ms}))
+
+
+@cli.command()
+@click.argument("events", type=click.IntRange(1))
+@click.option("--seed", default=0, help="Seed of the planted model and the stream.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="File to write.")
+@click.option("--format", "fmt", default="tsv", type=click.Choice(["tsv", "jsonl"]))
+def synth(events, seed, out, fmt):
+    """Write EVENTS events of the seeded synthetic stream (Criteo-like TSV or JSON lines)."""
+    from worker.synthetic import write_synthetic
+    info = write_synthetic(out, events, seed, fmt=fmt)
+    click.echo(f"wrote {events:,d} events to {out}" + (f" ({info})" if info else ""))
+
+
+def main(argv=None):
+    cli.main(args=argv, prog_name="deltaps")
+
+
+if __name__ == "__main__":
+    main()

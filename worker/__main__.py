@@ -1,0 +1,66 @@
+"""`deltaps train` / `python -m worker`: stream a source into a running cluster."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+import click
+
+from common.config import ClusterFile
+from common.errors import DeltapsError
+from worker.ps_client import PSClient
+from worker.sources import open_source
+from worker.trainer import Trainer
+
+
+def _print_progress(p: dict) -> None:
+    click.echo(f"  {p['events']:>10,d} events  {p['events_per_s']:>10,.0f} ev/s  "
+               f"logloss {p['logloss']:.4f}  (recent {p['recent_logloss']:.4f})", err=True)
+
+
+@click.command("train")
+@click.argument("source")
+@click.option("--cluster", "cluster_file", default=".deltaps/cluster.json", show_default=True,
+              help="Cluster file of the running cluster.")
+@click.option("--model", default=None, help="Model to train (default: the cluster's only model).")
+@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, 1 << 20),
+              help="Events per mini-batch.")
+@click.option("--limit", default=None, type=click.IntRange(1), help="Stop after this many events.")
+@click.option("--format", "fmt", default=None, type=click.Choice(["jsonl", "tsv", "csv"]),
+              help="Format of stdin ('-') or of a file whose extension does not tell.")
+@click.option("--schema", default=None,
+              help="Columns of a TSV/CSV source, e.g. 'label,age:num,city:cat,id:skip'.")
+@click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+def main(source, cluster_file, model, batch_size, limit, fmt, schema, as_json):
+    """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl), '-' for stdin, a
+    MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted stream."""
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    try:
+        cluster = ClusterFile.load(cluster_file)
+        model = model or cluster.default_model()
+        cluster.spec.model(model)
+        src = open_source(source, fmt=fmt, schema=schema)
+        client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
+        trainer = Trainer(client, cluster.spec, model, batch_size)
+        summary = trainer.train(src, limit, progress=_print_progress)
+        client.close()
+    except (DeltapsError, ValueError, OSError) as exc:
+        raise click.ClickException(str(exc))
+    bayes = getattr(src, "bayes_logloss", None)
+    out = summary.as_dict()
+    if bayes is not None:
+        out["bayes_logloss"] = bayes
+    if as_json:
+        click.echo(json.dumps(out))
+        return
+    click.echo(f"trained {model}: {summary.events:,d} events in {summary.seconds:.1f}s "
+               f"({summary.events_per_s:,.0f} ev/s)")
+    click.echo(f"progressive logloss {summary.logloss:.4f}   AUC {summary.auc:.4f}"
+               + (f"   (Bayes-optimal logloss {bayes:.4f})" if bayes is not None else ""))
+    if summary.malformed:
+        click.echo(f"skipped {summary.malformed} malformed line(s); see warnings above", err=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main(auto_envvar_prefix="DELTAPS_TRAIN"))
