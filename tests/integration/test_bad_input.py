@@ -1,0 +1,111 @@
+"""Bad input to a running shard gets a clear error reply, changes nothing, and crashes nothing."""
+from __future__ import annotations
+
+import msgpack
+import numpy as np
+import pytest
+
+from common import messages as m
+from common.errors import RemoteError
+from common.transport import Channel
+from common.wire import encode
+from tests.integration.helpers import SMALL_SPEC
+from worker.ps_client import PSClient
+
+
+@pytest.fixture
+def shard0(local_cluster):
+    c = local_cluster(SMALL_SPEC, shards=2, replicas=0).start_all()
+    ch = Channel(c.address("shard", 0), max_bytes=1 << 30)
+    yield c, ch
+    ch.close()
+
+
+def _raw(ch: Channel, frames) -> m.Message:
+    ch.send_raw(frames)
+    return ch.recv_raw_reply(5.0)
+
+
+def _weights(c, keys):
+    client = PSClient(c.cluster.shards())
+    try:
+        return client.pull("ctr", keys)
+    finally:
+        client.close()
+
+
+KEYS = np.array([0, 2, 4, 6], dtype=np.uint64)
+
+
+@pytest.mark.parametrize("frames, code, text", [
+    ([b"\xc1garbage"], "malformed", "not valid msgpack"),
+    ([msgpack.packb([1, 2])], "malformed", "not a map"),
+    ([msgpack.packb({"op": "fly", "v": m.PROTOCOL})], "unknown_op", "unknown op 'fly'"),
+    ([msgpack.packb({"op": "pull", "v": 99, "model": "ctr"})], "protocol_mismatch",
+     "speaks 99"),
+    ([msgpack.packb({"op": "pull", "v": m.PROTOCOL, "arrays": [["<u8", [1]]]}), b"\0" * 8],
+     "malformed", "missing field 'model'"),
+    ([msgpack.packb({"op": "pull", "v": m.PROTOCOL, "model": "ctr",
+                     "arrays": [["<u8", [4]]]}), b"\0" * 8], "malformed", "needs 32"),
+    ([msgpack.packb({"op": "pull", "v": m.PROTOCOL, "model": "ctr",
+                     "arrays": [["<f4", [2]]]}), b"\0" * 8], "malformed", "must be <u8"),
+    ([msgpack.packb({"op": "pull", "v": m.PROTOCOL, "model": 7,
+                     "arrays": [["<u8", [1]]]}), b"\0" * 8], "malformed", "must be str"),
+])
+def test_malformed_frames_get_error_replies(shard0, frames, code, text):
+    c, ch = shard0
+    reply = _raw(ch, frames)
+    assert isinstance(reply, m.ErrorReply)
+    assert reply.code == code and text in reply.message
+    assert ch.request(m.StatusRequest(), 5).info["state"] == "serving"
+
+
+@pytest.mark.parametrize("grads, keys, text", [
+    (np.array([np.nan, 1, 1, 1], np.float32), KEYS, "NaN or inf"),
+    (np.array([np.inf, 1, 1, 1], np.float32), KEYS, "NaN or inf"),
+    (np.ones(4, np.float32), np.array([6, 4, 2, 0], np.uint64), "sorted and unique"),
+    (np.ones(4, np.float32), np.array([0, 2, 2, 4], np.uint64), "sorted and unique"),
+    (np.ones(4, np.float32), np.array([0, 1, 2, 3], np.uint64), "not owned by shard 0"),
+    (np.ones(4, np.float32), np.array([0, 2, 4, 1 << 20], np.uint64), "outside model"),
+    (np.ones(3, np.float32), KEYS, "3 gradients for 4 keys"),
+])
+def test_invalid_pushes_change_nothing(shard0, grads, keys, text):
+    c, ch = shard0
+    before = _weights(c, KEYS)
+    ch.request(m.Push("ctr", KEYS, np.ones(4, np.float32)), 5)  # a valid push changes weights
+    after_valid = _weights(c, KEYS)
+    assert not np.array_equal(before, after_valid)
+    frames = encode(m.Push("ctr", keys, grads))
+    reply = _raw(ch, frames)
+    assert isinstance(reply, m.ErrorReply) and text in reply.message
+    np.testing.assert_array_equal(_weights(c, KEYS), after_valid)
+
+
+def test_unknown_model_and_unserved_op(shard0):
+    c, ch = shard0
+    with pytest.raises(RemoteError, match="unknown model 'nope'"):
+        ch.request(m.Pull("nope", KEYS), 5)
+    with pytest.raises(RemoteError, match="not served by this node"):
+        ch.request(m.Predict("ctr", []), 5)
+
+
+def test_hello_with_another_protocol_version_is_refused(shard0):
+    _c, ch = shard0
+    with pytest.raises(RemoteError, match="protocol version mismatch: worker speaks 2"):
+        ch.request(m.Hello(2, "worker"), 5)
+    assert ch.request(m.Hello(m.PROTOCOL, "worker"), 5).role == "shard"
+
+
+def test_oversized_message_is_refused_and_node_keeps_serving(local_cluster):
+    c = local_cluster(SMALL_SPEC + "\n[cluster]\nmax_message_bytes = 65536\n", shards=1,
+                      replicas=0).start_all()
+    big = Channel(c.address("shard", 0))
+    big.send(m.Pull("ctr", np.arange(100_000, dtype=np.uint64)))  # 800 kB > 64 kB limit
+    small = Channel(c.address("shard", 0))
+    try:
+        assert small.request(m.StatusRequest(), 5).info["state"] == "serving"
+        reply = small.request(m.Pull("ctr", np.arange(10, dtype=np.uint64)), 5)
+        assert reply.values.shape == (10,)
+    finally:
+        big.close()
+        small.close()

@@ -1,0 +1,85 @@
+import numpy as np
+import pytest
+
+from common.errors import InvalidInstance
+from common.features import (BIAS_ID, CATEGORICAL, Batch, Column, FeatureSpec, Featurizer,
+                             Transform, columnarize, concat_batches, cross_ids)
+
+
+def ids_per_row(f):
+    out = {}
+    for r, i in zip(f.rows.tolist(), f.ids.tolist()):
+        out.setdefault(r, []).append(i)
+    return {r: sorted(v) for r, v in out.items()}
+
+
+def test_featurizing_a_batch_equals_featurizing_each_event_alone():
+    events = [{"label": 1, "features": {"u": "a", "g": ["x", "y"], "age": 30}},
+              {"label": 0, "features": {"u": "b"}},
+              {"label": 0, "features": {"g": ["z", "x", "y"], "age": 3}},
+              {"label": 1, "features": {}}]
+    fz = Featurizer(FeatureSpec(crosses=[["u", "g"], ["g", "age"]]))
+    whole = ids_per_row(fz.featurize(columnarize(events, with_labels=True)))
+    for i, e in enumerate(events):
+        alone = ids_per_row(fz.featurize(columnarize([e], with_labels=True)))
+        assert alone[0] == whole[i]
+    assert len(whole[0]) == 1 + 2 + 1 + 2 + 2 + 1  # u, g*2, age, u×g*2, g×age*2, bias
+    assert whole[3] == [BIAS_ID]
+
+
+def test_same_value_in_different_fields_gives_different_ids():
+    f = Featurizer(FeatureSpec(bias=False)).featurize(
+        columnarize([{"features": {"a": "x", "b": "x"}}], with_labels=False))
+    assert len(set(f.ids.tolist())) == 2
+
+
+def test_crosses_pair_every_value_within_each_event_only():
+    a = (np.array([0, 0, 2]), np.array([1, 2, 3], np.uint64))
+    b = (np.array([0, 1, 2, 2]), np.array([10, 20, 30, 40], np.uint64))
+    rows, ids = cross_ids([a, b])
+    assert rows.tolist() == [0, 0, 2, 2]
+    assert len(set(ids.tolist())) == 4
+    assert cross_ids([a, None])[0].size == 0
+
+
+def test_numeric_transforms():
+    x = np.array([-5.0, 0.0, 1.0, 3.0, 1000.0])
+    assert Transform("log2").bucketize(x).tolist() == [-2, 0, 1, 2, 9]
+    assert Transform("buckets", (0, 10)).bucketize(x).tolist() == [0, 1, 1, 1, 2]
+    assert Transform("categorical").bucketize(np.array([196.0])).tolist() == [196]
+
+
+def test_transform_changes_ids_only_across_bucket_boundaries():
+    spec = FeatureSpec(transforms={"age": Transform("buckets", (18, 30))}, bias=False)
+    f = Featurizer(spec).featurize(columnarize(
+        [{"features": {"age": a}} for a in (19, 25, 29, 31)], with_labels=False))
+    assert f.ids[0] == f.ids[1] == f.ids[2] != f.ids[3]
+
+
+def test_int_and_string_columns_and_field_selection():
+    batch = Batch(3, {"user": Column.dense(CATEGORICAL, np.array([7, 8, 7])),
+                      "skip": Column.dense(CATEGORICAL, np.array(["a", "b", "c"]))})
+    f = Featurizer(FeatureSpec(fields=("user",), bias=False)).featurize(batch)
+    assert f.rows.tolist() == [0, 1, 2] and f.ids[0] == f.ids[2] != f.ids[1]
+
+
+@pytest.mark.parametrize("event, text", [
+    ({"label": 2, "features": {}}, "label must be 0 or 1"),
+    ({"label": 1, "features": {"a": {"b": 1}}}, "unsupported type dict"),
+    ({"label": 1, "features": {"a": [1.5]}}, "list must hold strings or integers"),
+    ({"label": 1, "features": {"a": float("nan")}}, "not finite"),
+    ({"label": 1, "features": []}, "'features' must be an object"),
+    ({"label": 1, "weight": -1, "features": {}}, "weight must be"),
+])
+def test_columnarize_rejects_bad_events_by_name(event, text):
+    with pytest.raises(InvalidInstance, match=text):
+        columnarize([{"label": 0, "features": {}}, event], with_labels=True)
+
+
+def test_slice_and_concat_are_inverse():
+    events = [{"label": i % 2, "features": {"g": ["a"] * (i % 3), "n": float(i)}} for i in range(9)]
+    b = columnarize(events, with_labels=True)
+    again = concat_batches([b.slice(0, 4), b.slice(4, 7), b.slice(7, 9)])
+    fz = Featurizer(FeatureSpec())
+    assert ids_per_row(fz.featurize(again)) == ids_per_row(fz.featurize(b))
+    np.testing.assert_array_equal(again.labels, b.labels)
