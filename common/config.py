@@ -54,6 +54,11 @@ class ClusterSpec:
     heartbeat_ms: float = 250
     max_message_bytes: int = 256 << 20
     data_dir: str = ".deltaps"
+    fsync: str = "interval"
+    fsync_interval_ms: float = 50
+    snapshot_interval_s: float = 300
+    snapshots_kept: int = 2
+    wal_segment_mb: int = 64
     transforms: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
 
@@ -156,6 +161,10 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
                 raise ConfigError(f"[models.{name}] names transform {tname!r}, which is not defined")
         models[name] = ModelSpec(name=name, optimizer=OptimizerSpec(**opt), **merged)
     spec = ClusterSpec(**cluster, transforms=transforms, models=models)
+    if spec.fsync not in ("always", "interval", "never"):
+        raise ConfigError("[cluster] fsync must be always, interval or never")
+    if spec.snapshots_kept < 1:
+        raise ConfigError("[cluster] snapshots_kept must be >= 1")
     if spec.shards < 1 or spec.replicas < 0:
         raise ConfigError("[cluster] shards must be >= 1 and replicas >= 0")
     return spec

@@ -49,7 +49,8 @@ def hash_strings(values) -> np.ndarray:
     The canonical form is the string's Unicode code points (as numpy stores a ``U`` array:
     UTF-32), packed two per little-endian 64-bit word; the seed mixes in the length in code
     points. Only words inside each string are folded, so a string hashes the same whatever the
-    width of the column it sits in. Bytes are decoded as UTF-8 first.
+    width of the column it sits in. Bytes are decoded as UTF-8 first. Like numpy strings,
+    trailing NUL characters are not significant.
     """
     arr = np.asarray(values)
     arr = arr.reshape(arr.size)

@@ -75,6 +75,29 @@ class Ok(Message):
     pass
 
 
+@message("take_snapshot")
+class TakeSnapshot(Message):
+    pass
+
+
+@message("snapshot_taken")
+class SnapshotTaken(Message):
+    path: str
+    lsn: int
+
+
+@message("checksums")
+class ChecksumRequest(Message):
+    pass
+
+
+@message("checksums_reply")
+class ChecksumReply(Message):
+    """Per model, per shard: [epoch, seq, crc32 of that shard's weights]."""
+
+    sums: dict
+
+
 # --- worker <-> shard -------------------------------------------------------------------------
 
 @message("pull")
@@ -101,6 +124,8 @@ class Push(Message):
     model: str
     keys: np.ndarray
     grads: np.ndarray
+    worker: str = ""  # with push_no: identifies a retried push so it is applied once
+    push_no: int = 0  # increasing per worker; 0 = no duplicate detection
 
 
 @message("push_ack")
@@ -126,6 +151,7 @@ class SnapshotReply(Message):
     model: str
     shard: int
     n_shards: int
+    epoch: int
     seq: int
     values: np.ndarray
 
@@ -137,6 +163,7 @@ class Update(Message):
     ARRAYS = {"keys": "uint64", "values": "float32"}
     model: str
     shard: int
+    epoch: int  # changes when the shard restarts; sequence numbers are per epoch
     seq: int
     keys: np.ndarray
     values: np.ndarray
@@ -145,6 +172,7 @@ class Update(Message):
 @message("heartbeat")
 class Heartbeat(Message):
     shard: int
+    epoch: int
     seqs: dict  # model -> latest published seq
 
 

@@ -49,16 +49,26 @@ class RequestServer:
         self.address = bind_address(self.sock, address)
         self.handlers = handlers
         self.max_bytes = max_bytes
+        self.before_replies: Callable[[], None] = lambda: None
 
-    def handle_ready(self) -> None:
-        """Answer every request waiting on the socket."""
-        while True:
+    def handle_ready(self, max_batch: int = 256) -> None:
+        """Answer the requests waiting on the socket as one batch.
+
+        `before_replies` runs once after the batch is handled and before any reply is sent:
+        the shard's group commit (one fsync covers every push of the batch).
+        """
+        replies = []
+        for _ in range(max_batch):
             try:
                 parts = self.sock.recv_multipart(zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                return
+                break
             identity, frames = parts[0], [p.buffer for p in parts[1:]]
-            reply, rid = self.dispatch(frames)
+            replies.append((identity, *self.dispatch(frames)))
+        if not replies:
+            return
+        self.before_replies()
+        for identity, reply, rid in replies:
             try:
                 self.sock.send_multipart([identity] + encode(reply, rid), copy=False)
             except zmq.ZMQError as exc:  # peer gone; nothing to do

@@ -87,7 +87,9 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
 
 _HEADER_TYPES = {"model": str, "seq": int, "shard": int, "n_shards": int, "index": int,
                  "protocol": int, "role": str, "code": str, "message": str, "instances": list,
-                 "version": list, "seqs": dict, "info": dict, "models": dict}
+                 "version": list, "seqs": dict, "info": dict, "models": dict,
+                 "worker": str, "push_no": int, "epoch": int, "sums": dict, "path": str,
+                 "lsn": int}
 
 
 def _check_header_types(cls, kwargs: dict) -> None:

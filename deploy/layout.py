@@ -1,25 +1,48 @@
 """Turn a spec into a concrete cluster: node addresses and the cluster file's place on disk."""
 from __future__ import annotations
 
+import random
 import socket
 from pathlib import Path
 
 from common.config import ClusterFile, ClusterSpec, NodeInfo
 
 
-def free_port(host: str) -> int:
-    """A port the OS just handed out; good enough to bind again an instant later."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return s.getsockname()[1]
+PORT_RANGE = (20000, 32000)  # below Linux's ephemeral range, so outgoing connections never take them
+
+
+def free_ports(host: str, count: int) -> list[int]:
+    """`count` distinct free ports, drawn at random below the ephemeral range.
+
+    Ports the OS hands out for bind(0) come from the ephemeral range, which outgoing
+    connections (every zmq connect) also draw from; one could take a node's port in the
+    instant between planning and binding. Ports below that range have no such race.
+    """
+    rng = random.SystemRandom()
+    held: list[socket.socket] = []
+    try:
+        while len(held) < count:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            try:
+                s.bind((host, rng.randrange(*PORT_RANGE)))
+            except OSError:
+                s.close()
+                continue
+            held.append(s)
+        return [s.getsockname()[1] for s in held]
+    finally:
+        for s in held:
+            s.close()
 
 
 def plan_cluster(spec: ClusterSpec) -> ClusterFile:
     """Addresses for every shard (requests + updates) and replica (requests)."""
-    ports = iter(range(spec.base_port, spec.base_port + 4 * (spec.shards + spec.replicas)))
+    count = 2 * spec.shards + spec.replicas
+    ports = iter(range(spec.base_port, spec.base_port + count) if spec.base_port
+                 else free_ports(spec.host, count))
 
     def port() -> int:
-        return next(ports) if spec.base_port else free_port(spec.host)
+        return next(ports)
 
     nodes = []
     for k in range(spec.shards):

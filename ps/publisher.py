@@ -16,10 +16,12 @@ MAX_KEYS_PER_UPDATE = 1 << 20
 
 
 class Coalescer:
-    def __init__(self, shard: int, stores: dict[str, ModelShard]):
+    def __init__(self, shard: int, epoch: int, stores: dict[str, ModelShard],
+                 seqs: dict[str, int] | None = None):
         self.shard = shard
+        self.epoch = epoch
         self.stores = stores
-        self.seq = {name: 0 for name in stores}
+        self.seq = {name: (seqs or {}).get(name, 0) for name in stores}
         self.pending: dict[str, list[np.ndarray]] = {name: [] for name in stores}
 
     def mark(self, model: str, rows: np.ndarray) -> int:
@@ -41,9 +43,9 @@ class Coalescer:
             for start in range(0, rows.size, MAX_KEYS_PER_UPDATE):
                 chunk = rows[start:start + MAX_KEYS_PER_UPDATE]
                 self.seq[model] += 1
-                updates.append(Update(model, self.shard, self.seq[model],
+                updates.append(Update(model, self.shard, self.epoch, self.seq[model],
                                       store.slots_of_rows(chunk), store.weights[chunk]))
         return updates
 
     def heartbeat(self) -> Heartbeat:
-        return Heartbeat(self.shard, dict(self.seq))
+        return Heartbeat(self.shard, self.epoch, dict(self.seq))

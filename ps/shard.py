@@ -1,56 +1,74 @@
-"""The shard node: wires `ModelShard` stores and the `Coalescer` to sockets.
+"""The shard node: wires the durable `ShardState` and the `Coalescer` to sockets.
 
-One thread, one event loop: requests (ROUTER), the publish-window timer and the heartbeat timer
-all run in turn, so stores need no locks and a snapshot is always consistent with the sequence
-number it reports.
+One thread, one event loop: requests (ROUTER), the publish-window timer, heartbeats, the fsync
+and snapshot timers all run in turn, so stores need no locks and a snapshot is always
+consistent with the sequence numbers it reports. Each start is a new epoch: replicas that see
+an epoch change fetch a fresh snapshot instead of trusting sequence numbers across restarts.
 """
 from __future__ import annotations
 
 import logging
 import os
 import time
+from pathlib import Path
 
 from common import messages as m
+from common.checksum import weights_checksum
 from common.config import ClusterSpec
-from common.errors import ProtocolMismatch, UnknownModel
+from common.errors import InvalidValue, ProtocolMismatch
 from common.transport import EventLoop, Publisher, RequestServer
+from ps.durable import ShardState
 from ps.publisher import Coalescer
-from ps.store import ModelShard
 
 log = logging.getLogger("deltaps.shard")
+
+
+def shard_dir(spec: ClusterSpec, index: int) -> Path:
+    return Path(spec.data_dir) / f"shard-{index}"
 
 
 class ShardNode:
     def __init__(self, spec: ClusterSpec, index: int, address: str, pub_address: str):
         self.spec = spec
         self.index = index
-        self.stores = {name: ModelShard(model, index, spec.shards)
-                       for name, model in spec.models.items()}
-        self.coalescer = Coalescer(index, self.stores)
+        self.epoch = time.time_ns() & ((1 << 62) - 1)
+        self.state = ShardState(spec, index, shard_dir(spec, index))
+        self.recovery, seqs = self.state.recover()
+        self._log_recovery()
+        self.stores = self.state.stores
+        self.coalescer = Coalescer(index, self.epoch, self.stores, seqs)
         self.started = time.time()
         self.handlers = {
             "hello": self.on_hello,
             "pull": self.on_pull,
             "push": self.on_push,
             "snapshot": self.on_snapshot,
+            "take_snapshot": self.on_take_snapshot,
+            "checksums": self.on_checksums,
             "status": self.on_status,
             "shutdown": self.on_shutdown,
         }
         self.server = RequestServer(address, self.handlers, spec.max_message_bytes)
+        self.server.before_replies = self.state.wal.commit
         self.publisher = Publisher(pub_address)
         self.loop = EventLoop()
         self.loop.add_socket(self.server.sock, self.server.handle_ready)
         self.loop.every(spec.publish_window_ms / 1000.0, self.publish)
         self.loop.every(spec.heartbeat_ms / 1000.0, self.heartbeat)
+        if spec.fsync == "interval":
+            self.loop.every(spec.fsync_interval_ms / 1000.0, self.state.wal.sync)
+        self.loop.every(spec.snapshot_interval_s, self.take_snapshot)
+
+    def _log_recovery(self) -> None:
+        r = self.recovery
+        log.info("shard %d recovered in %.3fs: snapshot %s (lsn %d), %d log record(s) replayed",
+                 self.index, r.seconds, r.snapshot or "none", r.snapshot_lsn, r.replayed)
+        if r.torn_bytes:
+            log.warning("cut a torn log tail of %d bytes", r.torn_bytes)
+        for problem in r.problems:
+            log.error("recovery: %s", problem)
 
     # --- handlers -----------------------------------------------------------------------------
-
-    def store(self, model: str) -> ModelShard:
-        try:
-            return self.stores[model]
-        except KeyError:
-            raise UnknownModel(f"unknown model {model!r}; shard {self.index} holds "
-                               f"{sorted(self.stores)}") from None
 
     def on_hello(self, msg: m.Hello) -> m.HelloReply:
         if msg.protocol != m.PROTOCOL:
@@ -61,22 +79,42 @@ class ShardNode:
 
     def on_pull(self, msg: m.Pull) -> m.PullReply:
         return m.PullReply(msg.model, self.coalescer.seq.get(msg.model, 0),
-                           self.store(msg.model).pull(msg.keys))
+                           self.state.store(msg.model).pull(msg.keys))
 
     def on_push(self, msg: m.Push) -> m.PushAck:
-        rows = self.store(msg.model).push(msg.keys, msg.grads)
+        if msg.push_no < 0:
+            raise InvalidValue("push_no must be >= 0")
+        rows = self.state.push(msg.model, msg.keys, msg.grads, msg.worker, msg.push_no)
+        if rows is None:  # a retry of a push already applied
+            return m.PushAck(msg.model, self.coalescer.seq[msg.model])
         return m.PushAck(msg.model, self.coalescer.mark(msg.model, rows))
 
     def on_snapshot(self, msg: m.SnapshotRequest) -> m.SnapshotReply:
-        store = self.store(msg.model)
-        return m.SnapshotReply(msg.model, self.index, self.spec.shards,
+        store = self.state.store(msg.model)
+        return m.SnapshotReply(msg.model, self.index, self.spec.shards, self.epoch,
                                self.coalescer.seq[msg.model], store.weights.copy())
 
+    def on_take_snapshot(self, _msg: m.TakeSnapshot) -> m.SnapshotTaken:
+        path = self.take_snapshot()
+        return m.SnapshotTaken(str(path), self.state.last_lsn)
+
+    def on_checksums(self, _msg: m.ChecksumRequest) -> m.ChecksumReply:
+        self.publish()  # what the checksum covers is published before the reply goes out
+        return m.ChecksumReply({name: {str(self.index): [self.epoch, self.coalescer.seq[name],
+                                                         weights_checksum(s.weights)]}
+                                for name, s in self.stores.items()})
+
     def on_status(self, _msg: m.StatusRequest) -> m.StatusReply:
+        r = self.recovery
         return m.StatusReply({
             "role": "shard", "index": self.index, "pid": os.getpid(),
             "address": self.server.address, "pub_address": self.publisher.address,
-            "state": "serving", "uptime_s": round(time.time() - self.started, 1),
+            "state": "serving", "epoch": self.epoch,
+            "uptime_s": round(time.time() - self.started, 1),
+            "lsn": self.state.last_lsn, "snapshot_lsn": self.state.snapshot_lsn,
+            "duplicates": self.state.duplicates, "fsync": self.spec.fsync,
+            "recovery": {"snapshot": r.snapshot, "replayed": r.replayed, "seconds": r.seconds,
+                         "torn_bytes": r.torn_bytes, "problems": r.problems},
             "models": {name: {"seq": self.coalescer.seq[name], "pushes": s.pushes,
                               "pulls": s.pulls, "slots": s.size}
                        for name, s in self.stores.items()},
@@ -95,19 +133,27 @@ class ShardNode:
     def heartbeat(self) -> None:
         self.publisher.publish(self.coalescer.heartbeat())
 
+    def take_snapshot(self) -> Path:
+        start = time.monotonic()
+        path = self.state.snapshot(dict(self.coalescer.seq))
+        log.info("snapshot %s written in %.3fs", path.name, time.monotonic() - start)
+        return path
+
     # --- lifecycle ----------------------------------------------------------------------------
 
     def run(self) -> None:
         self.loop.install_signal_handlers()
-        log.info("shard %d serving on %s, publishing on %s", self.index, self.server.address,
-                 self.publisher.address)
+        log.info("shard %d (epoch %d) serving on %s, publishing on %s", self.index, self.epoch,
+                 self.server.address, self.publisher.address)
         try:
             self.loop.run()
         finally:
             self.publish()
+            self.take_snapshot()
             self.close()
             log.info("shard %d stopped", self.index)
 
     def close(self) -> None:
         self.server.close()
         self.publisher.close()
+        self.state.close()

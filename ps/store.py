@@ -44,15 +44,23 @@ class ModelShard:
         self.pulls += 1
         return self.weights[self.rows_for(keys)]
 
-    def push(self, keys: np.ndarray, grads: np.ndarray) -> np.ndarray:
-        """Apply summed gradients; returns the local rows changed. Validates before changing."""
+    def check_push(self, keys: np.ndarray, grads: np.ndarray) -> np.ndarray:
+        """Local rows of a push, after validating it; raises InvalidValue and changes nothing."""
         rows = self.rows_for(keys)
         if grads.shape != keys.shape:
             raise InvalidValue(f"{grads.size} gradients for {keys.size} keys")
         if not np.isfinite(grads).all():
             raise InvalidValue("gradients contain NaN or inf")
+        return rows
+
+    def apply(self, rows: np.ndarray, grads: np.ndarray) -> None:
         self.optimizer.apply(self.state, rows, grads)
         self.pushes += 1
+
+    def push(self, keys: np.ndarray, grads: np.ndarray) -> np.ndarray:
+        """Validate and apply summed gradients; returns the local rows changed."""
+        rows = self.check_push(keys, grads)
+        self.apply(rows, grads)
         return rows
 
     def slots_of_rows(self, rows: np.ndarray) -> np.ndarray:

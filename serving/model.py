@@ -5,6 +5,7 @@ import time
 
 import numpy as np
 
+from common.checksum import weights_checksum
 from common.config import ModelSpec
 from common.errors import InvalidValue, NotReady
 from common.features import Batch, FeatureSpec, Featurizer
@@ -38,7 +39,8 @@ class ServingModel:
         oldest = min(s.confirmed_at for s in self.shards)
         return round((time.monotonic() - oldest) * 1000.0, 3)
 
-    def apply_snapshot(self, shard: int, n_shards: int, seq: int, values: np.ndarray) -> None:
+    def apply_snapshot(self, shard: int, n_shards: int, epoch: int, seq: int,
+                       values: np.ndarray) -> None:
         if n_shards != self.n_shards:
             raise InvalidValue(f"snapshot from a {n_shards}-shard cluster, expected {self.n_shards}")
         expected = self.weights[shard::n_shards].size
@@ -46,7 +48,7 @@ class ServingModel:
             raise InvalidValue(f"snapshot of shard {shard} has {values.size} values, "
                                f"expected {expected}")
         self.weights[shard::n_shards] = values
-        for update in self.shards[shard].on_snapshot(seq):
+        for update in self.shards[shard].on_snapshot(epoch, seq):
             self._write(update)
 
     def apply_update(self, update: Update) -> None:
@@ -60,6 +62,12 @@ class ServingModel:
             raise InvalidValue(f"update key outside model {self.spec.name!r}")
         self.weights[update.keys] = update.values
         self.updates_applied += 1
+
+    def checksums(self) -> dict[str, list[int]]:
+        """Per shard: [epoch, seq, crc32 of our copy of that shard's slots]."""
+        return {str(s.shard): [s.epoch, s.seq,
+                               weights_checksum(self.weights[s.shard::self.n_shards])]
+                for s in self.shards}
 
     def score(self, batch: Batch) -> np.ndarray:
         """Probabilities for every event of the batch; refuses while any shard is out of sync."""

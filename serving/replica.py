@@ -33,6 +33,7 @@ class ReplicaNode:
         self.handlers = {
             "hello": self.on_hello,
             "predict": self.on_predict,
+            "checksums": self.on_checksums,
             "status": self.on_status,
             "shutdown": self.on_shutdown,
         }
@@ -56,7 +57,7 @@ class ReplicaNode:
                 if isinstance(msg, m.Heartbeat):
                     for name, seq in msg.seqs.items():
                         if name in self.models and 0 <= msg.shard < self.spec.shards:
-                            self.models[name].shards[msg.shard].on_heartbeat(seq)
+                            self.models[name].shards[msg.shard].on_heartbeat(msg.epoch, seq)
                 elif model is not None:
                     model.apply_update(msg)
             except DeltapsError as exc:
@@ -90,8 +91,8 @@ class ReplicaNode:
             key = (reply.model, shard)
             self.inflight.pop(key, None)
             try:
-                self.models[reply.model].apply_snapshot(shard, reply.n_shards, reply.seq,
-                                                        reply.values)
+                self.models[reply.model].apply_snapshot(shard, reply.n_shards, reply.epoch,
+                                                        reply.seq, reply.values)
             except DeltapsError as exc:
                 log.warning("refused snapshot: %s", exc)
                 continue
@@ -120,6 +121,9 @@ class ReplicaNode:
         model = self.model(msg.model)
         probabilities = model.score(columnarize(msg.instances, with_labels=False))
         return m.PredictReply(msg.model, model.version, model.staleness_ms(), probabilities)
+
+    def on_checksums(self, _msg: m.ChecksumRequest) -> m.ChecksumReply:
+        return m.ChecksumReply({name: mm.checksums() for name, mm in self.models.items()})
 
     def on_status(self, _msg: m.StatusRequest) -> m.StatusReply:
         return m.StatusReply({

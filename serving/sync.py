@@ -7,7 +7,8 @@ says what to apply and when to ask for a fresh snapshot:
 - a snapshot at sequence S is applied, then buffered updates newer than S in order;
 - an update with seq == current + 1 is applied; an older one is a harmless duplicate;
 - a newer one, or a heartbeat announcing a newer seq, means something was missed: the shard is
-  marked out of sync (the model stops answering) and a new snapshot is needed.
+  marked out of sync (the model stops answering) and a new snapshot is needed;
+- an update or heartbeat from another epoch (the shard restarted) means the same.
 """
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ from common.messages import Update
 @dataclass
 class ShardSync:
     shard: int
+    epoch: int = -1  # the shard incarnation our copy comes from
     seq: int = -1  # last applied; -1: no snapshot yet
     in_sync: bool = False
     snapshot_wanted: bool = True
@@ -32,6 +34,10 @@ class ShardSync:
         if not self.in_sync:
             self.buffered.append(update)
             return []
+        if update.epoch != self.epoch:
+            self._lost()
+            self.buffered.append(update)
+            return []
         if update.seq <= self.seq:
             return []
         if update.seq != self.seq + 1:
@@ -42,21 +48,22 @@ class ShardSync:
         self.confirmed_at = time.monotonic()
         return [update]
 
-    def on_heartbeat(self, seq: int) -> None:
+    def on_heartbeat(self, epoch: int, seq: int) -> None:
         if not self.in_sync:
             return
-        if seq > self.seq:
+        if epoch != self.epoch or seq > self.seq:
             self._lost()
         else:
             self.confirmed_at = time.monotonic()
 
-    def on_snapshot(self, seq: int) -> list[Update]:
-        """The snapshot at `seq` was applied; returns buffered updates to apply after it.
+    def on_snapshot(self, epoch: int, seq: int) -> list[Update]:
+        """The snapshot at (`epoch`, `seq`) was applied; returns buffered updates to apply now.
 
         If the buffer shows a hole after `seq`, stays out of sync and asks again.
         """
-        self.seq = seq
-        pending = sorted((u for u in self.buffered if u.seq > seq), key=lambda u: u.seq)
+        self.epoch, self.seq = epoch, seq
+        pending = sorted((u for u in self.buffered if u.epoch == epoch and u.seq > seq),
+                         key=lambda u: u.seq)
         self.buffered = []
         apply = []
         for u in pending:

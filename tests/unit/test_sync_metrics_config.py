@@ -9,39 +9,48 @@ from serving.sync import ShardSync
 from worker.metrics import auc
 
 
-def upd(seq, keys=(0,), values=(1.0,), shard=0):
-    return Update("m", shard, seq, np.array(keys, np.uint64), np.array(values, np.float32))
+def upd(seq, keys=(0,), values=(1.0,), shard=0, epoch=1):
+    return Update("m", shard, epoch, seq, np.array(keys, np.uint64), np.array(values, np.float32))
 
 
 def test_updates_before_snapshot_are_buffered_then_applied_in_order():
     s = ShardSync(0)
     assert s.on_update(upd(3)) == [] and s.on_update(upd(2)) == []
-    applied = s.on_snapshot(1)
+    applied = s.on_snapshot(1, 1)
     assert [u.seq for u in applied] == [2, 3] and s.in_sync and s.seq == 3
 
 
 def test_duplicates_are_ignored_and_gaps_ask_for_a_snapshot():
     s = ShardSync(0)
-    s.on_snapshot(5)
+    s.on_snapshot(1, 5)
     assert s.on_update(upd(5)) == []
     assert [u.seq for u in s.on_update(upd(6))] == [6]
     assert s.on_update(upd(8)) == [] and not s.in_sync and s.snapshot_wanted
-    assert [u.seq for u in s.on_snapshot(7)] == [8] and s.in_sync
+    assert [u.seq for u in s.on_snapshot(1, 7)] == [8] and s.in_sync
 
 
 def test_snapshot_with_a_hole_in_the_buffer_stays_out_of_sync():
     s = ShardSync(0)
     s.on_update(upd(4))
-    assert s.on_snapshot(2) == [] and not s.in_sync and s.snapshot_wanted
-    assert [u.seq for u in s.on_snapshot(3)] == [4] and s.in_sync
+    assert s.on_snapshot(1, 2) == [] and not s.in_sync and s.snapshot_wanted
+    assert [u.seq for u in s.on_snapshot(1, 3)] == [4] and s.in_sync
+
+
+def test_a_new_epoch_means_the_shard_restarted_and_forces_a_snapshot():
+    s = ShardSync(0)
+    s.on_snapshot(1, 9)
+    assert s.on_update(upd(3, epoch=2)) == [] and not s.in_sync
+    assert [u.seq for u in s.on_snapshot(2, 2)] == [3] and s.in_sync and s.epoch == 2
+    s.on_heartbeat(3, 3)
+    assert not s.in_sync
 
 
 def test_heartbeat_reveals_a_missed_tail():
     s = ShardSync(0)
-    s.on_snapshot(4)
-    s.on_heartbeat(4)
+    s.on_snapshot(1, 4)
+    s.on_heartbeat(1, 4)
     assert s.in_sync
-    s.on_heartbeat(5)
+    s.on_heartbeat(1, 5)
     assert not s.in_sync and s.gaps == 1
 
 
@@ -50,10 +59,10 @@ def test_serving_model_refuses_reads_until_every_shard_is_synced():
     model = ServingModel(spec.model("m"), spec.feature_spec("m"), 2)
     from common.features import columnarize
     batch = columnarize([{"a": "x"}], with_labels=False)
-    model.apply_snapshot(0, 2, 0, np.arange(8, dtype=np.float32))
+    model.apply_snapshot(0, 2, 1, 0, np.arange(8, dtype=np.float32))
     with pytest.raises(NotReady, match=r"shard\(s\) \[1\] syncing"):
         model.score(batch)
-    model.apply_snapshot(1, 2, 3, -np.arange(8, dtype=np.float32))
+    model.apply_snapshot(1, 2, 1, 3, -np.arange(8, dtype=np.float32))
     assert model.weights[:4].tolist() == [0, 0, 1, -1] and model.version == [0, 3]
     model.apply_update(upd(4, keys=(1,), values=(9.0,), shard=1))
     assert model.weights[1] == 9.0 and model.score(batch).shape == (1,)

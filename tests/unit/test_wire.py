@@ -29,7 +29,7 @@ def test_push_roundtrip_keeps_arrays_exactly():
 
 
 def test_header_only_and_empty_arrays_roundtrip():
-    assert roundtrip(m.Heartbeat(3, {"a": 7})) == m.Heartbeat(3, {"a": 7})
+    assert roundtrip(m.Heartbeat(3, 9, {"a": 7})) == m.Heartbeat(3, 9, {"a": 7})
     got = roundtrip(m.Pull("x", np.zeros(0, np.uint64)))
     assert got.keys.shape == (0,)
 

@@ -1,0 +1,35 @@
+# deltaps: `make demo` runs a local cluster end to end, `make test` runs every test.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+DATA   ?=
+EVENTS ?= 200000
+
+.PHONY: setup demo test test-unit test-integration bench clean
+
+$(BIN)/deltaps: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test,bench]'
+	touch $@
+
+setup: $(BIN)/deltaps
+
+## Start a local cluster, train on a stream (synthetic, or DATA=path), read predictions, stop.
+demo: setup
+	PATH="$(abspath $(BIN)):$$PATH" bash deploy/demo.sh "$(DATA)" "$(EVENTS)"
+
+test: setup
+	$(BIN)/python -m pytest -q
+
+test-unit: setup
+	$(BIN)/python -m pytest -q tests/unit
+
+test-integration: setup
+	$(BIN)/python -m pytest -q tests/integration tests/e2e
+
+bench: setup
+	$(BIN)/python -m bench.run
+
+clean:
+	rm -rf $(VENV) .deltaps build *.egg-info

@@ -1,0 +1,210 @@
+"""Write-ahead log of accepted pushes: length-prefixed, checksummed records in rotating segments.
+
+Record layout (little-endian):
+
+    u32 payload length | u32 crc32(lsn bytes + payload) | u64 lsn | payload
+
+A shard appends a push's record (written through to the kernel) before applying it, so a
+killed process loses nothing it acknowledged; `fsync` decides what survives a machine crash:
+``always`` fsyncs before acknowledging (group commit: one fsync per batch of requests),
+``interval`` every N ms, ``never`` leaves it to the OS.
+
+Reading stops at the first record that is short or fails its checksum. At the tail of the
+newest segment that is a torn write from a crash: it is reported and cut off. Anywhere else it
+is corruption: reported as such, and the bad bytes and any later segments are moved aside to
+``corrupt/`` (never replayed, never silently deleted).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import struct
+import zlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+log = logging.getLogger("deltaps.wal")
+_HEAD = struct.Struct("<IIQ")
+MAX_RECORD = 1 << 30
+FSYNC_POLICIES = ("always", "interval", "never")
+
+
+@dataclass
+class ReadReport:
+    """What reading the log found: records replayed and any damage."""
+
+    records: int = 0
+    torn_bytes: int = 0
+    corrupt: list[str] = field(default_factory=list)
+
+
+def _segment_name(first_lsn: int) -> str:
+    return f"wal-{first_lsn:020d}.log"
+
+
+def _segments(directory: Path) -> list[tuple[int, Path]]:
+    out = []
+    for p in directory.glob("wal-*.log"):
+        try:
+            out.append((int(p.stem[4:]), p))
+        except ValueError:
+            continue
+    return sorted(out)
+
+
+def fsync_dir(directory: Path) -> None:
+    fd = os.open(directory, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class WriteAheadLog:
+    def __init__(self, directory: str | Path, fsync: str = "interval",
+                 segment_bytes: int = 64 << 20):
+        if fsync not in FSYNC_POLICIES:
+            raise ValueError(f"fsync policy must be one of {FSYNC_POLICIES}, got {fsync!r}")
+        self.dir = Path(directory)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.fsync_policy = fsync
+        self.segment_bytes = segment_bytes
+        self.next_lsn = 1
+        self._file = None
+        self._size = 0
+        self._dirty = False
+
+    # --- reading (recovery) -------------------------------------------------------------------
+
+    def replay(self, after_lsn: int, report: ReadReport) -> Iterator[tuple[int, bytes]]:
+        """Yield (lsn, payload) of every intact record with lsn > after_lsn, in order.
+
+        Cuts off a torn tail and moves corruption aside (see module doc). Afterwards the log is
+        positioned to append after the last intact record.
+        """
+        segments = _segments(self.dir)
+        last_lsn = after_lsn
+        for i, (first, path) in enumerate(segments):
+            newest = i == len(segments) - 1
+            data = path.read_bytes()
+            pos = 0
+            while pos < len(data):
+                rec = self._parse(data, pos)
+                if rec is None:
+                    self._damaged(path, data, pos, newest, segments[i + 1:], report)
+                    break
+                lsn, payload, end = rec
+                if lsn > after_lsn:
+                    yield lsn, payload
+                    report.records += 1
+                last_lsn = max(last_lsn, lsn)
+                pos = end
+            else:
+                continue
+            break
+        self.next_lsn = last_lsn + 1
+
+    @staticmethod
+    def _parse(data: bytes, pos: int):
+        if pos + _HEAD.size > len(data):
+            return None
+        length, crc, lsn = _HEAD.unpack_from(data, pos)
+        end = pos + _HEAD.size + length
+        if length > MAX_RECORD or end > len(data):
+            return None
+        payload = data[pos + _HEAD.size:end]
+        if zlib.crc32(payload, zlib.crc32(data[pos + 8:pos + 16])) != crc:
+            return None
+        return lsn, payload, end
+
+    def _damaged(self, path: Path, data: bytes, pos: int, newest: bool, later, report) -> None:
+        bad = len(data) - pos
+        if newest:
+            report.torn_bytes += bad
+            log.warning("log %s: torn record at byte %d (%d bytes) from an interrupted write; "
+                        "cut off", path.name, pos, bad)
+        else:
+            aside = self.dir / "corrupt"
+            aside.mkdir(exist_ok=True)
+            (aside / f"{path.name}.from-{pos}").write_bytes(data[pos:])
+            for _first, p in later:
+                p.replace(aside / p.name)
+            msg = (f"log {path.name} is corrupt at byte {pos}; {bad} bytes and "
+                   f"{len(later)} later segment(s) moved to {aside}")
+            report.corrupt.append(msg)
+            log.error(msg)
+        with open(path, "r+b") as f:
+            f.truncate(pos)
+            os.fsync(f.fileno())
+
+    # --- writing ------------------------------------------------------------------------------
+
+    def append(self, payload: bytes) -> int:
+        """Write one record through to the kernel; returns its lsn. On failure nothing remains."""
+        if self._file is None or self._size >= self.segment_bytes:
+            self._rotate()
+        lsn = self.next_lsn
+        lsn_bytes = struct.pack("<Q", lsn)
+        head = struct.pack("<II", len(payload), zlib.crc32(payload, zlib.crc32(lsn_bytes)))
+        start = self._size
+        try:
+            self._file.write(head + lsn_bytes + payload)
+            self._file.flush()
+        except OSError:
+            self._undo(start)
+            raise
+        self._size += _HEAD.size + len(payload)
+        self.next_lsn += 1
+        self._dirty = True
+        return lsn
+
+    def _undo(self, offset: int) -> None:
+        """Drop a partly written record (e.g. disk full) so the log stays well-formed."""
+        try:
+            self._file.close()
+        except OSError:
+            pass
+        path = self._current_path
+        with open(path, "r+b") as f:
+            f.truncate(offset)
+        self._file = open(path, "ab", buffering=1 << 20)
+
+    def commit(self) -> None:
+        """Called once per batch of requests, before their acks go out (group commit)."""
+        if self.fsync_policy == "always":
+            self.sync()
+
+    def sync(self) -> None:
+        if self._dirty and self._file is not None:
+            os.fsync(self._file.fileno())
+            self._dirty = False
+
+    def _rotate(self) -> None:
+        if self._file is not None:
+            self.sync()
+            self._file.close()
+        segments = _segments(self.dir)
+        if segments and self._file is None and segments[-1][1].stat().st_size < self.segment_bytes:
+            self._current_path = segments[-1][1]  # continue the newest segment after recovery
+        else:
+            self._current_path = self.dir / _segment_name(self.next_lsn)
+        self._file = open(self._current_path, "ab", buffering=1 << 20)
+        self._size = self._current_path.stat().st_size
+        fsync_dir(self.dir)
+
+    def drop_before(self, lsn: int) -> int:
+        """Delete segments whose records all have lsn <= `lsn`; returns how many."""
+        segments = _segments(self.dir)
+        dropped = 0
+        for (first, path), (next_first, _next) in zip(segments, segments[1:]):
+            if next_first - 1 <= lsn and path != getattr(self, "_current_path", None):
+                path.unlink()
+                dropped += 1
+        return dropped
+
+    def close(self) -> None:
+        if self._file is not None:
+            self.sync()
+            self._file.close()
+            self._file = None
