@@ -127,12 +127,20 @@ class Channel:
         msg, _rid = self._read()
         return self._unwrap(msg)
 
+    def read(self) -> tuple[Message, int]:
+        """The next waiting reply and its request id, error replies included (non-blocking
+        callers check `sock.poll` first)."""
+        return self._read()
+
     def _read(self) -> tuple[Message, int]:
         parts = self.sock.recv_multipart(copy=False)
         try:
             return decode([p.buffer for p in parts], self.max_bytes)
         except DeltapsError as exc:
             raise MalformedMessage(f"bad reply from {self.address}: {exc}") from exc
+
+    def unwrap(self, msg: Message) -> Message:
+        return self._unwrap(msg)
 
     def _unwrap(self, msg: Message) -> Message:
         if isinstance(msg, ErrorReply):
@@ -154,6 +162,15 @@ class Channel:
 
     def close(self) -> None:
         self.sock.close(0)
+
+
+def readable(channels: Sequence[Channel], timeout: float) -> list[int]:
+    """Indices of the channels with a reply waiting, after waiting up to `timeout` seconds."""
+    poller = zmq.Poller()
+    for ch in channels:
+        poller.register(ch.sock, zmq.POLLIN)
+    ready = dict(poller.poll(timeout * 1000))
+    return [i for i, ch in enumerate(channels) if ch.sock in ready]
 
 
 def request_all(calls: Iterable[tuple[Channel, Message]], timeout: float = 10.0) -> list[Message]:

@@ -1,37 +1,43 @@
 #!/usr/bin/env bash
 # The main job: a local cluster (2 shards, 1 serving replica) trains on a stream and answers
-# predictions. Usage: demo.sh [DATA] [EVENTS]; DATA may be a MovieLens-100k directory or an
-# event file; without it, a seeded synthetic stream of EVENTS events.
+# predictions, then stops. Usage: demo.sh [DATA] [EVENTS]. DATA may be a MovieLens-100k
+# directory or an event file (.tsv Criteo layout, .csv, .jsonl); without it, EVENTS events of
+# the seeded synthetic stream.
 set -euo pipefail
 data="${1:-}"
 events="${2:-200000}"
 dir=".deltaps"
-trap 'deltaps down --cluster "$dir/cluster.json" >/dev/null 2>&1 || true' EXIT
+cluster="$dir/cluster.json"
+mkdir -p "$dir"
+trap 'deltaps down --cluster "$cluster" >/dev/null 2>&1 || true' EXIT
 
-spec=()
-if [[ -n "$data" && -f "$data/u.data" ]]; then
-    python -c 'from worker.sources import MOVIELENS_SPEC_TOML; print(MOVIELENS_SPEC_TOML)' > "$dir.movielens.toml"
-    spec=(--spec "$dir.movielens.toml")
-fi
-
-echo "== deltaps up"
-deltaps up "${spec[@]}" --dir "$dir"
-echo
-echo "== deltaps train"
-if [[ -n "$data" ]]; then
-    deltaps train "$data" --cluster "$dir/cluster.json" --batch-size 32
-    sample='{"user": 196, "item": 242, "age": 49, "gender": "M", "occupation": "writer", "genres": ["Comedy"]}'
+if [[ -z "$data" ]]; then
+    python -c 'from worker.synthetic import synthetic_spec_toml; print(synthetic_spec_toml())' > "$dir/spec.toml"
+    source="synthetic:$events:7"; batch=1024
+    samples=('{"c1": 3, "c2": 17, "c3": 1, "i1": 4.0, "i2": 120.0}' '{"c1": 900, "i5": 3000.0}')
+elif [[ -f "$data/u.data" ]]; then
+    python -c 'from worker.sources import MOVIELENS_SPEC_TOML; print(MOVIELENS_SPEC_TOML)' > "$dir/spec.toml"
+    source="$data"; batch=32
+    samples=('{"user": 196, "item": 242, "age": 49, "gender": "M", "occupation": "writer", "genres": ["Comedy"]}'
+             '{"user": 13, "item": 50, "age": 47, "gender": "M", "genres": ["Action", "Sci-Fi"]}')
 else
-    deltaps train "synthetic:$events:7" --cluster "$dir/cluster.json" --batch-size 1024
-    sample='{"c1": 3, "c2": 17, "i1": 4.0, "i2": 120.0}'
+    : > "$dir/spec.toml"  # the default model reads every field an event has
+    source="$data"; batch=256
+    samples=('{}')
 fi
+
+echo "== deltaps up --spec $dir/spec.toml"
+deltaps up --spec "$dir/spec.toml" --dir "$dir"
+echo
+echo "== deltaps train $source --batch-size $batch"
+deltaps train "$source" --cluster "$cluster" --batch-size "$batch"
 echo
 echo "== deltaps status"
-deltaps status --cluster "$dir/cluster.json"
+deltaps status --cluster "$cluster"
 echo
-echo "== deltaps predict $sample {}"
-deltaps predict --cluster "$dir/cluster.json" "$sample" '{}'
+echo "== deltaps predict ${samples[*]}"
+deltaps predict --cluster "$cluster" "${samples[@]}"
 echo
 echo "== deltaps down"
-deltaps down --cluster "$dir/cluster.json"
+deltaps down --cluster "$cluster"
 trap - EXIT

@@ -228,6 +228,18 @@ class SyntheticStream(Source):
         return self._oracle_loss_sum / self.stats.events if self.stats.events else float("nan")
 
 
+def synthetic_spec_toml(bits: int = 22) -> str:
+    """A cluster spec for the planted stream: model "ctr", categorical ids sent as numbers."""
+    lines = ["# Model for the synthetic planted stream (worker/synthetic.py).",
+             "# c1..c26 are category ids: numbers in JSON instances are ids, not amounts."]
+    for k in range(1, 27):
+        lines += [f"[transforms.c{k}]", 'kind = "categorical"']
+    lines += ["[models.ctr]", f"bits = {bits}",
+              "transforms = [" + ", ".join(f'"c{k}"' for k in range(1, 27)) + "]",
+              "[models.ctr.optimizer]", 'name = "ftrl"', "learning_rate = 0.05"]
+    return "\n".join(lines) + "\n"
+
+
 def write_synthetic(path: str | Path, events: int, seed: int = 0, fmt: str = "tsv",
                     **stream_opts) -> Path:
     """Write a synthetic stream to a file so other tools (e.g. Vowpal Wabbit) see the same events.
