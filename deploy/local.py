@@ -1,0 +1,102 @@
+"""A cluster of real node processes started in the foreground, for tests and benchmarks.
+
+Unlike `deltaps up` (a detached supervisor), the caller owns every process by PID and must
+call `stop_all()`; nodes' output goes to log files in the cluster's directory.
+"""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common.config import load_spec
+from deploy.admin import node_status
+from deploy.layout import plan_cluster
+from deploy.supervisor import node_command
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+class LocalCluster:
+    """Shard and replica processes started from a spec; every process is tracked by PID."""
+
+    def __init__(self, directory: Path, spec_text: str = "", shards: int = 2, replicas: int = 1,
+                 **cluster_settings):
+        self.dir = Path(directory).resolve()
+        self.dir.mkdir(parents=True, exist_ok=True)
+        spec = load_spec(text=spec_text)
+        spec.shards, spec.replicas, spec.data_dir = shards, replicas, str(self.dir)
+        for key, value in cluster_settings.items():
+            setattr(spec, key, value)
+        self.cluster = plan_cluster(spec)
+        self.path = self.dir / "cluster.json"
+        self.cluster.save(self.path)
+        self.procs: dict[tuple[str, int], subprocess.Popen] = {}
+
+    @property
+    def spec(self):
+        return self.cluster.spec
+
+    def start(self, role: str, index: int) -> subprocess.Popen:
+        info = next(n for n in self.cluster.nodes if n.role == role and n.index == index)
+        log = open(self.dir / f"{role}-{index}.log", "ab")
+        proc = subprocess.Popen(node_command(info, self.path), cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs[(role, index)] = proc
+        return proc
+
+    def start_all(self, wait: bool = True) -> "LocalCluster":
+        for n in self.cluster.shards():
+            self.start("shard", n.index)
+        for n in self.cluster.replicas():
+            self.start("replica", n.index)
+        if wait:
+            self.wait_ready()
+        return self
+
+    def address(self, role: str, index: int) -> str:
+        return next(n.address for n in self.cluster.nodes if n.role == role and n.index == index)
+
+    def wait_ready(self, timeout: float = 30.0, role: str | None = None,
+                   index: int | None = None) -> None:
+        deadline = time.monotonic() + timeout
+        for (r, i), proc in self.procs.items():
+            if (role and r != role) or (index is not None and i != index):
+                continue
+            while True:
+                if proc.poll() is not None:
+                    raise RuntimeError(f"{r}-{i} exited with {proc.returncode}:\n"
+                                       + self.log(r, i))
+                st = node_status(self.address(r, i), timeout=0.5)
+                if st and st["state"] in ("serving", "ready"):
+                    break
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"{r}-{i} not ready: {st}\n" + self.log(r, i))
+                time.sleep(0.05)
+
+    def log(self, role: str, index: int) -> str:
+        path = self.dir / f"{role}-{index}.log"
+        return path.read_text() if path.exists() else ""
+
+    def stop(self, role: str, index: int, sig=signal.SIGTERM, timeout: float = 15.0) -> int:
+        proc = self.procs[(role, index)]
+        if proc.poll() is None:
+            os.kill(proc.pid, sig)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        return proc.returncode
+
+    def stop_all(self) -> dict:
+        codes = {}
+        for role in ("replica", "shard"):
+            for (r, i) in list(self.procs):
+                if r == role:
+                    codes[(r, i)] = self.stop(r, i)
+        return codes
