@@ -56,3 +56,65 @@ def wait_ready(cluster: ClusterFile, timeout: float = 60.0) -> bool:
             return True
         time.sleep(0.2)
     return False
+
+
+def _checksums(address: str, timeout: float) -> dict:
+    ch = Channel(address)
+    try:
+        return ch.request(m.ChecksumRequest(), timeout).sums
+    finally:
+        ch.close()
+
+
+def verify(cluster: ClusterFile, timeout: float = 30.0) -> list[dict]:
+    """Compare every replica's copy of every model with the shards', shard by shard.
+
+    Checksums are only compared at equal versions (same shard epoch and sequence number), so
+    the check waits, up to `timeout`, for replicas to catch up; run it after traffic stops.
+    Returns one row per (replica, model, shard) with "ok" True/False and the reason.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        shard_sums: dict[str, dict[str, list]] = {}
+        for node in cluster.shards():
+            for model, per_shard in _checksums(node.address, 5.0).items():
+                shard_sums.setdefault(model, {}).update(per_shard)
+        rows = []
+        for node in cluster.replicas():
+            try:
+                sums = _checksums(node.address, 5.0)
+            except DeltapsError as exc:
+                rows.append({"replica": node.index, "model": "*", "shard": "*", "ok": False,
+                             "reason": f"no answer: {exc}"})
+                continue
+            for model, want in shard_sums.items():
+                for shard, (epoch, seq, crc) in sorted(want.items()):
+                    got = sums.get(model, {}).get(shard)
+                    behind = got is not None and got[:2] != [epoch, seq]
+                    if got is None:
+                        ok, reason = False, "model missing on replica"
+                    elif behind:
+                        ok, reason = False, (f"replica at epoch {got[0]} seq {got[1]}, "
+                                             f"shard at epoch {epoch} seq {seq}")
+                    elif got[2] != crc:
+                        ok, reason = False, f"checksum {got[2]:08x} != shard's {crc:08x}"
+                    else:
+                        ok, reason = True, f"seq {seq} crc {crc:08x}"
+                    rows.append({"replica": node.index, "model": model, "shard": int(shard),
+                                 "ok": ok, "behind": behind, "reason": reason})
+        if not any(r.get("behind") for r in rows) or time.monotonic() > deadline:
+            return rows
+        time.sleep(0.1)
+
+
+def take_snapshots(cluster: ClusterFile, timeout: float = 120.0) -> list[tuple[int, str, int]]:
+    """Ask every shard to snapshot now; returns (shard, path, lsn) per shard."""
+    out = []
+    for node in cluster.shards():
+        ch = Channel(node.address)
+        try:
+            reply = ch.request(m.TakeSnapshot(), timeout)
+            out.append((node.index, reply.path, reply.lsn))
+        finally:
+            ch.close()
+    return out

@@ -17,7 +17,7 @@ import click
 
 from common.config import ClusterFile, load_spec
 from common.errors import DeltapsError
-from deploy.admin import cluster_status, wait_ready
+from deploy.admin import cluster_status, take_snapshots, verify, wait_ready
 from deploy.layout import cluster_file_path, plan_cluster
 from ps.__main__ import main as shard_command
 from serving.__main__ import main as serve_command
@@ -139,6 +139,39 @@ def status(cluster_file, as_json):
     click.echo(json.dumps(rows, indent=2) if as_json else _status_table(rows))
     if any(r["state"] == "down" for r in rows):
         sys.exit(1)
+
+
+@cli.command("verify")
+@CLUSTER_OPTION
+@click.option("--timeout", default=30.0, help="Seconds to wait for replicas to catch up.")
+def verify_cmd(cluster_file, timeout):
+    """Check that every replica holds exactly the shards' weights (run after traffic stops).
+
+    Compares a checksum of each shard's slice of each model with the replica's copy, at the
+    same version; exits non-zero on any difference.
+    """
+    try:
+        rows = verify(ClusterFile.load(cluster_file), timeout)
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
+    for r in rows:
+        click.echo(f"replica-{r['replica']} {r['model']} shard {r['shard']}: "
+                   f"{'OK' if r['ok'] else 'DIFFERS'} ({r['reason']})")
+    bad = [r for r in rows if not r["ok"]]
+    if bad or not rows:
+        raise click.ClickException(f"{len(bad)} difference(s)" if rows else "nothing to verify")
+    click.echo(f"all {len(rows)} replica/model/shard copies match")
+
+
+@cli.command()
+@CLUSTER_OPTION
+def snapshot(cluster_file):
+    """Make every shard write a snapshot now (they also do so on a timer and on SIGTERM)."""
+    try:
+        for shard, path, lsn in take_snapshots(ClusterFile.load(cluster_file)):
+            click.echo(f"shard-{shard}: {path} (log position {lsn})")
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
 
 
 @cli.command()
