@@ -52,6 +52,7 @@ class ClusterSpec:
     base_port: int = 0
     publish_window_ms: float = 5
     heartbeat_ms: float = 250
+    publish_hwm: int = 10000
     max_message_bytes: int = 256 << 20
     data_dir: str = ".deltaps"
     fsync: str = "interval"

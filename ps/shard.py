@@ -50,7 +50,7 @@ class ShardNode:
         }
         self.server = RequestServer(address, self.handlers, spec.max_message_bytes)
         self.server.before_replies = self.state.wal.commit
-        self.publisher = Publisher(pub_address)
+        self.publisher = Publisher(pub_address, spec.publish_hwm)
         self.loop = EventLoop()
         self.loop.add_socket(self.server.sock, self.server.handle_ready)
         self.loop.every(spec.publish_window_ms / 1000.0, self.publish)

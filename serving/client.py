@@ -43,7 +43,8 @@ class ServingClient:
 
     def predict(self, model: str, instances: Sequence[Mapping]) -> Prediction:
         """Probabilities for every instance (feature dicts), from the first replica that answers."""
-        errors = []
+        errors: list[str] = []
+        codes: set[str] = set()
         for attempt in range(len(self.channels)):
             k = (self._next + attempt) % len(self.channels)
             try:
@@ -51,16 +52,19 @@ class ServingClient:
             except Timeout as exc:
                 self._reset(k)
                 errors.append(str(exc))
+                codes.add(exc.code)
                 continue
             except RemoteError as exc:
                 if exc.remote_code not in RETRYABLE:
                     raise
                 errors.append(str(exc))
+                codes.add(exc.remote_code)
                 continue
             self._next = (k + 1) % len(self.channels)
             return Prediction(np.array(reply.probabilities), reply.version, reply.staleness_ms,
                               self.addresses[k])
-        raise DeltapsError("no replica answered: " + "; ".join(errors))
+        code = codes.pop() if len(codes) == 1 else "unavailable"
+        raise RemoteError(code, "no replica answered: " + "; ".join(errors))
 
     def _reset(self, k: int) -> None:
         """Drop requests queued for an unresponsive replica by replacing its socket."""

@@ -38,7 +38,8 @@ class ReplicaNode:
             "shutdown": self.on_shutdown,
         }
         self.server = RequestServer(address, self.handlers, spec.max_message_bytes)
-        self.subscriber = Subscriber([s.pub_address for s in shards], spec.max_message_bytes)
+        self.subscriber = Subscriber([s.pub_address for s in shards], spec.max_message_bytes,
+                                     spec.publish_hwm)
         self.channels = [Channel(s.address, max_bytes=spec.max_message_bytes) for s in shards]
         self.inflight: dict[tuple[str, int], tuple[int, float]] = {}  # (model, shard) -> rid, t
         self.loop = EventLoop()

@@ -1,0 +1,112 @@
+"""`python -m bench.run`: run the benchmark sections, write JSON + markdown, print the tables.
+
+Why sections: each is a function ``ctx -> dict`` (figures, table, notes, details) listed in
+SECTIONS, so a new benchmark is one function and one line here, and `--only NAME` runs one.
+Everything scratch (VW text files, cluster directories) lives in a temporary directory that is
+removed at the end; results go to `--out` (bench/results/ by default, git-ignored).
+"""
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import click
+
+from bench import machine, report, training, vw
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT_MOVIELENS = REPO.parent / "shared" / "data" / "movielens-100k"
+DEFAULT_OUT = REPO / "bench" / "results"
+
+SECTIONS: dict[str, Callable[["Context"], dict]] = {
+    "planted": training.planted,
+    "movielens": training.movielens,
+}
+
+
+@dataclass
+class Context:
+    """What every section may use: sizes, inputs, a scratch directory, a logger."""
+
+    events: int
+    movielens: Path | None
+    workdir: Path
+    quick: bool = False
+    movielens_limit: int | None = None
+    repeats: int = 3
+    vw_grid: dict = field(default_factory=lambda: dict(vw.GRID))
+    planted_batches: tuple = training.PLANTED_BATCHES
+    movielens_batches: tuple = training.MOVIELENS_BATCHES
+
+    def log(self, msg: str) -> None:
+        click.echo(msg, err=True)
+
+
+@click.command()
+@click.option("--events", type=click.IntRange(1), default=None,
+              help="Planted-stream events [default: 1,000,000; 50,000 with --quick].")
+@click.option("--movielens", "movielens", type=click.Path(path_type=Path), default=None,
+              help=f"MovieLens-100k directory [default: {DEFAULT_MOVIELENS}].")
+@click.option("--out", "out", type=click.Path(path_type=Path), default=DEFAULT_OUT,
+              show_default=True, help="Where results are written.")
+@click.option("--only", type=click.Choice(sorted(SECTIONS)), multiple=True,
+              help="Run only this section (repeatable).")
+@click.option("--quick", is_flag=True,
+              help="Small and fast: 50k planted events, 20k MovieLens events, 1 VW repeat, "
+                   "a smaller VW grid.")
+def main(events, movielens, out, only, quick):
+    """Benchmark deltaps (a real local cluster) against Vowpal Wabbit on the same events."""
+    started = time.strftime("%Y-%m-%dT%H:%M:%S")
+    info = machine.describe()
+    load = machine.LoadSampler()
+    load.sample("start")
+    movielens = movielens or DEFAULT_MOVIELENS
+    workdir = Path(tempfile.mkdtemp(prefix="deltaps-bench-"))
+    ctx = Context(events=events or (50_000 if quick else 1_000_000),
+                  movielens=movielens if (movielens / "u.data").is_file() else None,
+                  workdir=workdir, quick=quick, movielens_limit=20_000 if quick else None,
+                  repeats=1 if quick else 3, vw_grid=dict(vw.QUICK_GRID if quick else vw.GRID))
+    if ctx.movielens is None:
+        ctx.log(f"note: no MovieLens-100k at {movielens}; its section is skipped")
+    result = {"started": started, "command": "python -m bench.run " + shlex.join(sys.argv[1:]),
+              "options": {"events": ctx.events, "movielens": str(movielens), "quick": quick,
+                          "movielens_limit": ctx.movielens_limit, "vw_repeats": ctx.repeats,
+                          "only": list(only)},
+              "machine": info, "sections": {}}
+    failed = False
+    try:
+        for name, section in SECTIONS.items():
+            if only and name not in only:
+                continue
+            ctx.log(f"[{name}]")
+            t0 = time.monotonic()
+            try:
+                out_section = section(ctx)
+            except Exception as exc:  # a failed section is reported, the others still run
+                failed = True
+                ctx.log(traceback.format_exc())
+                out_section = {"skipped": f"failed: {type(exc).__name__}: {exc}"}
+            out_section["seconds"] = round(time.monotonic() - t0, 1)
+            result["sections"][name] = out_section
+            load.sample(name)
+            ctx.log(f"[{name}] {out_section['seconds']:.0f}s, load {os.getloadavg()[0]:.2f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    info["load_after"] = list(os.getloadavg())
+    info["load_samples"] = load.samples
+    json_path, md_path = report.write(result, out)
+    click.echo(report.markdown_report(result))
+    click.echo(f"wrote {json_path} and {md_path}", err=True)
+    sys.exit(1 if failed else 0)
+
+
+if __name__ == "__main__":
+    main()

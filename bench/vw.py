@@ -1,0 +1,140 @@
+"""Vowpal Wabbit on the same events, as its command line runs them: our quality and speed yardstick.
+
+Why in-process through `vowpalwabbit.Workspace` with ``-d FILE``: the constructor then runs
+VW's own parser and learner threads over the file (what the ``vw`` binary does), so the time
+is command-line speed, not the ~5x slower per-example Python binding. Timed: constructor +
+``finish()``; CPU: this process's CPU time over that span (VW's threads included).
+
+Quality is progressive: VW writes each prediction (``-p``, a probability with ``--link
+logistic``) before learning from the example, exactly like deltaps' progressive validation,
+so logloss and AUC come from the predictions file and the same labels, with the same formulas
+(`common.linear.logloss`, `worker.metrics.auc`).
+
+Runs: the default FTRL from text (timed, median of `repeats`); writing the cache; reading the
+cache (timed; its predictions must equal the text run's); FTRL with deltaps' hyper-parameters
+(the same learner, online, so the gap to deltaps is what mini-batching and hashing cost); and a
+small grid read from the cache, whose best is labeled as chosen on the evaluation stream itself.
+"""
+from __future__ import annotations
+
+import itertools
+import statistics
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.linear import logloss
+from worker.metrics import auc
+
+BASE_ARGS = ("--ftrl", "-b", "22", "--loss_function", "logistic", "--link", "logistic", "--quiet")
+# VW 9.11's --ftrl defaults are alpha 0.5, beta 1 (read back from its log by `defaults`); the
+# grid spans them, deltaps' own settings and the usual small values.
+GRID = {"ftrl_alpha": (0.005, 0.05, 0.1, 0.2, 0.5), "ftrl_beta": (0.1, 1.0),
+        "l2": (0.0, 1e-6, 1.0)}
+QUICK_GRID = {"ftrl_alpha": (0.05, 0.2, 0.5), "ftrl_beta": (0.1, 1.0), "l2": (0.0, 1.0)}
+
+
+def command(args: list[str]) -> str:
+    """The equivalent `vw` command line (what a reader would run to reproduce a figure)."""
+    return "vw " + " ".join(args)
+
+
+def run(data: Path, *, preds: Path | None = None, cache: Path | None = None,
+        extra: tuple[str, ...] = ()) -> dict:
+    """One VW pass over `data` (or its cache); wall and CPU seconds, and the args used."""
+    from vowpalwabbit import Workspace
+
+    args = list(BASE_ARGS) + list(extra) + ["-d", str(data)]
+    if cache is not None:
+        args += ["--cache_file", str(cache)]
+    if preds is not None:
+        args += ["-p", str(preds)]
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    ws = Workspace(arg_list=args)  # -d: runs the native parser + learner over the whole file
+    ws.finish()
+    seconds, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+    return {"command": command(args), "seconds": round(seconds, 4), "cpu_seconds": round(cpu, 4)}
+
+
+def defaults(data: Path, lines: int = 10) -> dict:
+    """VW's effective FTRL settings when none are given, read from its log on a few lines."""
+    from vowpalwabbit import Workspace
+
+    head = data.with_suffix(".head")
+    with open(data, encoding="utf-8") as f, open(head, "w", encoding="utf-8") as out:
+        out.writelines(itertools.islice(f, lines))
+    ws = Workspace(arg_list=[a for a in BASE_ARGS if a != "--quiet"] + ["-d", str(head)],
+                   enable_logging=True)
+    ws.finish()
+    head.unlink()
+    found = {}
+    for line in ws.get_log():
+        key, sep, value = line.partition(" = ")
+        if sep and key.strip() in ("ftrl_alpha", "ftrl_beta"):
+            found[key.strip()] = float(value)
+    return found
+
+
+def read_predictions(path: Path) -> np.ndarray:
+    with open(path, "rb") as f:
+        return np.array(f.read().split(), dtype=np.float64)
+
+
+def quality(preds: np.ndarray, labels: np.ndarray) -> dict:
+    if preds.size != labels.size:
+        raise RuntimeError(f"VW made {preds.size} predictions for {labels.size} events")
+    return {"logloss": float(logloss(preds, labels).mean()), "auc": auc(preds, labels)}
+
+
+def ftrl_args(alpha: float, beta: float, l1: float = 0.0, l2: float = 0.0) -> tuple[str, ...]:
+    return ("--ftrl_alpha", repr(alpha), "--ftrl_beta", repr(beta), "--l1", repr(l1),
+            "--l2", repr(l2))
+
+
+def benchmark(data: Path, labels: np.ndarray, workdir: Path, *, same_as: dict,
+              repeats: int = 1, grid: dict = GRID) -> dict:
+    """Every VW figure for one VW text file; `same_as` = deltaps' FTRL alpha/beta/l1/l2."""
+    events = int(labels.size)
+    preds, cache = workdir / "vw.preds", workdir / "vw.cache"
+
+    def speed(runs: list[dict]) -> dict:
+        secs = statistics.median(r["seconds"] for r in runs)
+        return {"command": runs[0]["command"], "seconds": secs, "all_seconds":
+                [r["seconds"] for r in runs], "cpu_seconds": statistics.median(
+                    r["cpu_seconds"] for r in runs), "events": events,
+                "events_per_s": round(events / secs, 1)}
+
+    out = {"defaults": defaults(data), "version": _version()}
+    text_runs = [run(data, preds=preds) for _ in range(repeats)]
+    text_preds = read_predictions(preds)
+    out["default_text"] = {**speed(text_runs), **quality(text_preds, labels)}
+
+    cache.unlink(missing_ok=True)
+    out["cache_write"] = speed([run(data, cache=cache)])
+    cache_runs = [run(data, cache=cache, preds=preds) for _ in range(repeats)]
+    cache_preds = read_predictions(preds)
+    out["default_cache"] = {**speed(cache_runs), **quality(cache_preds, labels),
+                            "same_predictions_as_text": bool(np.array_equal(cache_preds,
+                                                                            text_preds))}
+
+    extra = ftrl_args(same_as["alpha"], same_as["beta"], same_as.get("l1", 0.0),
+                      same_as.get("l2", 0.0))
+    r = run(data, cache=cache, preds=preds, extra=extra)
+    out["same_hparams"] = {**r, **quality(read_predictions(preds), labels)}
+
+    rows = []
+    for alpha, beta, l2 in itertools.product(*grid.values()):
+        r = run(data, cache=cache, preds=preds, extra=ftrl_args(alpha, beta, 0.0, l2))
+        rows.append({"ftrl_alpha": alpha, "ftrl_beta": beta, "l2": l2, **r,
+                     **quality(read_predictions(preds), labels)})
+    out["grid"] = rows
+    out["best_of_grid"] = min(rows, key=lambda row: row["logloss"])
+    preds.unlink(missing_ok=True)
+    cache.unlink(missing_ok=True)
+    return out
+
+
+def _version() -> str:
+    from importlib.metadata import version
+    return version("vowpalwabbit")

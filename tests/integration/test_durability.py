@@ -1,0 +1,147 @@
+"""No acknowledged update lost, every replica provably equal to the shards: real processes."""
+from __future__ import annotations
+
+import os
+import random
+import signal
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from common import messages as m
+from common.errors import RemoteError
+from common.transport import Channel
+from deploy.admin import node_status, verify
+from serving.client import ServingClient
+from tests.integration.helpers import (SMALL_SPEC, ListSource, planted_events, shard_weights,
+                                       wait_replica_caught_up)
+from worker.ps_client import PSClient
+from worker.trainer import Trainer
+
+EVENTS = planted_events(16000, seed=5)
+
+
+def train_all(c, events, batch=32, during=None) -> tuple[np.ndarray, Trainer]:
+    client = PSClient(c.cluster.shards(), retry_s=0.3)
+    trainer = Trainer(client, c.spec, "ctr", batch)
+    stop = threading.Event()
+    chaos = threading.Thread(target=during, args=(stop,)) if during else None
+    if chaos:
+        chaos.start()
+    try:
+        trainer.train(ListSource(events))
+    finally:
+        stop.set()
+        if chaos:
+            chaos.join()
+    weights = shard_weights(client, "ctr", 16)
+    client.close()
+    return weights, trainer
+
+
+def assert_replicas_verified(c, timeout=20.0):
+    rows = verify(c.cluster, timeout)
+    assert rows and all(r["ok"] for r in rows), [r for r in rows if not r["ok"]]
+
+
+@pytest.mark.parametrize("fsync", ["interval", "always"])
+def test_kill_9_shards_mid_stream_loses_nothing(local_cluster, fsync):
+    calm = local_cluster(SMALL_SPEC, shards=2, replicas=1, fsync=fsync).start_all()
+    expected, _ = train_all(calm, EVENTS)
+    calm.stop_all()
+
+    c = local_cluster(SMALL_SPEC, shards=2, replicas=1, fsync=fsync).start_all()
+    rng = random.Random(11)
+    kills = []
+
+    def chaos(stop: threading.Event):
+        while not stop.wait(rng.uniform(0.2, 0.6)) and len(kills) < 4:
+            k = rng.randrange(2)
+            c.stop("shard", k, signal.SIGKILL)
+            kills.append(k)
+            c.start("shard", k)
+
+    got, trainer = train_all(c, EVENTS, during=chaos)
+    assert len(kills) >= 2, "the stream ended before the shards were killed"
+    assert trainer.client.retries > 0
+    np.testing.assert_array_equal(got, expected)  # bit-identical
+    for k in range(2):
+        st = node_status(c.address("shard", k))
+        assert st["recovery"]["replayed"] > 0 or k not in kills
+    assert_replicas_verified(c)
+
+
+def test_duplicate_push_is_applied_once_also_across_a_restart(local_cluster):
+    c = local_cluster(SMALL_SPEC, shards=1, replicas=0).start_all()
+    keys = np.array([3, 5, 8], np.uint64)
+    push = m.Push("ctr", keys, np.ones(3, np.float32), "worker-a", 1)
+    ch = Channel(c.address("shard", 0))
+    ch.request(push, 5)
+    client = PSClient(c.cluster.shards())
+    once = client.pull("ctr", keys)
+    ch.request(push, 5)  # the same push again
+    np.testing.assert_array_equal(client.pull("ctr", keys), once)
+    c.stop("shard", 0, signal.SIGKILL)
+    c.start("shard", 0)
+    c.wait_ready()
+    ch.request(push, 10)  # and once more after the restart
+    np.testing.assert_array_equal(client.pull("ctr", keys), once)
+    assert node_status(c.address("shard", 0))["duplicates"] == 1  # counted since restart
+    ch.request(m.Push("ctr", keys, np.ones(3, np.float32), "worker-a", 2), 5)
+    assert not np.array_equal(client.pull("ctr", keys), once)
+    ch.close()
+    client.close()
+
+
+def test_sigterm_snapshots_and_restart_replays_nothing(local_cluster):
+    c = local_cluster(SMALL_SPEC, shards=1, replicas=0).start_all()
+    before, _ = train_all(c, EVENTS[:2000])
+    assert c.stop("shard", 0) == 0
+    c.start("shard", 0)
+    c.wait_ready()
+    st = node_status(c.address("shard", 0))
+    assert st["recovery"]["snapshot"] and st["recovery"]["replayed"] == 0
+    client = PSClient(c.cluster.shards())
+    np.testing.assert_array_equal(shard_weights(client, "ctr", 16), before)
+    client.close()
+
+
+def test_replica_killed_and_restarted_mid_stream_converges(local_cluster):
+    c = local_cluster(SMALL_SPEC, shards=2, replicas=2).start_all()
+
+    def chaos(stop):
+        stop.wait(0.5)
+        c.stop("replica", 1, signal.SIGKILL)
+        stop.wait(0.3)
+        c.start("replica", 1)
+
+    train_all(c, EVENTS[:8000], during=chaos)
+    c.wait_ready(role="replica", index=1)
+    assert_replicas_verified(c)
+
+
+def test_replica_that_missed_updates_notices_and_resyncs(local_cluster):
+    spec = SMALL_SPEC.replace("bits = 16", "bits = 20") + "\n[cluster]\npublish_hwm = 2\n"
+    c = local_cluster(spec, shards=1, replicas=1).start_all()
+    replica = c.procs[("replica", 0)]
+    os.kill(replica.pid, signal.SIGSTOP)  # the replica stops reading: the shard drops updates
+    try:
+        rng = np.random.default_rng(0)
+        events = [{"label": int(rng.random() < .3),
+                   "features": {f"f{j}": str(v) for j, v in enumerate(rng.integers(0, 10**6, 30))}}
+                  for _ in range(40000)]
+        client = PSClient(c.cluster.shards())
+        Trainer(client, c.spec, "ctr", 4000).train(ListSource(events))
+        client.close()
+    finally:
+        os.kill(replica.pid, signal.SIGCONT)
+    deadline = time.monotonic() + 20
+    while True:
+        st = node_status(c.address("replica", 0), timeout=2.0)
+        if st and st["models"]["ctr"]["gaps"] > 0 and st["models"]["ctr"]["ready"]:
+            break
+        assert time.monotonic() < deadline, f"replica did not notice and repair the hole: {st}"
+        time.sleep(0.05)
+    assert_replicas_verified(c)

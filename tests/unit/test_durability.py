@@ -1,0 +1,211 @@
+"""Write-ahead log, snapshots and recovery, driven directly (no sockets, no processes)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.config import load_spec
+from ps.durable import ShardState
+from ps.snapshot import CorruptSnapshot, load_newest_good, read_snapshot, write_snapshot
+from ps.wal import ReadReport, WriteAheadLog
+
+SPEC = "[models.a]\nbits = 10\n[models.b]\nbits = 8\n[models.b.optimizer]\nname = 'adagrad'"
+
+
+def make_state(tmp_path, **settings) -> ShardState:
+    spec = load_spec(text=SPEC)
+    spec.shards = 2
+    for k, v in settings.items():
+        setattr(spec, k, v)
+    return ShardState(spec, 1, tmp_path)
+
+
+def random_pushes(n: int, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        model, bits = ("a", 10) if i % 3 else ("b", 8)
+        keys = np.unique(rng.integers(0, 1 << (bits - 1), 40)).astype(np.uint64) * 2 + 1
+        yield model, keys, rng.normal(0, 1, keys.size).astype(np.float32)
+
+
+def state_arrays(state: ShardState) -> dict:
+    return {(m, k): v.copy() for m, s in state.stores.items() for k, v in s.state.items()}
+
+
+def assert_same_state(a: ShardState, b: ShardState) -> None:
+    sa, sb = state_arrays(a), state_arrays(b)
+    assert sa.keys() == sb.keys()
+    for key in sa:
+        assert np.array_equal(sa[key], sb[key]), key  # bit-identical, not approximately
+
+
+def test_recovery_from_log_alone_is_bit_identical(tmp_path):
+    live = make_state(tmp_path / "live")
+    for i, (model, keys, grads) in enumerate(random_pushes(60)):
+        live.push(model, keys, grads, "w1", i + 1)
+    live.close()
+    again = make_state(tmp_path / "live")
+    report, _ = again.recover()
+    assert report.replayed == 60 and report.snapshot is None and not report.problems
+    assert_same_state(live, again)
+    assert again.applied == {"w1": 60}
+
+
+def test_recovery_from_snapshot_plus_log_and_rotation(tmp_path):
+    live = make_state(tmp_path / "s", wal_segment_mb=0)  # 0 MiB: a new segment per record
+    pushes = list(random_pushes(90))
+    for i, (model, keys, grads) in enumerate(pushes[:50]):
+        live.push(model, keys, grads, "w", i + 1)
+    live.snapshot({"a": 7, "b": 3})
+    for i, (model, keys, grads) in enumerate(pushes[50:], start=50):
+        live.push(model, keys, grads, "w", i + 1)
+    live.snapshot({"a": 9, "b": 4})
+    for i, (model, keys, grads) in enumerate(pushes[50:], start=50):  # retries: all duplicates
+        assert live.push(model, keys, grads, "w", i + 1) is None
+    live.close()
+    segments = sorted((tmp_path / "s" / "wal").glob("wal-*.log"))
+    assert len(segments) < 60  # segments covered by both kept snapshots were deleted
+    again = make_state(tmp_path / "s")
+    report, seqs = again.recover()
+    assert seqs == {"a": 9, "b": 4} and report.replayed == 0
+    assert_same_state(live, again)
+
+
+def test_log_cut_at_last_fsync_recovers_exactly_the_synced_pushes(tmp_path):
+    live = make_state(tmp_path / "l", fsync="always")
+    pushes = list(random_pushes(30))
+    for model, keys, grads in pushes[:20]:
+        live.push(model, keys, grads)
+        live.wal.commit()
+    synced = live.wal._current_path.stat().st_size
+    reference = state_arrays(live)
+    for model, keys, grads in pushes[20:]:
+        live.push(model, keys, grads)  # written but never fsynced
+    live.wal._file.flush()
+    path = live.wal._current_path
+    with open(path, "r+b") as f:  # the machine crashed: the tail after the fsync is gone
+        f.truncate(synced)
+    again = make_state(tmp_path / "l")
+    report, _ = again.recover()
+    assert report.replayed == 20 and report.torn_bytes == 0
+    got = state_arrays(again)
+    assert all(np.array_equal(got[k], reference[k]) for k in reference)
+
+
+@pytest.mark.parametrize("cut", [1, 7, 15, 30])
+def test_torn_last_record_is_reported_cut_off_and_log_stays_usable(tmp_path, cut):
+    live = make_state(tmp_path / "t")
+    pushes = list(random_pushes(12))
+    for model, keys, grads in pushes[:10]:
+        live.push(model, keys, grads)
+    reference = state_arrays(live)
+    live.push(*pushes[10])
+    live.close()
+    path = sorted((tmp_path / "t" / "wal").glob("wal-*.log"))[-1]
+    data = path.read_bytes()
+    path.write_bytes(data[:-cut])  # the last record is torn
+    again = make_state(tmp_path / "t")
+    report, _ = again.recover()
+    assert report.replayed == 10 and report.torn_bytes > 0
+    got = state_arrays(again)
+    assert all(np.array_equal(got[k], reference[k]) for k in reference)
+    again.push(*pushes[11])  # appending after the cut works and survives another restart
+    again.close()
+    third = make_state(tmp_path / "t")
+    assert third.recover()[0].replayed == 11
+    assert_same_state(again, third)
+
+
+def test_corruption_inside_the_log_is_reported_and_moved_aside(tmp_path):
+    wal = WriteAheadLog(tmp_path, segment_bytes=100)
+    for i in range(6):
+        wal.append(bytes([i]) * 150)  # one record per segment
+    wal.close()
+    segments = sorted(tmp_path.glob("wal-*.log"))
+    raw = bytearray(segments[2].read_bytes())
+    raw[40] ^= 0xFF
+    segments[2].write_bytes(bytes(raw))
+    report = ReadReport()
+    got = [lsn for lsn, _ in WriteAheadLog(tmp_path).replay(0, report)]
+    assert got == [1, 2]
+    assert report.corrupt and "corrupt at byte 0" in report.corrupt[0]
+    assert len(list((tmp_path / "corrupt").iterdir())) == 4  # the bad bytes + 3 later segments
+
+
+def test_flipped_byte_in_snapshot_is_refused_and_previous_one_used(tmp_path):
+    arrays = {"a": {"w": np.arange(100, dtype=np.float32)}}
+    write_snapshot(tmp_path, 5, {"k": 1}, arrays)
+    newest = write_snapshot(tmp_path, 9, {"k": 2},
+                            {"a": {"w": np.arange(100, dtype=np.float32) * 2}})
+    raw = bytearray(newest.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    newest.write_bytes(bytes(raw))
+    with pytest.raises(CorruptSnapshot, match="checksum mismatch"):
+        read_snapshot(newest)
+    snap, refused = load_newest_good(tmp_path)
+    assert snap.lsn == 5 and snap.header["k"] == 1
+    assert len(refused) == 1 and "checksum mismatch" in refused[0]
+    assert (tmp_path / "corrupt" / newest.name).exists()
+
+
+def test_truncated_snapshot_is_refused(tmp_path):
+    path = write_snapshot(tmp_path, 3, {}, {"a": {"w": np.ones(10, np.float32)}})
+    path.write_bytes(path.read_bytes()[:-20])
+    with pytest.raises(CorruptSnapshot, match="truncated"):
+        read_snapshot(path)
+
+
+def test_recovery_uses_the_older_snapshot_plus_log_when_the_newest_is_bad(tmp_path):
+    live = make_state(tmp_path / "f")
+    pushes = list(random_pushes(40))
+    for i, p in enumerate(pushes[:20]):
+        live.push(*p, "w", i + 1)
+    live.snapshot({"a": 1, "b": 1})
+    for i, p in enumerate(pushes[20:], start=20):
+        live.push(*p, "w", i + 1)
+    newest = live.snapshot({"a": 2, "b": 2})
+    live.close()
+    raw = bytearray(newest.read_bytes())
+    raw[100] ^= 0x10
+    newest.write_bytes(bytes(raw))
+    again = make_state(tmp_path / "f")
+    report, seqs = again.recover()
+    assert report.snapshot_lsn == 20 and report.replayed == 20 and report.problems
+    assert_same_state(live, again)
+
+
+def test_disk_full_leaves_nothing_applied_or_logged(tmp_path, monkeypatch):
+    live = make_state(tmp_path / "d")
+    pushes = list(random_pushes(3))
+    live.push(*pushes[0])
+    before = state_arrays(live)
+    real_write = live.wal._file.write
+
+    def full(data):
+        real_write(data[: len(data) // 2])
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(live.wal._file, "write", full, raising=False)
+    with pytest.raises(OSError, match="No space left"):
+        live.push(*pushes[1])
+    got = state_arrays(live)
+    assert all(np.array_equal(got[k], before[k]) for k in before)
+    monkeypatch.undo()
+    live.push(*pushes[2])
+    live.close()
+    again = make_state(tmp_path / "d")
+    report, _ = again.recover()
+    assert report.replayed == 2 and report.torn_bytes == 0
+    assert_same_state(live, again)
+
+
+def test_snapshot_of_another_layout_is_refused_clearly(tmp_path):
+    live = make_state(tmp_path / "x")
+    live.push(*next(random_pushes(1)))
+    live.snapshot({})
+    live.close()
+    spec = load_spec(text=SPEC.replace("bits = 10", "bits = 12"))
+    spec.shards = 2
+    from common.errors import ConfigError
+    with pytest.raises(ConfigError, match="saved with bits=10"):
+        ShardState(spec, 1, tmp_path / "x").recover()
