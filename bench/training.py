@@ -163,13 +163,13 @@ def _vw_rows(res: dict, events: int) -> list[list]:
     cpu = lambda r: round(r["cpu_seconds"] * 1e6 / events, 2)  # noqa: E731
     return [
         [f"VW default (alpha {alpha:g}, beta {beta:g}), text", 1, events, d["events_per_s"],
-         d["logloss"], d["auc"], "", "", f"{cpu(d)} (vw)"],
+         d["logloss"], d["auc"], "", "", 1.0, f"{cpu(d)} (vw)"],
         ["VW default, from cache", 1, events, c["events_per_s"], c["logloss"], c["auc"], "", "",
-         f"{cpu(c)} (vw)"],
+         round(c["events_per_s"] / d["events_per_s"], 3), f"{cpu(c)} (vw)"],
         [f"VW with deltaps' FTRL settings{_hp(same)}", 1, events, "", same["logloss"],
-         same["auc"], "", "", ""],
+         same["auc"], "", "", "", ""],
         [f"VW best of {len(res['grid'])}-point grid{_hp(best)} (tuned on this stream)", 1, events,
-         "", best["logloss"], best["auc"], "", "", ""],
+         "", best["logloss"], best["auc"], "", "", "", ""],
     ]
 
 
@@ -183,21 +183,24 @@ def _hp(r: dict) -> str:
 
 def _deltaps_row(label: str, r: dict, vw_res: dict) -> list:
     vw_text = vw_res["default_text"]
+    vw_same = vw.on_prefix(vw_res, r["events"])
     cpu = r["cpu_s_per_1m_events"]
     cpu_text = ", ".join(f"{cpu[k]:g} {k}" for k in sorted(cpu))
     return [label, r["batch_size"], r["events"], r["events_per_s"], r["logloss"], r["auc"],
-            round(r["logloss"] - vw_text["logloss"], 4),
+            round(r["logloss"] - vw_same["default"]["logloss"], 4),
+            round(r["logloss"] - vw_same["same_hparams"]["logloss"], 4),
             round(r["events_per_s_excl_source"] / vw_text["events_per_s"], 3), cpu_text]
 
 
-COLUMNS = ["run", "batch", "events", "events/s", "logloss", "AUC",
-           "logloss - VW default", "speed / VW text (excl. source)", "CPU s per 1M events"]
+COLUMNS = ["run", "batch", "events", "events/s", "logloss", "AUC", "logloss - VW default",
+           "logloss - VW same settings", "speed / VW text (excl. source)", "CPU s per 1M events"]
 
 
 def _figures(prefix: str, runs: dict[int, dict], vw_res: dict, events: int) -> list[dict]:
     figs = []
     d, c = vw_res["default_text"], vw_res["default_cache"]
     best, same = vw_res["best_of_grid"], vw_res["same_hparams"]
+    at = {r["events"]: vw.on_prefix(vw_res, r["events"]) for r in runs.values()}
     cfg = lambda r: {"command": r["command"]}  # noqa: E731
     figs += [figure(f"{prefix}.vw.text.events_per_s", d["events_per_s"], "events/s", HIGHER,
                     cfg(d), reference=True),
@@ -222,10 +225,12 @@ def _figures(prefix: str, runs: dict[int, dict], vw_res: dict, events: int) -> l
                  figure(f"{p}.speed_vs_vw_text", round(r["events_per_s_excl_source"]
                                                        / d["events_per_s"], 4), "x", HIGHER,
                         conf),
-                 figure(f"{p}.logloss_minus_vw_default", round(r["logloss"] - d["logloss"], 5),
+                 figure(f"{p}.logloss_minus_vw_default",
+                        round(r["logloss"] - at[r["events"]]["default"]["logloss"], 5),
                         "nats", None, conf),
                  figure(f"{p}.logloss_minus_vw_same_hparams",
-                        round(r["logloss"] - same["logloss"], 5), "nats", None, conf)]
+                        round(r["logloss"] - at[r["events"]]["same_hparams"]["logloss"], 5),
+                        "nats", None, conf)]
         for proc, v in r["cpu_s_per_1m_events"].items():
             figs.append(figure(f"{p}.cpu_s_per_1m.{proc}", v, "cpu s", LOWER, conf))
     return figs
@@ -245,7 +250,7 @@ def planted(ctx) -> dict:
     rows = [_deltaps_row("deltaps (2 shards, 1 replica, 1 worker)", r, vw_res)
             for r in runs.values()]
     rows += _vw_rows(vw_res, n)
-    rows.append(["Bayes-optimal (planted model)", "", n, "", bayes, "", "", "", ""])
+    rows.append(["Bayes-optimal (planted model)", "", n, "", bayes, "", "", "", "", ""])
     figs = _figures("planted", runs, vw_res, n)
     figs.append(figure("planted.bayes_logloss", bayes, "nats", None,
                        {"stream": f"synthetic:{n}:{SEED}"}))
@@ -259,7 +264,7 @@ def planted(ctx) -> dict:
              "ratio excludes it. VW's time includes parsing its text file.",
              _same_check(vw_res)]
     return {"figures": figs, "table": {"columns": COLUMNS, "rows": rows}, "notes": notes,
-            "details": {"vw": vw_res, "deltaps": {str(k): v for k, v in runs.items()}}}
+            "details": {"vw": _public(vw_res), "deltaps": {str(k): v for k, v in runs.items()}}}
 
 
 def movielens(ctx) -> dict:
@@ -284,7 +289,11 @@ def movielens(ctx) -> dict:
              "weights pulled before it.", _same_check(vw_res)]
     return {"figures": _figures("movielens", runs, vw_res, events),
             "table": {"columns": COLUMNS, "rows": rows}, "notes": notes,
-            "details": {"vw": vw_res, "deltaps": {str(k): v for k, v in runs.items()}}}
+            "details": {"vw": _public(vw_res), "deltaps": {str(k): v for k, v in runs.items()}}}
+
+
+def _public(vw_res: dict) -> dict:
+    return {k: v for k, v in vw_res.items() if not k.startswith("_")}
 
 
 def _same_check(vw_res: dict) -> str:

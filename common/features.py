@@ -104,42 +104,53 @@ class FeatureSpec:
 
 
 class Featurizer:
-    """Turns a `Batch` into `Features` for one `FeatureSpec`; pure and vectorized."""
+    """Turns a `Batch` into `Features` for one `FeatureSpec`; pure and vectorized.
+
+    A feature's id is its value hashed with the hash of its field's name as seed: integer
+    values and numeric buckets of every column go through one splitmix64 pass together;
+    string columns are hashed column by column.
+    """
 
     def __init__(self, spec: FeatureSpec):
         self.spec = spec
-        self._field_hash: dict[str, int] = {}
+        self._field_seed: dict[str, np.uint64] = {}
         self._default_transform = Transform("log2")
 
-    def _fhash(self, name: str) -> np.uint64:
-        h = self._field_hash.get(name)
-        if h is None:
-            h = self._field_hash[name] = hash_string(name)
-        return np.uint64(h)
+    def field_seed(self, name: str) -> np.uint64:
+        seed = self._field_seed.get(name)
+        if seed is None:
+            seed = self._field_seed[name] = np.uint64(hash_string(name))
+        return seed
 
-    def column_ids(self, name: str, col: Column) -> np.ndarray:
-        """The feature ids of one column: hash(field) combined with hash(value or bucket)."""
-        values = col.values
-        if col.kind == NUMERIC:
-            transform = self.spec.transforms.get(name, self._default_transform)
-            value_hash = hash_ints(transform.bucketize(values))
-        elif values.dtype.kind in "iu":
-            value_hash = hash_ints(values)
-        else:
-            value_hash = hash_strings(values)
-        return combine(np.full(value_hash.shape, self._fhash(name), dtype=np.uint64), value_hash)
+    def field_ids(self, batch: Batch, names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+        """(rows, ids) of each named field present in the batch."""
+        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
+        ints, int_names = [], []
+        for name in names:
+            col = batch.columns.get(name)
+            if col is None or col.rows.size == 0:
+                continue
+            if col.kind == NUMERIC:
+                transform = self.spec.transforms.get(name, self._default_transform)
+                ints.append(transform.bucketize(col.values))
+                int_names.append(name)
+            elif col.values.dtype.kind in "iu":
+                ints.append(col.values)
+                int_names.append(name)
+            else:
+                out[name] = (col.rows, hash_strings(col.values, self.field_seed(name)))
+        if ints:
+            sizes = [v.size for v in ints]
+            seeds = np.repeat(np.array([self.field_seed(n) for n in int_names], np.uint64), sizes)
+            ids = hash_ints(np.concatenate(ints), seeds)
+            for name, part in zip(int_names, np.split(ids, np.cumsum(sizes)[:-1])):
+                out[name] = (batch.columns[name].rows, part)
+        return out
 
     def featurize(self, batch: Batch) -> Features:
-        wanted = self.spec.fields or list(batch.columns)
-        per_field: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        for name in wanted:
-            col = batch.columns.get(name)
-            if col is not None and col.rows.size:
-                per_field[name] = (col.rows, self.column_ids(name, col))
-        for name in {f for cross in self.spec.crosses for f in cross} - per_field.keys():
-            col = batch.columns.get(name)
-            if col is not None and col.rows.size:
-                per_field[name] = (col.rows, self.column_ids(name, col))
+        wanted = list(self.spec.fields or batch.columns)
+        crossed = {f for cross in self.spec.crosses for f in cross}
+        per_field = self.field_ids(batch, wanted + sorted(crossed - set(wanted)))
         parts_rows = [per_field[name][0] for name in wanted if name in per_field]
         parts_ids = [per_field[name][1] for name in wanted if name in per_field]
         for cross in self.spec.crosses:

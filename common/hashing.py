@@ -3,9 +3,12 @@
 Python's `hash()` is salted per process, so it can never name a feature. These functions give
 the same 64-bit id for the same input on every process and machine:
 
-- integers: ``splitmix64(value ^ INT_TAG)``
+- integers: ``splitmix64(value ^ seed)``
 - strings: code points packed two per 64-bit word, folded word by word with
-  ``h = splitmix64(h ^ word)`` from a seed that mixes in the length (see `hash_strings`).
+  ``h = splitmix64(h ^ word)`` from ``splitmix64(length ^ seed)`` (see `hash_strings`).
+
+The seed defaults to a fixed tag; the featurizer passes the hash of the field name, so a value
+and its field become one id in a single pass.
 
 Every function takes and returns numpy arrays; the only Python loop is over the 8-byte words of
 the longest string in a column, never over rows.
@@ -35,15 +38,18 @@ def combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return splitmix64(np.asarray(a, dtype=_U64) ^ splitmix64(np.asarray(b, dtype=_U64) ^ STR_TAG))
 
 
-def hash_ints(values: np.ndarray) -> np.ndarray:
-    """Hash integer values (any integer dtype; negatives are taken two's-complement)."""
+def hash_ints(values: np.ndarray, seed=INT_TAG) -> np.ndarray:
+    """Hash integer values (any integer dtype; negatives are taken two's-complement).
+
+    `seed` may be one uint64 or one per value.
+    """
     v = np.asarray(values)
     if v.dtype.kind not in "iu":
         raise TypeError(f"hash_ints needs integers, got dtype {v.dtype}")
-    return splitmix64(v.astype(np.int64).view(_U64) ^ INT_TAG)
+    return splitmix64(v.astype(np.int64, copy=False).view(_U64) ^ np.asarray(seed, dtype=_U64))
 
 
-def hash_strings(values) -> np.ndarray:
+def hash_strings(values, seed=STR_TAG) -> np.ndarray:
     """Hash a column of strings to uint64, vectorized.
 
     The canonical form is the string's Unicode code points (as numpy stores a ``U`` array:
@@ -69,7 +75,7 @@ def hash_strings(values) -> np.ndarray:
     codepoints[:, :chars] = np.ascontiguousarray(arr).view("<u4").reshape(n, chars)
     cols = codepoints.view("<u8")
     lengths = np.char.str_len(arr).astype(_U64)
-    h = splitmix64(lengths ^ STR_TAG)
+    h = splitmix64(lengths ^ np.asarray(seed, dtype=_U64))
     for j in range(words):
         inside = lengths > _U64(2 * j)
         h = np.where(inside, splitmix64(h ^ cols[:, j].astype(_U64)), h)

@@ -31,8 +31,11 @@ def _print_progress(p: dict) -> None:
               help="Format of stdin ('-') or of a file whose extension does not tell.")
 @click.option("--schema", default=None,
               help="Columns of a TSV/CSV source, e.g. 'label,age:num,city:cat,id:skip'.")
+@click.option("--pipeline/--no-pipeline", default=True, show_default=True,
+              help="Featurize the next batch while the last push is in flight (same weights "
+                   "either way for a single worker).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
-def main(source, cluster_file, model, batch_size, limit, fmt, schema, as_json):
+def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, as_json):
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl), '-' for stdin, a
     MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted stream."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -42,7 +45,7 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, as_json):
         cluster.spec.model(model)
         src = open_source(source, fmt=fmt, schema=schema)
         client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
-        trainer = Trainer(client, cluster.spec, model, batch_size)
+        trainer = Trainer(client, cluster.spec, model, batch_size, pipeline)
         summary = trainer.train(src, limit, progress=_print_progress)
         client.close()
     except (DeltapsError, ValueError, OSError) as exc:

@@ -1,16 +1,23 @@
 """A worker's connection to every shard: split keys by shard, talk to all shards at once.
 
-Requests to all shards go out together and replies are gathered as they come. A shard that
-does not answer within `retry_s` is sent the same request again (with growing intervals) until
-`timeout`: the worker blocks while a shard restarts instead of dropping its work. Pushes carry
-(worker id, push number), so a push whose acknowledgement was lost and is sent again is
-applied once.
+Requests go out without waiting (`pull_async`, `push_async` return a `Pending`), so a trainer
+can featurize the next batch while the shards work. Each shard has one DEALER socket and a
+shard handles one connection's requests in order: a pull sent after a push sees that push
+applied, which keeps a single worker's run deterministic however far it pipelines.
+
+A shard that stays silent for `retry_s` (growing to 8 s) is sent every request still
+outstanding on its socket again, in their original order, until `timeout`: the worker blocks
+while a shard restarts instead of dropping work. Pushes carry (worker id, push number), so a
+push whose acknowledgement was lost and that is sent again is applied once.
 """
 from __future__ import annotations
 
+import itertools
 import logging
 import time
 import uuid
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
@@ -21,6 +28,27 @@ from common.sharding import split_by_shard
 from common.transport import Channel, readable
 
 log = logging.getLogger("deltaps.worker")
+MAX_RETRY_S = 8.0
+
+
+@dataclass
+class _Request:
+    token: int
+    shard: int
+    msg: m.Message
+    rid: int
+    reply: m.Message | None = None
+    error: Exception | None = None
+
+
+class Pending:
+    """Requests in flight to several shards; `wait()` gathers and combines their replies."""
+
+    def __init__(self, client: "PSClient", tokens: list[int], combine: Callable[[list], object]):
+        self.client, self.tokens, self.combine = client, tokens, combine
+
+    def wait(self):
+        return self.combine(self.client.wait(self.tokens))
 
 
 class PSClient:
@@ -35,7 +63,13 @@ class PSClient:
         self.retries = 0
         self.channels = [Channel(s.address, max_bytes=max_bytes) for s in shards]
         self.n_shards = len(shards)
-        hellos = self.call_all([(k, m.Hello(m.PROTOCOL, "worker")) for k in range(self.n_shards)])
+        self._tokens = itertools.count()
+        self._requests: dict[int, _Request] = {}  # token -> request, in send order
+        self._rid_token: list[dict[int, int]] = [{} for _ in shards]
+        self._heard: list[float] = [time.monotonic()] * len(shards)
+        self._backoff: list[float] = [retry_s] * len(shards)
+        hellos = self.wait([self._send(k, m.Hello(m.PROTOCOL, "worker"))
+                            for k in range(self.n_shards)])
         for k, hello in enumerate(hellos):
             if hello.protocol != m.PROTOCOL:
                 raise ProtocolMismatch(f"shard {k} speaks protocol {hello.protocol}, "
@@ -45,62 +79,105 @@ class PSClient:
                                    f"of {hello.n_shards}, expected {k} of {self.n_shards}")
         self.models = hellos[0].models
 
-    def call_all(self, calls: list[tuple[int, m.Message]]) -> list[m.Message]:
-        """Send each (shard, request) at once; gather replies, resending to silent shards."""
-        results: dict[int, m.Message] = {}
-        rids = {i: self.channels[k].send(msg) for i, (k, msg) in enumerate(calls)}
+    # --- request bookkeeping ------------------------------------------------------------------
+
+    def _send(self, shard: int, msg: m.Message) -> int:
+        token = next(self._tokens)
+        if not any(r.shard == shard for r in self._requests.values()):
+            self._heard[shard] = time.monotonic()  # the silence clock starts now
+        rid = self.channels[shard].send(msg)
+        self._requests[token] = _Request(token, shard, msg, rid)
+        self._rid_token[shard][rid] = token
+        return token
+
+    def wait(self, tokens: list[int]) -> list[m.Message]:
+        """Replies to `tokens` (in that order), resending to silent shards; raises on errors."""
         start = time.monotonic()
-        wait = self.retry_s
-        resend_at = start + wait
-        while len(results) < len(calls):
-            pending = [i for i in range(len(calls)) if i not in results]
+        while True:
+            waiting = [t for t in tokens if self._requests[t].reply is None
+                       and self._requests[t].error is None]
+            if not waiting:
+                break
             now = time.monotonic()
             if now - start > self.timeout:
-                silent = sorted({calls[i][0] for i in pending})
+                silent = sorted({self._requests[t].shard for t in waiting})
                 raise Timeout(f"shard(s) {silent} did not answer for {self.timeout:.0f}s")
-            if now >= resend_at:
-                for i in pending:
-                    k, msg = calls[i]
-                    log.warning("shard %d silent for %.1fs; sending %s again", k, now - start,
-                                msg.op)
-                    rids[i] = self.channels[k].send(msg)
-                    self.retries += 1
-                wait = min(wait * 2, 8.0)
-                resend_at = now + wait
-            chans = [self.channels[calls[i][0]] for i in pending]
-            for j in readable(chans, max(0.0, resend_at - time.monotonic())):
-                i = pending[j]
-                reply = self._take(self.channels[calls[i][0]], rids[i])
-                if reply is not None:
-                    results[i] = reply
-        return [results[i] for i in range(len(calls))]
+            busy = sorted({r.shard for r in self._requests.values()
+                           if r.reply is None and r.error is None})
+            for k in busy:
+                if now - self._heard[k] >= self._backoff[k]:
+                    self._resend(k, now)
+            next_resend = min(self._heard[k] + self._backoff[k] for k in busy)
+            for j in readable([self.channels[k] for k in busy],
+                              max(0.0, min(next_resend - time.monotonic(), 0.5))):
+                self._collect(busy[j])
+        out = []
+        for t in tokens:
+            req = self._requests.pop(t)
+            self._rid_token[req.shard].pop(req.rid, None)
+            if req.error is not None:
+                raise req.error
+            out.append(req.reply)
+        return out
 
-    @staticmethod
-    def _take(ch: Channel, rid: int) -> m.Message | None:
-        """The waiting reply if it answers `rid`; stale replies to earlier sends are dropped."""
+    def _collect(self, shard: int) -> None:
+        ch = self.channels[shard]
         while ch.sock.poll(0):
-            msg, got = ch.read()
-            if got == rid:
-                return ch.unwrap(msg)
-        return None
+            msg, rid = ch.read()
+            token = self._rid_token[shard].get(rid)
+            if token is None:
+                continue  # a reply to a copy we have since sent again
+            req = self._requests[token]
+            try:
+                req.reply = ch.unwrap(msg)
+            except DeltapsError as exc:
+                req.error = exc
+            self._heard[shard] = time.monotonic()
+            self._backoff[shard] = self.retry_s
 
-    def pull(self, model: str, keys: np.ndarray) -> np.ndarray:
-        """Current weights of `keys`, in the order of `keys`."""
+    def _resend(self, shard: int, now: float) -> None:
+        """Send every unanswered request of this shard again, oldest first."""
+        pending = [r for r in self._requests.values()
+                   if r.shard == shard and r.reply is None and r.error is None]
+        log.warning("shard %d silent for %.1fs; sending %d request(s) again", shard,
+                    now - self._heard[shard], len(pending))
+        for req in pending:
+            self._rid_token[shard].pop(req.rid, None)
+            req.rid = self.channels[shard].send(req.msg)
+            self._rid_token[shard][req.rid] = req.token
+            self.retries += 1
+        self._heard[shard] = now
+        self._backoff[shard] = min(self._backoff[shard] * 2, MAX_RETRY_S)
+
+    # --- pull and push ------------------------------------------------------------------------
+
+    def pull_async(self, model: str, keys: np.ndarray) -> Pending:
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
-        replies = self.call_all([(k, m.Pull(model, keys[idx])) for k, idx in parts])
-        values = np.empty(keys.size, dtype=np.float32)
-        for (_k, idx), reply in zip(parts, replies):
-            values[idx] = reply.values
-        return values
+        tokens = [self._send(k, m.Pull(model, keys[idx])) for k, idx in parts]
 
-    def push(self, model: str, keys: np.ndarray, grads: np.ndarray) -> dict[int, int]:
-        """Send summed gradients; returns {shard: update seq that will publish them}."""
+        def assemble(replies):
+            values = np.empty(keys.size, dtype=np.float32)
+            for (_k, idx), reply in zip(parts, replies):
+                values[idx] = reply.values
+            return values
+        return Pending(self, tokens, assemble)
+
+    def push_async(self, model: str, keys: np.ndarray, grads: np.ndarray) -> Pending:
         grads = np.asarray(grads, dtype=np.float32)
         self.push_no += 1
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
-        acks = self.call_all([(k, m.Push(model, keys[idx], grads[idx], self.worker_id,
-                                         self.push_no)) for k, idx in parts])
-        return {k: ack.seq for (k, _idx), ack in zip(parts, acks)}
+        tokens = [self._send(k, m.Push(model, keys[idx], grads[idx], self.worker_id,
+                                       self.push_no)) for k, idx in parts]
+        return Pending(self, tokens,
+                       lambda acks: {k: ack.seq for (k, _idx), ack in zip(parts, acks)})
+
+    def pull(self, model: str, keys: np.ndarray) -> np.ndarray:
+        """Current weights of `keys`, in the order of `keys`."""
+        return self.pull_async(model, keys).wait()
+
+    def push(self, model: str, keys: np.ndarray, grads: np.ndarray) -> dict[int, int]:
+        """Send summed gradients; returns {shard: update seq that will publish them}."""
+        return self.push_async(model, keys, grads).wait()
 
     def close(self) -> None:
         for ch in self.channels:

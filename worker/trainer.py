@@ -3,6 +3,10 @@
 Progressive validation comes for free: each batch is scored with the weights pulled for it,
 before its own gradients are pushed. Several trainers may run against the same model at once
 (asynchronous, Hogwild-style); shards apply whatever arrives.
+
+Pipelining: while batch i's push is in flight, batch i+1 is read, featurized and its pull sent.
+Each shard answers one worker's requests in order, so that pull still sees push i applied: a
+single worker gets exactly the weights of the unpipelined loop (bit for bit), only sooner.
 """
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ from typing import Callable, Protocol
 import numpy as np
 
 from common.config import ClusterSpec
-from common.features import Batch, Featurizer
+from common.features import Batch, Featurizer, Features
+from worker.keys import BatchKeys, KeyIndexer
 from worker.metrics import ProgressiveMetrics
-from worker.models.linear import BatchKeys, gradients, predict
-from worker.ps_client import PSClient
+from worker.models.linear import gradients, predict
+from worker.ps_client import Pending, PSClient
 
 
 class Source(Protocol):
@@ -39,40 +44,72 @@ class Summary:
         return asdict(self)
 
 
+@dataclass
+class _Prepared:
+    """A batch featurized, its keys indexed and its pull sent."""
+
+    batch: Batch
+    features: Features
+    keys: BatchKeys
+    pull: Pending
+
+
 class Trainer:
-    def __init__(self, client: PSClient, spec: ClusterSpec, model: str, batch_size: int = 512):
+    def __init__(self, client: PSClient, spec: ClusterSpec, model: str, batch_size: int = 512,
+                 pipeline: bool = True):
         self.client = client
         self.model = spec.model(model)
         self.featurizer = Featurizer(spec.feature_spec(model))
+        self.indexer = KeyIndexer(self.model.bits)
         self.batch_size = batch_size
+        self.pipeline = pipeline
         self.metrics = ProgressiveMetrics()
         self.last_seqs: dict[int, int] = {}
 
-    def step(self, batch: Batch) -> np.ndarray:
-        """Train on one batch; returns the progressive predictions made before learning it."""
+    def prepare(self, batch: Batch) -> _Prepared:
         features = self.featurizer.featurize(batch)
-        keys = BatchKeys.of(features, self.model.bits)
-        weights = self.client.pull(self.model.name, keys.slots)
-        p = predict(features, keys, weights)
-        self.metrics.update(p, batch.labels)
-        grads = gradients(features, keys, p, batch.labels, batch.weights)
-        self.last_seqs.update(self.client.push(self.model.name, keys.slots, grads))
-        return p
+        keys = self.indexer.index(features.ids)
+        return _Prepared(batch, features, keys, self.client.pull_async(self.model.name, keys.slots))
+
+    def learn(self, prep: _Prepared) -> Pending:
+        """Score the batch with its pulled weights (progressive validation), push gradients."""
+        weights = prep.pull.wait()
+        p = predict(prep.features, prep.keys, weights)
+        self.metrics.update(p, prep.batch.labels)
+        grads = gradients(prep.features, prep.keys, p, prep.batch.labels, prep.batch.weights)
+        return self.client.push_async(self.model.name, prep.keys.slots, grads)
+
+    def step(self, batch: Batch) -> None:
+        """Train on one batch, unpipelined."""
+        self.last_seqs.update(self.learn(self.prepare(batch)).wait())
 
     def train(self, source: Source, limit: int | None = None,
               progress: Callable[[dict], None] | None = None,
               progress_every_s: float = 2.0) -> Summary:
         start = last_report = time.monotonic()
         batches = 0
-        while limit is None or self.metrics.count < limit:
-            want = self.batch_size if limit is None else min(self.batch_size,
-                                                              limit - self.metrics.count)
-            batch = source.read(want)
-            if batch is None:
-                break
-            if batch.n == 0:
-                continue
-            self.step(batch)
+        read = 0
+
+        def next_batch() -> _Prepared | None:
+            nonlocal read
+            while limit is None or read < limit:
+                want = self.batch_size if limit is None else min(self.batch_size, limit - read)
+                batch = source.read(want)
+                if batch is None:
+                    return None
+                if batch.n:
+                    read += batch.n
+                    return self.prepare(batch)
+            return None
+
+        prepared = next_batch()
+        while prepared is not None:
+            push = self.learn(prepared)
+            if not self.pipeline:
+                self.last_seqs.update(push.wait())
+            prepared = next_batch()
+            if self.pipeline:
+                self.last_seqs.update(push.wait())
             batches += 1
             now = time.monotonic()
             if progress and now - last_report >= progress_every_s:

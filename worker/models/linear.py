@@ -5,26 +5,11 @@ the batch, and sums the log-loss gradient per unique slot with one bincount.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 
 from common.features import Features
 from common.linear import margins, sigmoid
-from common.sharding import slots_of
-
-
-@dataclass
-class BatchKeys:
-    """The unique slots of a batch (sorted) and, per feature entry, its index into them."""
-
-    slots: np.ndarray
-    inverse: np.ndarray
-
-    @classmethod
-    def of(cls, features: Features, bits: int) -> "BatchKeys":
-        slots, inverse = np.unique(slots_of(features.ids, bits), return_inverse=True)
-        return cls(slots, inverse.ravel())
+from worker.keys import BatchKeys
 
 
 def predict(features: Features, keys: BatchKeys, weights: np.ndarray) -> np.ndarray:

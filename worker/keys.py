@@ -1,0 +1,43 @@
+"""The unique slots a batch touches, and each feature entry's index into them.
+
+`np.unique(..., return_inverse=True)` argsorts every entry (about 10 ms for 160k entries).
+For models up to 2**24 slots, a reusable scratch table indexed by slot does the same job with
+three scatter/gathers and a sort of the (much shorter) unique list: about 4x faster.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from common.sharding import slots_of
+
+DENSE_MAX_BITS = 24
+
+
+@dataclass
+class BatchKeys:
+    """Sorted unique slots of a batch, and for each feature entry its index into them."""
+
+    slots: np.ndarray
+    inverse: np.ndarray
+
+
+class KeyIndexer:
+    def __init__(self, bits: int):
+        self.bits = bits
+        # np.zeros is lazily backed by the OS: untouched pages cost nothing
+        self._table = np.zeros(1 << bits, np.int32) if bits <= DENSE_MAX_BITS else None
+
+    def index(self, ids: np.ndarray) -> BatchKeys:
+        slots = slots_of(ids, self.bits)
+        if self._table is None or slots.size >= np.iinfo(np.int32).max:
+            uniq, inverse = np.unique(slots, return_inverse=True)
+            return BatchKeys(uniq, inverse.ravel())
+        table = self._table
+        positions = np.arange(slots.size, dtype=np.int32)
+        table[slots] = positions  # the last entry of each slot wins
+        first = table[slots] == positions
+        uniq = np.sort(slots[first])
+        table[uniq] = np.arange(uniq.size, dtype=np.int32)
+        return BatchKeys(uniq, table[slots].astype(np.int64))
