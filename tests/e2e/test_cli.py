@@ -95,6 +95,25 @@ def test_cluster_lifecycle_as_a_user_runs_it(workdir):
     assert run("status", cwd=workdir, check=False).returncode != 0
 
 
+def test_supervisor_restarts_a_killed_node_and_status_shows_it(workdir):
+    import signal
+    run("up", "--shards", "2", "--replicas", "1", cwd=workdir)
+    run("train", "synthetic:5000:1", "--batch-size", "500", cwd=workdir)
+    cluster = ClusterFile.load(workdir / ".deltaps" / "cluster.json")
+    victim = cluster.shards()[1].pid
+    os.kill(victim, signal.SIGKILL)
+    deadline = time.monotonic() + 30
+    while True:
+        rows = json.loads(run("status", "--json", cwd=workdir, check=False).stdout)
+        shard1 = next(r for r in rows if r["role"] == "shard" and r["index"] == 1)
+        if shard1["restarts"] == 1 and shard1["state"] == "serving" and shard1["pid"] != victim:
+            break
+        assert time.monotonic() < deadline, rows
+        time.sleep(0.2)
+    assert "all 2 replica/model/shard copies match" in run("verify", cwd=workdir).stdout
+    run("down", cwd=workdir)
+
+
 def test_train_reports_malformed_lines_and_keeps_going(workdir, tmp_path):
     run("up", "--shards", "1", "--replicas", "1", cwd=workdir)
     events = tmp_path / "events.jsonl"

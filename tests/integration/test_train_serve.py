@@ -84,3 +84,17 @@ def test_predict_handles_missing_features_and_refuses_wrong_types(local_cluster)
             serving.predict("ctr", [{"user": {"nested": 1}}])
         with pytest.raises(RemoteError, match="unknown model 'nope'"):
             serving.predict("nope", [{}])
+
+
+def test_pipelined_training_gives_bit_identical_weights(local_cluster):
+    results = []
+    for pipeline in (False, True):
+        c = local_cluster(SMALL_SPEC, shards=2, replicas=0).start_all()
+        client = PSClient(c.cluster.shards())
+        trainer = Trainer(client, c.spec, "ctr", 50, pipeline=pipeline)
+        summary = trainer.train(ListSource(planted_events(5000, seed=9)))
+        results.append((shard_weights(client, "ctr", 16), summary.logloss))
+        client.close()
+        c.stop_all()
+    np.testing.assert_array_equal(results[0][0], results[1][0])
+    assert results[0][1] == results[1][1]
