@@ -37,6 +37,8 @@ def split_by_shard(keys: np.ndarray, n_shards: int) -> list[np.ndarray]:
     Returns one index array per shard (possibly empty; callers skip empty ones).
     """
     shard = shard_of(keys, n_shards)
+    if n_shards <= 16:  # a few linear scans beat a sort
+        return [np.flatnonzero(shard == k) for k in range(n_shards)]
     order = np.argsort(shard, kind="stable")
     bounds = np.searchsorted(shard[order], np.arange(n_shards + 1))
     return [order[bounds[k]:bounds[k + 1]] for k in range(n_shards)]
