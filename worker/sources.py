@@ -17,6 +17,9 @@ import io
 import itertools
 import json
 import logging
+import os
+import select
+import stat
 import re
 import sys
 from dataclasses import dataclass, field
@@ -71,8 +74,9 @@ class ChunkCutter:
     `concat_batches`, so every batch but the last has exactly the size asked for.
     """
 
-    def __init__(self, chunks: Iterator[tuple[Batch, np.ndarray | None]]):
+    def __init__(self, chunks: Iterator[tuple[Batch, np.ndarray | None]], live=lambda: False):
         self._chunks = chunks
+        self._live = live  # a live stream: once a read has events, it never waits for more
         self._chunk: Batch | None = None
         self._aux: np.ndarray | None = None
         self._offset = 0
@@ -93,7 +97,12 @@ class ChunkCutter:
         parts: list[Batch] = []
         aux_parts: list[np.ndarray] = []
         need = max_events
-        while need > 0 and self._refill():
+        while need > 0:
+            drained = self._chunk is None or self._offset >= self._chunk.n
+            if drained and parts and self._live():
+                break  # a live stream hands over what has arrived instead of waiting
+            if not self._refill():
+                break
             take = min(need, self._chunk.n - self._offset)
             stop = self._offset + take
             parts.append(self._chunk.slice(self._offset, stop))
@@ -114,7 +123,8 @@ class Source:
     def __init__(self, name: str):
         self.name = name
         self.stats = SourceStats()
-        self._cutter = ChunkCutter(self._chunks_with_aux())
+        self.live = False  # set by sources reading a pipe, terminal or socket
+        self._cutter = ChunkCutter(self._chunks_with_aux(), lambda: self.live)
 
     def _chunks(self) -> Iterator[Batch]:
         raise NotImplementedError
@@ -186,8 +196,23 @@ class _Lines:
             self.next_line += 1
         return line.decode("utf-8", "replace") if isinstance(line, bytes) else line
 
+    @property
+    def live(self) -> bool:
+        """A pipe, terminal or socket: lines arrive over time, not all at once."""
+        try:
+            return not stat.S_ISREG(os.fstat(self.file.fileno()).st_mode)
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            return False
+
     def chunks(self, size: int) -> Iterator[tuple[int, list]]:
-        """Yield (number of the first line, lines) for up to `size` lines at a time."""
+        """Yield (number of the first line, lines) for up to `size` lines at a time.
+
+        On a live input a chunk holds the complete lines that have arrived (at least one), so
+        events are trained on as they come rather than once `size` lines have piled up.
+        """
+        if self.live:
+            yield from self._live_chunks(size)
+            return
         while True:
             lines = list(itertools.islice(self.file, size))
             if not lines:
@@ -196,6 +221,34 @@ class _Lines:
                 lines = [line.encode("utf-8") for line in lines]
             first, self.next_line = self.next_line, self.next_line + len(lines)
             yield first, lines
+
+    def _live_chunks(self, size: int) -> Iterator[tuple[int, list]]:
+        fd = self.file.fileno()
+        pending = b""
+        while True:
+            select.select([fd], [], [])  # block until something arrives
+            data = os.read(fd, 1 << 20)
+            while data and select.select([fd], [], [], 0)[0] and len(data) < (8 << 20):
+                more = os.read(fd, 1 << 20)  # take whatever else is already there
+                if not more:
+                    break
+                data += more
+            if not data:  # end of input
+                if pending:
+                    yield from self._emit([pending], size)
+                return
+            lines = (pending + data).splitlines(keepends=True)
+            pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
+            if lines:
+                yield from self._emit(lines, size)
+
+    def _emit(self, lines: list[bytes], size: int) -> Iterator[tuple[int, list]]:
+        for start in range(0, len(lines), size):
+            part = lines[start:start + size]
+            if not self.binary:
+                part = [line.decode("utf-8", "replace") for line in part]
+            first, self.next_line = self.next_line, self.next_line + len(part)
+            yield first, part
 
     def close(self) -> None:
         if self._owned:
@@ -412,6 +465,7 @@ class DelimitedSource(Source):
         _check_schema(schema)
         self.schema = schema
         super().__init__(self._lines.name)
+        self.live = self._lines.live
 
     def close(self) -> None:
         self._lines.close()
@@ -529,6 +583,7 @@ class JsonLinesSource(Source):
         self._lines = _Lines(path_or_file, binary=False)
         self._kinds: dict[str, str] = {}
         super().__init__(self._lines.name)
+        self.live = self._lines.live
 
     def close(self) -> None:
         self._lines.close()

@@ -402,3 +402,32 @@ def test_open_source_csv_needs_a_label_column(tmp_path):
     path = write(tmp_path / "n.csv", "a,b\n1,2\n")
     with pytest.raises(ValueError, match="label"):
         open_source(str(path))
+
+
+def test_live_stdin_hands_over_events_as_they_arrive(tmp_path):
+    """On a pipe, a read returns the lines that have arrived instead of waiting for a full batch."""
+    import subprocess
+    import sys
+    import time
+    reader = ("import sys, time; from worker.sources import JsonLinesSource\n"
+              "src = JsonLinesSource('-'); t0 = time.monotonic()\n"
+              "while (b := src.read(1000)) is not None:\n"
+              "    print(b.n, round(time.monotonic() - t0, 2), flush=True)\n")
+    proc = subprocess.Popen([sys.executable, "-c", reader], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, cwd=REPO)
+    try:
+        for i in range(3):
+            proc.stdin.write(f'{{"label": 1, "features": {{"a": "{i}"}}}}\n')
+        proc.stdin.flush()
+        import select
+        ready, _, _ = select.select([proc.stdout], [], [], 10)
+        assert ready, "no batch while the writer kept the pipe open: the source waited for more"
+        first = proc.stdout.readline().split()
+        assert first[0] == "3"
+        time.sleep(0.3)
+        proc.stdin.write('{"label": 0, "features": {"a": "x"}}\n{"label": 1, "features": {}}\n')
+        proc.stdin.close()
+        assert proc.stdout.readline().split()[0] == "2"
+    finally:
+        proc.kill()
+        proc.wait()
