@@ -33,10 +33,10 @@ class PacedSource:
         return 0 if self._buffer is None else self._buffer.n - self._offset
 
     def read(self, max_events: int) -> Batch | None:
-        if self._start is None:
-            self._start = time.monotonic()
         if not self._available():
             return None
+        if self._start is None:  # the clock starts once the first events are in hand
+            self._start = time.monotonic()
         while True:
             due = int((time.monotonic() - self._start) * self.rate) + 1 - self._handed
             if due >= 1:
