@@ -16,7 +16,8 @@ from worker.trainer import Trainer
 
 def _print_progress(p: dict) -> None:
     click.echo(f"  {p['events']:>10,d} events  {p['events_per_s']:>10,.0f} ev/s  "
-               f"logloss {p['logloss']:.4f}  (recent {p['recent_logloss']:.4f})", err=True)
+               f"logloss {p['logloss']:.4f}  (recent {p['recent_logloss']:.4f})  "
+               f"AUC {p['auc']:.4f}", err=True)
 
 
 @click.command("train")

@@ -125,4 +125,5 @@ class Trainer:
     def _progress(self, elapsed: float) -> dict:
         return {"events": self.metrics.count,
                 "events_per_s": round(self.metrics.count / elapsed, 1) if elapsed else 0.0,
-                "logloss": self.metrics.logloss, "recent_logloss": self.metrics.recent_logloss}
+                "logloss": self.metrics.logloss, "recent_logloss": self.metrics.recent_logloss,
+                "auc": self.metrics.auc()}
