@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?=
 EVENTS ?= 200000
 
-.PHONY: setup demo test test-unit test-integration bench clean
+.PHONY: setup demo test test-unit test-integration bench bench-compare clean
 
 $(BIN)/deltaps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -28,8 +28,14 @@ test-unit: setup
 test-integration: setup
 	$(BIN)/python -m pytest -q tests/integration tests/e2e
 
+## Benchmarks: JSON + markdown in bench/results/ (BENCH_ARGS=--quick for a short run).
 bench: setup
-	$(BIN)/python -m bench.run
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## Compare the latest run with a stored baseline: BASELINE=bench/baseline.json
+BASELINE ?= bench/baseline.json
+bench-compare: setup
+	$(BIN)/python -m bench.compare $(BASELINE)
 
 clean:
 	rm -rf $(VENV) .deltaps build *.egg-info
