@@ -176,7 +176,7 @@ def cross_ids(parts: list[tuple[np.ndarray, np.ndarray] | None]) -> tuple[np.nda
     if any(p is None for p in parts):
         return empty
     rows, ids = parts[0]
-    ids = combine(np.full(ids.shape, np.uint64(_CROSS_TAG)), ids)
+    ids = ids ^ np.uint64(_CROSS_TAG)  # a cross never equals a plain feature of its fields
     for rows_b, ids_b in parts[1:]:
         if rows.size == 0 or rows_b.size == 0:
             return empty

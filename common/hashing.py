@@ -33,9 +33,12 @@ def splitmix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> _U64(31))
 
 
+_K = _U64(0xD6E8FEB86659FD93)  # odd: multiplying by it is a bijection on uint64
+
+
 def combine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """Order-dependent combination of two hashes (used for field/value and for crosses)."""
-    return splitmix64(np.asarray(a, dtype=_U64) ^ splitmix64(np.asarray(b, dtype=_U64) ^ STR_TAG))
+    """Order-dependent combination of two hashes (crosses): one mix of ``a * K ^ b``."""
+    return splitmix64((np.asarray(a, dtype=_U64) * _K) ^ np.asarray(b, dtype=_U64))
 
 
 def hash_ints(values: np.ndarray, seed=INT_TAG) -> np.ndarray:

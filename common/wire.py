@@ -3,6 +3,11 @@
     frame 0: msgpack {"op", "v", "rid", <header fields>, "arrays": [[dtype, shape], ...]}
     frame 1..: the arrays' bytes, C order, little-endian, sent without copying
 
+Small messages (arrays of at most INLINE_BYTES in all) carry the arrays' bytes inside the
+header instead, as "data": [bytes, ...], and travel as one frame: below ~10k entries a single
+frame is cheaper than a multipart message (DESIGN §6), and a mini-batch of a few events sends
+a handful of keys per shard.
+
 Decoding trusts nothing: the header must be a map with a known op and every field, each array
 frame must have exactly the bytes its declared dtype and shape need, the dtype must be the one
 the message type requires, and arrays in `FINITE` must hold no NaN or inf. Any violation raises
@@ -19,6 +24,7 @@ from common.errors import InvalidValue, MalformedMessage, ProtocolMismatch, Unkn
 from common.messages import PROTOCOL, REGISTRY, Message, header_fields
 
 MAX_HEADER_BYTES = 64 << 20
+INLINE_BYTES = 16 << 10
 _MAX_DIMS = 4
 
 
@@ -28,14 +34,15 @@ def encode(msg: Message, rid: int = 0) -> list:
     header = {"op": cls.op, "v": PROTOCOL, "rid": rid}
     for name in header_fields(cls):
         header[name] = getattr(msg, name)
-    frames: list = [None]
-    specs = []
-    for name, dtype in cls.ARRAYS.items():
-        arr = np.ascontiguousarray(getattr(msg, name), dtype=np.dtype(dtype).newbyteorder("<"))
-        specs.append([arr.dtype.str, list(arr.shape)])
-        frames.append(memoryview(arr).cast("B") if arr.size else b"")
-    header["arrays"] = specs
-    frames[0] = msgpack.packb(header, use_bin_type=True)
+    arrays = [np.ascontiguousarray(getattr(msg, name), dtype=np.dtype(dtype).newbyteorder("<"))
+              for name, dtype in cls.ARRAYS.items()]
+    header["arrays"] = [[a.dtype.str, list(a.shape)] for a in arrays]
+    if sum(a.nbytes for a in arrays) <= INLINE_BYTES:
+        if arrays:
+            header["data"] = [a.tobytes() for a in arrays]
+        return [msgpack.packb(header, use_bin_type=True)]
+    frames: list = [msgpack.packb(header, use_bin_type=True)]
+    frames += [memoryview(a).cast("B") if a.size else b"" for a in arrays]
     return frames
 
 
@@ -75,8 +82,17 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
     specs = header.get("arrays")
     if not isinstance(specs, list) or len(specs) != len(cls.ARRAYS):
         raise MalformedMessage(f"{op}: expected {len(cls.ARRAYS)} array(s) in the header")
-    if len(frames) != 1 + len(cls.ARRAYS):
+    data = header.get("data")
+    if data is not None:
+        if len(frames) != 1 or not isinstance(data, list) or len(data) != len(cls.ARRAYS) \
+                or not all(isinstance(d, bytes) for d in data):
+            raise MalformedMessage(f"{op}: inline data must be one bytes entry per array, "
+                                   "in a single frame")
+        frames = [raw, *data]
+    elif cls.ARRAYS and len(frames) != 1 + len(cls.ARRAYS):
         raise MalformedMessage(f"{op}: expected {1 + len(cls.ARRAYS)} frames, got {len(frames)}")
+    elif not cls.ARRAYS and len(frames) != 1:
+        raise MalformedMessage(f"{op}: expected 1 frame, got {len(frames)}")
     for (name, want), spec, frame in zip(cls.ARRAYS.items(), specs, frames[1:]):
         kwargs[name] = _array(op, name, want, spec, frame)
     for name in cls.FINITE:
