@@ -45,6 +45,7 @@ class Context:
     vw_grid: dict = field(default_factory=lambda: dict(vw.GRID))
     planted_batches: tuple = training.PLANTED_BATCHES
     movielens_batches: tuple = training.MOVIELENS_BATCHES
+    movielens_caps: dict = field(default_factory=dict)  # batch size -> at most this many events
 
     def log(self, msg: str) -> None:
         click.echo(msg, err=True)
@@ -59,10 +60,13 @@ class Context:
               show_default=True, help="Where results are written.")
 @click.option("--only", type=click.Choice(sorted(SECTIONS)), multiple=True,
               help="Run only this section (repeatable).")
+@click.option("--movielens-cap", "caps", multiple=True, metavar="BATCH=EVENTS",
+              help="Train MovieLens at batch size BATCH on its first EVENTS events only (batch 1 "
+                   "runs ~250 events/s: about 7 minutes for all 100k). Repeatable.")
 @click.option("--quick", is_flag=True,
-              help="Small and fast: 50k planted events, 20k MovieLens events, 1 VW repeat, "
-                   "a smaller VW grid.")
-def main(events, movielens, out, only, quick):
+              help="Small and fast: 50k planted events, 20k MovieLens events (5k at batch "
+                   "size 1), 1 VW repeat, a smaller VW grid.")
+def main(events, movielens, out, only, caps, quick):
     """Benchmark deltaps (a real local cluster) against Vowpal Wabbit on the same events."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     info = machine.describe()
@@ -73,12 +77,15 @@ def main(events, movielens, out, only, quick):
     ctx = Context(events=events or (50_000 if quick else 1_000_000),
                   movielens=movielens if (movielens / "u.data").is_file() else None,
                   workdir=workdir, quick=quick, movielens_limit=20_000 if quick else None,
-                  repeats=1 if quick else 3, vw_grid=dict(vw.QUICK_GRID if quick else vw.GRID))
+                  repeats=1 if quick else 3, vw_grid=dict(vw.QUICK_GRID if quick else vw.GRID),
+                  movielens_caps={1: 5_000} if quick else {})
+    ctx.movielens_caps.update(_caps(caps))
     if ctx.movielens is None:
         ctx.log(f"note: no MovieLens-100k at {movielens}; its section is skipped")
     result = {"started": started, "command": "python -m bench.run " + shlex.join(sys.argv[1:]),
               "options": {"events": ctx.events, "movielens": str(movielens), "quick": quick,
                           "movielens_limit": ctx.movielens_limit, "vw_repeats": ctx.repeats,
+                          "movielens_caps": ctx.movielens_caps,
                           "only": list(only)},
               "machine": info, "sections": {}}
     failed = False
@@ -106,6 +113,17 @@ def main(events, movielens, out, only, quick):
     click.echo(report.markdown_report(result))
     click.echo(f"wrote {json_path} and {md_path}", err=True)
     sys.exit(1 if failed else 0)
+
+
+def _caps(values: tuple[str, ...]) -> dict[int, int]:
+    out = {}
+    for v in values:
+        batch, sep, events = v.partition("=")
+        if not (sep and batch.isdigit() and events.isdigit()):
+            raise click.BadParameter(f"{v!r}: expected BATCH=EVENTS, e.g. 1=20000",
+                                     param_hint="--movielens-cap")
+        out[int(batch)] = int(events)
+    return out
 
 
 if __name__ == "__main__":
