@@ -60,6 +60,9 @@ class ClusterSpec:
     snapshot_interval_s: float = 300
     snapshots_kept: int = 2
     wal_segment_mb: int = 64
+    http_base_port: int = 0  # replica r serves HTTP on http_base_port + r; 0: free ports
+    prediction_cache_ttl_ms: float = 0.0  # replicas cache repeated predictions; 0: off
+    prediction_cache_entries: int = 10000
     transforms: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
 
@@ -179,6 +182,7 @@ class NodeInfo:
     index: int
     address: str  # request socket
     pub_address: str = ""  # shards only: update stream
+    http_address: str = ""  # replicas only: REST endpoint, "http://host:port"
     pid: int = 0
     restarts: int = 0
 

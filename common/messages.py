@@ -186,6 +186,19 @@ class Predict(Message):
     instances: list
 
 
+@message("predict_ids")
+class PredictIds(Message):
+    """Instances already featurized by the caller: instance ``rows[i]`` has feature ``ids[i]``
+    (64-bit feature ids as `common.features.Featurizer` makes them, bias id included when the
+    model has one). `n` instances; rows must lie in [0, n). One vectorized scoring pass."""
+
+    ARRAYS = {"rows": "int64", "ids": "uint64"}
+    model: str
+    n: int
+    rows: np.ndarray
+    ids: np.ndarray
+
+
 @message("predict_reply")
 class PredictReply(Message):
     ARRAYS = {"probabilities": "float32"}

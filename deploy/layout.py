@@ -36,10 +36,19 @@ def free_ports(host: str, count: int) -> list[int]:
 
 
 def plan_cluster(spec: ClusterSpec) -> ClusterFile:
-    """Addresses for every shard (requests + updates) and replica (requests)."""
+    """Addresses for every shard (requests + updates) and replica (requests + HTTP)."""
     count = 2 * spec.shards + spec.replicas
-    ports = iter(range(spec.base_port, spec.base_port + count) if spec.base_port
-                 else free_ports(spec.host, count))
+    http_base = spec.http_base_port
+    drawn = free_ports(spec.host, (0 if spec.base_port else count)
+                       + (0 if http_base else spec.replicas))
+    zmq_ports = (list(range(spec.base_port, spec.base_port + count)) if spec.base_port
+                 else drawn[:count])
+    http_ports = (list(range(http_base, http_base + spec.replicas)) if http_base
+                  else drawn[len(drawn) - spec.replicas:] if spec.replicas else [])
+    if spec.base_port and not http_base and set(http_ports) & set(zmq_ports):
+        http_ports = [p for p in free_ports(spec.host, count + spec.replicas)
+                      if p not in zmq_ports][:spec.replicas]
+    ports = iter(zmq_ports)
 
     def port() -> int:
         return next(ports)
@@ -49,7 +58,8 @@ def plan_cluster(spec: ClusterSpec) -> ClusterFile:
         nodes.append(NodeInfo("shard", k, f"tcp://{spec.host}:{port()}",
                               f"tcp://{spec.host}:{port()}"))
     for r in range(spec.replicas):
-        nodes.append(NodeInfo("replica", r, f"tcp://{spec.host}:{port()}"))
+        nodes.append(NodeInfo("replica", r, f"tcp://{spec.host}:{port()}",
+                              http_address=f"http://{spec.host}:{http_ports[r]}"))
     return ClusterFile(spec, nodes)
 
 

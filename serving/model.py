@@ -1,4 +1,10 @@
-"""A whole model in a replica's memory: weights, per-shard sync state, vectorized scoring."""
+"""A whole model in a replica's memory: weights, per-shard sync state, vectorized scoring.
+
+Writing an update is split in three steps so the replica can apply a huge update in chunks
+and answer reads between them: `accept_update` (validate, run the Clone-pattern state machine;
+returns what to write), `write` (a slice of an update's keys, in place) and `finish` (the update
+is fully written: only now does `version` include it). `apply_update` does all three at once.
+"""
 from __future__ import annotations
 
 import time
@@ -7,8 +13,8 @@ import numpy as np
 
 from common.checksum import weights_checksum
 from common.config import ModelSpec
-from common.errors import InvalidValue, NotReady
-from common.features import Batch, FeatureSpec, Featurizer
+from common.errors import InvalidInstance, InvalidValue, NotReady
+from common.features import Batch, Features, FeatureSpec, Featurizer
 from common.linear import margins, sigmoid
 from common.messages import Update
 from common.sharding import slots_of
@@ -17,7 +23,13 @@ from serving.sync import ShardSync
 
 class ServingModel:
     """Weights are one float32 array of 2**bits slots; each slot is one float, so an update
-    writing slots in place can never leave a torn row for a concurrent read."""
+    writing slots in place can never leave a torn row for a concurrent read.
+
+    `version` (per shard: the sequence number of the last update batch *fully* written) is what
+    every answer declares. While a batch is being written in chunks, a read may already see
+    some of its slots at their new values but never a slot half written, and never a version
+    that claims more than has been written.
+    """
 
     def __init__(self, spec: ModelSpec, features: FeatureSpec, n_shards: int):
         self.spec = spec
@@ -25,6 +37,7 @@ class ServingModel:
         self.weights = np.zeros(spec.slots, dtype=np.float32)
         self.featurizer = Featurizer(features)
         self.shards = [ShardSync(k) for k in range(n_shards)]
+        self.applied = [-1] * n_shards  # per shard: seq of the last fully written update
         self.updates_applied = 0
 
     @property
@@ -33,47 +46,104 @@ class ServingModel:
 
     @property
     def version(self) -> list[int]:
-        return [s.seq for s in self.shards]
+        return list(self.applied)
+
+    def version_key(self) -> tuple:
+        """(epoch, seq) per shard: equal keys mean equal weights (a seq alone repeats after a
+        shard restarts)."""
+        return tuple((s.epoch, a) for s, a in zip(self.shards, self.applied))
 
     def staleness_ms(self) -> float:
         oldest = min(s.confirmed_at for s in self.shards)
         return round((time.monotonic() - oldest) * 1000.0, 3)
 
-    def apply_snapshot(self, shard: int, n_shards: int, epoch: int, seq: int,
-                       values: np.ndarray) -> None:
+    # --- snapshots and updates ----------------------------------------------------------------
+
+    def load_snapshot(self, shard: int, n_shards: int, epoch: int, seq: int,
+                      values: np.ndarray) -> list[Update]:
+        """Write a shard's snapshot; returns the buffered updates still to write after it."""
         if n_shards != self.n_shards:
             raise InvalidValue(f"snapshot from a {n_shards}-shard cluster, expected {self.n_shards}")
+        if not 0 <= shard < self.n_shards:
+            raise InvalidValue(f"snapshot from unknown shard {shard}")
         expected = self.weights[shard::n_shards].size
-        if values.size != expected:
+        if values.ndim != 1 or values.size != expected:
             raise InvalidValue(f"snapshot of shard {shard} has {values.size} values, "
                                f"expected {expected}")
         self.weights[shard::n_shards] = values
-        for update in self.shards[shard].on_snapshot(epoch, seq):
-            self._write(update)
+        self.applied[shard] = seq
+        return self.shards[shard].on_snapshot(epoch, seq)
 
-    def apply_update(self, update: Update) -> None:
+    def apply_snapshot(self, shard: int, n_shards: int, epoch: int, seq: int,
+                       values: np.ndarray) -> None:
+        for update in self.load_snapshot(shard, n_shards, epoch, seq, values):
+            self.write(update)
+            self.finish(update)
+
+    def accept_update(self, update: Update) -> list[Update]:
+        """Validate an update and feed it to its shard's sync state; returns the updates to
+        write now, in order (none while buffering, for a duplicate, or on a gap). A bad update
+        raises InvalidValue and changes nothing."""
         if not 0 <= update.shard < self.n_shards:
             raise InvalidValue(f"update from unknown shard {update.shard}")
-        for u in self.shards[update.shard].on_update(update):
-            self._write(u)
-
-    def _write(self, update: Update) -> None:
-        if update.keys.size and int(update.keys.max()) >= self.weights.size:
+        keys, values = update.keys, update.values
+        if keys.ndim != 1 or values.shape != keys.shape:
+            raise InvalidValue(f"update has {keys.shape} keys but {values.shape} values")
+        if keys.size and int(keys.max()) >= self.weights.size:
             raise InvalidValue(f"update key outside model {self.spec.name!r}")
-        self.weights[update.keys] = update.values
+        return self.shards[update.shard].on_update(update)
+
+    def write(self, update: Update, start: int = 0, stop: int | None = None) -> None:
+        """Write keys [start, stop) of an accepted update in place."""
+        self.weights[update.keys[start:stop]] = update.values[start:stop]
+
+    def finish(self, update: Update) -> None:
+        """The update is fully written: the version now includes it."""
+        self.applied[update.shard] = update.seq
         self.updates_applied += 1
+
+    def apply_update(self, update: Update) -> None:
+        for u in self.accept_update(update):
+            self.write(u)
+            self.finish(u)
 
     def checksums(self) -> dict[str, list[int]]:
         """Per shard: [epoch, seq, crc32 of our copy of that shard's slots]."""
-        return {str(s.shard): [s.epoch, s.seq,
+        return {str(s.shard): [s.epoch, self.applied[s.shard],
                                weights_checksum(self.weights[s.shard::self.n_shards])]
                 for s in self.shards}
 
-    def score(self, batch: Batch) -> np.ndarray:
-        """Probabilities for every event of the batch; refuses while any shard is out of sync."""
+    # --- scoring ------------------------------------------------------------------------------
+
+    def check_ready(self) -> None:
         if not self.ready:
             syncing = [s.shard for s in self.shards if not s.in_sync]
             raise NotReady(f"model {self.spec.name!r} is not ready: shard(s) {syncing} syncing")
-        features = self.featurizer.featurize(batch)
+
+    def score(self, batch: Batch) -> np.ndarray:
+        """Probabilities for every event of the batch; refuses while any shard is out of sync."""
+        self.check_ready()
+        return self.score_features(self.featurizer.featurize(batch))
+
+    def score_features(self, features: Features) -> np.ndarray:
+        """Probabilities for features already hashed (one vectorized pass over the batch)."""
+        self.check_ready()
         slots = slots_of(features.ids, self.spec.bits)
         return sigmoid(margins(features, self.weights[slots])).astype(np.float32)
+
+
+def check_features(n, rows: np.ndarray, ids: np.ndarray, max_instances: int) -> Features:
+    """Validate pre-hashed instances from a client (`PredictIds`); raises InvalidInstance."""
+    if not isinstance(n, int) or isinstance(n, bool):
+        raise InvalidInstance(f"n must be an integer, got {type(n).__name__}")
+    if not 0 <= n <= max_instances:
+        raise InvalidInstance(f"n = {n} is outside [0, {max_instances}]")
+    if rows.ndim != 1 or ids.ndim != 1:
+        raise InvalidInstance(f"rows and ids must be 1-D, got shapes {list(rows.shape)} "
+                              f"and {list(ids.shape)}")
+    if rows.size != ids.size:
+        raise InvalidInstance(f"rows has {rows.size} entries but ids has {ids.size}")
+    if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n):
+        raise InvalidInstance(f"rows must lie in [0, {n}), got [{int(rows.min())}, "
+                              f"{int(rows.max())}]")
+    return Features(n, rows, ids)

@@ -1,0 +1,426 @@
+"""Read benchmarks: what a client gets from a serving replica of a trained model.
+
+Why a separate load-generating process: a client in the benchmark's own process would share
+its interpreter (and GIL) with the code that measures, and an open-loop generator must keep
+sending on schedule whatever the replies do. So every read figure comes from a child process
+(multiprocessing, spawn) that talks ZeroMQ to the replica like any client.
+
+Figures (one `LocalCluster`: 2 shards, 1 replica; model "ctr" of `synthetic_spec_toml()`
+trained on the planted stream first):
+
+- single-instance read latency p50/p99/p99.9 at fixed offered rates (open loop: requests are
+  sent on a fixed schedule and latency is counted from the *scheduled* send time, so a stall
+  is charged to every request it delays: no coordinated omission);
+- batched read throughput (1000 instances per request, feature dicts and pre-hashed ids,
+  two requests in flight) against scoring the same batches in-process with `ServingModel`
+  built from the same weights: the ratio is what the wire and the replica cost;
+- read latency at a fixed rate while a worker (another process) trains at full speed, next to
+  the same rate with training idle.
+
+`run(ctx)` takes the bench runner's context (or a dict: workdir, quick, log) and returns the
+section dict (figures, table, notes, details). `python -m bench.reads [--quick]` runs it alone.
+"""
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import select
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common import messages as m
+from common.config import load_spec
+from common.features import Batch, Featurizer, columnarize
+from common.transport import Channel, readable
+from deploy.admin import node_status
+from deploy.local import LocalCluster
+from serving.model import ServingModel
+from worker.ps_client import PSClient
+from worker.synthetic import SyntheticStream, synthetic_spec_toml
+from worker.trainer import Trainer
+
+SHARDS, REPLICAS = 2, 1
+MODEL = "ctr"
+RATES = (200, 1000, 3000)
+TRAINING_RATE = 1000
+BATCH = 1000
+SEED = 0
+
+
+def _get(ctx, name: str, default=None):
+    if isinstance(ctx, dict):
+        return ctx.get(name, default)
+    return getattr(ctx, name, default)
+
+
+def batch_to_dicts(batch: Batch) -> list[dict]:
+    """Feature dicts (JSON-like instances) of a columnar batch; numbers stay numbers."""
+    out: list[dict] = [{} for _ in range(batch.n)]
+    for name, col in batch.columns.items():
+        for row, value in zip(col.rows.tolist(), col.values.tolist()):
+            out[row][name] = value
+    return out
+
+
+# --- the load generator (runs in a child process) ---------------------------------------------
+
+def _percentiles(latencies: list[float]) -> dict:
+    if not latencies:
+        return {"p50_ms": None, "p99_ms": None, "p999_ms": None, "max_ms": None}
+    a = np.asarray(latencies) * 1000.0
+    p50, p99, p999 = np.percentile(a, [50, 99, 99.9])
+    return {"p50_ms": round(float(p50), 3), "p99_ms": round(float(p99), 3),
+            "p999_ms": round(float(p999), 3), "max_ms": round(float(a.max()), 3)}
+
+
+def _drain(ch: Channel, sent: dict, latencies: list, errors: list,
+           actually_sent: dict | None = None) -> int:
+    """Read every waiting reply; latency from the request's scheduled (or sent) time, and in
+    `actually_sent["latencies"]` from the moment it really left (open loop)."""
+    got = 0
+    while ch.reply_waiting():
+        msg, rid = ch.read()
+        t = time.perf_counter()
+        start = sent.pop(rid, None)
+        if start is None:
+            continue
+        got += 1
+        if isinstance(msg, m.ErrorReply):
+            errors.append(msg.code)
+        else:
+            latencies.append(t - start)
+            if actually_sent is not None:
+                actually_sent.setdefault("latencies", []).append(t - actually_sent.pop(rid))
+    return got
+
+
+def open_loop(address: str, instances: list[dict], rate: float, seconds: float) -> dict:
+    """Send single-instance predicts at `rate` per second on a fixed schedule."""
+    ch = Channel(address)
+    fd = ch.fileno()
+    for i in range(200):  # warm up: connection, replica caches
+        ch.request(m.Predict(MODEL, [instances[i % len(instances)]]), 10.0)
+    n = int(rate * seconds)
+    interval = 1.0 / rate
+    sent: dict[int, float] = {}
+    actually_sent: dict[int, float] = {}
+    latencies: list[float] = []
+    errors: list[str] = []
+    lags: list[float] = []
+    t0 = time.perf_counter() + 0.01
+    i = 0
+    while i < n or sent:
+        now = time.perf_counter()
+        while i < n and t0 + i * interval <= now:
+            due = t0 + i * interval
+            msg = m.Predict(MODEL, [instances[i % len(instances)]])
+            lags.append(time.perf_counter() - due)
+            rid = ch.send(msg)
+            sent[rid] = due
+            actually_sent[rid] = due + lags[-1]
+            i += 1
+        _drain(ch, sent, latencies, errors, actually_sent)
+        if i >= n and now > t0 + seconds + 10.0:
+            break  # replies that never came are counted as lost
+        wait = (t0 + i * interval - time.perf_counter()) if i < n else 0.05
+        if wait > 0:
+            select.select([fd], [], [], wait)
+    ch.close()
+    lag = _percentiles(lags)
+    service = _percentiles(actually_sent.pop("latencies"))
+    return {"offered_per_s": rate, "requests": n, "answered": len(latencies),
+            "errors": len(errors), "lost": len(sent),
+            "achieved_per_s": round(len(latencies) / seconds, 1), **_percentiles(latencies),
+            "from_actual_send": service, "send_lag": lag}
+
+
+def closed_loop(address: str, requests: list[m.Message], seconds: float, depth: int = 2) -> dict:
+    """Keep `depth` requests in flight for `seconds`; instances answered per second."""
+    ch = Channel(address, max_bytes=1 << 30)
+    for msg in requests[:3]:  # warm up
+        ch.request(msg, 30.0)
+    sent: dict[int, float] = {}
+    latencies: list[float] = []
+    errors: list[str] = []
+    instances = 0
+    per_request = [getattr(r, "n", None) or len(getattr(r, "instances", ())) for r in requests]
+    which: dict[int, int] = {}
+    t0 = time.perf_counter()
+    k = 0
+    while time.perf_counter() - t0 < seconds or sent:
+        while len(sent) < depth and time.perf_counter() - t0 < seconds:
+            j = k % len(requests)
+            rid = ch.send(requests[j])
+            sent[rid] = time.perf_counter()
+            which[rid] = j
+            k += 1
+        before = set(sent)
+        if not readable([ch], 30.0):
+            break
+        _drain(ch, sent, latencies, errors)
+        instances += sum(per_request[which.pop(rid)] for rid in before - set(sent))
+    elapsed = time.perf_counter() - t0
+    ch.close()
+    return {"requests": len(latencies), "errors": len(errors), "instances": instances,
+            "seconds": round(elapsed, 3), "instances_per_s": round(instances / elapsed, 1),
+            "depth": depth, **_percentiles(latencies)}
+
+
+def _child(conn, fn: str, args: tuple) -> None:
+    try:
+        conn.send(("ok", globals()[fn](*args)))
+    except BaseException as exc:  # reported to the parent
+        conn.send(("error", f"{type(exc).__name__}: {exc}"))
+    finally:
+        conn.close()
+
+
+def in_child(fn: str, *args, timeout: float = 600.0) -> dict:
+    """Run `fn(*args)` of this module in a fresh process; returns its result."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_child, args=(child, fn, args), daemon=True)
+    proc.start()
+    child.close()
+    try:
+        if not parent.poll(timeout):
+            raise TimeoutError(f"load generator {fn} took more than {timeout}s")
+        status, value = parent.recv()
+    finally:
+        proc.join(10)
+        if proc.is_alive():
+            proc.kill()
+            proc.join()
+    if status != "ok":
+        raise RuntimeError(f"load generator {fn} failed: {value}")
+    return value
+
+
+def train_for(shards: list, spec_text: str, seconds: float, seed: int) -> dict:
+    """A worker training at full speed for `seconds` (runs in its own process)."""
+    spec = load_spec(text=spec_text)
+    client = PSClient(shards, max_bytes=spec.max_message_bytes)
+    trainer = Trainer(client, spec, MODEL, batch_size=1024)
+    stream = SyntheticStream(10_000_000, seed)
+    deadline = time.monotonic() + seconds
+
+    class Timed:
+        def read(self, n):
+            return stream.read(n) if time.monotonic() < deadline else None
+
+    summary = trainer.train(Timed())
+    client.close()
+    return {"events": summary.events, "events_per_s": summary.events_per_s}
+
+
+# --- the section ----------------------------------------------------------------------------
+
+def local_model(cluster: LocalCluster) -> ServingModel:
+    """The model as the shards hold it, in this process (snapshots, like a replica bootstraps)."""
+    spec = cluster.spec
+    model = ServingModel(spec.model(MODEL), spec.feature_spec(MODEL), spec.shards)
+    for node in cluster.cluster.shards():
+        ch = Channel(node.address, max_bytes=spec.max_message_bytes)
+        try:
+            r = ch.request(m.SnapshotRequest(MODEL), 60.0)
+        finally:
+            ch.close()
+        model.apply_snapshot(r.shard, r.n_shards, r.epoch, r.seq, r.values)
+    return model
+
+
+def _wait_caught_up(address: str, seqs: dict, timeout: float = 60.0) -> list[int]:
+    deadline = time.monotonic() + timeout
+    while True:
+        st = node_status(address, 1.0)
+        if st and st["models"][MODEL]["ready"] and all(
+                st["models"][MODEL]["version"][int(k)] >= s for k, s in seqs.items()):
+            return st["models"][MODEL]["version"]
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"replica did not catch up to {seqs}: {st}")
+        time.sleep(0.05)
+
+
+def _inprocess(model: ServingModel, dict_batches: list[list[dict]], featurizer: Featurizer,
+               seconds: float) -> dict:
+    """Instances per second scored in this process: from dicts, and from pre-hashed ids."""
+    feats = [featurizer.featurize(columnarize(b, with_labels=False)) for b in dict_batches]
+    out = {}
+    for name, work in (("dicts", lambda i: model.score(columnarize(dict_batches[i],
+                                                                   with_labels=False))),
+                       ("ids", lambda i: model.score_features(feats[i]))):
+        work(0)
+        n, t0 = 0, time.perf_counter()
+        i = 0
+        while time.perf_counter() - t0 < seconds:
+            work(i % len(dict_batches))
+            n += BATCH
+            i += 1
+        out[name] = round(n / (time.perf_counter() - t0), 1)
+    return out
+
+
+def run(ctx) -> dict:
+    from bench.report import HIGHER, LOWER, figure
+    quick = bool(_get(ctx, "quick", False))
+    log = _get(ctx, "log") or (lambda msg: print(msg, file=sys.stderr, flush=True))
+    workdir = _get(ctx, "workdir")
+    own_dir = workdir is None
+    workdir = Path(tempfile.mkdtemp(prefix="deltaps-reads-")) if own_dir else Path(workdir)
+    step_s = 2.0 if quick else 5.0
+    train_events = 20_000 if quick else 100_000
+    spec_text = synthetic_spec_toml()
+    cluster = LocalCluster(workdir / "cluster-reads", spec_text, SHARDS, REPLICAS)
+    details: dict = {}
+    try:
+        cluster.start_all()
+        address = cluster.address("replica", 0)
+        ps = PSClient(cluster.cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
+        trainer = Trainer(ps, cluster.spec, MODEL, batch_size=1024)
+        t0 = time.perf_counter()
+        summary = trainer.train(SyntheticStream(train_events, SEED))
+        version = _wait_caught_up(address, trainer.last_seqs)
+        ps.close()
+        log(f"  trained {summary.events:,d} events in {time.perf_counter() - t0:.1f}s "
+            f"(logloss {summary.logloss:.4f}); replica at version {version}")
+
+        held_out = SyntheticStream(20 * BATCH, SEED + 1).read(20 * BATCH)
+        instances = batch_to_dicts(held_out)
+        dict_batches = [instances[i:i + BATCH] for i in range(0, len(instances), BATCH)]
+        featurizer = Featurizer(cluster.spec.feature_spec(MODEL))
+        model = local_model(cluster)
+        ch = Channel(address, max_bytes=1 << 30)
+        same = np.array_equal(ch.request(m.Predict(MODEL, dict_batches[0]), 30.0).probabilities,
+                              model.score(columnarize(dict_batches[0], with_labels=False)))
+        ch.close()
+        details["served_equals_inprocess"] = bool(same)
+
+        # 1. single-instance latency at fixed offered rates (open loop)
+        sweep = {}
+        for rate in RATES:
+            sweep[rate] = in_child("open_loop", address, instances, rate, step_s)
+            s = sweep[rate]
+            log(f"  {rate:>5} req/s offered: p50 {s['p50_ms']} ms, p99 {s['p99_ms']} ms, "
+                f"p99.9 {s['p999_ms']} ms, achieved {s['achieved_per_s']}/s, "
+                f"errors {s['errors']}, lost {s['lost']}")
+        details["single"] = sweep
+
+        # 2. batched throughput vs in-process scoring
+        dict_reqs = [m.Predict(MODEL, b) for b in dict_batches]
+        id_reqs = []
+        for b in dict_batches:
+            f = featurizer.featurize(columnarize(b, with_labels=False))
+            id_reqs.append(m.PredictIds(MODEL, f.n, f.rows, f.ids))
+        batched = {"dicts": in_child("closed_loop", address, dict_reqs, step_s, 2),
+                   "ids": in_child("closed_loop", address, id_reqs, step_s, 2)}
+        inproc = _inprocess(model, dict_batches, featurizer, step_s)
+        ratio = {k: round(batched[k]["instances_per_s"] / inproc[k], 3) for k in batched}
+        details["batched"] = {"served": batched, "inprocess_instances_per_s": inproc,
+                              "ratio": ratio}
+        for k in batched:
+            log(f"  batch of {BATCH} ({k}): served {batched[k]['instances_per_s']:,.0f} inst/s "
+                f"(p50 {batched[k]['p50_ms']} ms/request), in-process {inproc[k]:,.0f} inst/s, "
+                f"ratio {ratio[k]}")
+
+        # 3. reads while a worker trains at full speed, vs idle, at the same offered rate
+        before = node_status(address, 2.0)
+        idle = in_child("open_loop", address, instances, TRAINING_RATE, step_s)
+        ctx_mp = mp.get_context("spawn")
+        parent, child = ctx_mp.Pipe(duplex=False)
+        worker = ctx_mp.Process(target=_child, args=(child, "train_for", (
+            cluster.cluster.shards(), spec_text, step_s + 3.0, SEED + 2)), daemon=True)
+        worker.start()
+        child.close()
+        time.sleep(1.5)  # training in full swing before reads start
+        busy = in_child("open_loop", address, instances, TRAINING_RATE, step_s)
+        if not parent.poll(120):
+            raise TimeoutError("training process did not finish")
+        status, trained = parent.recv()
+        worker.join(10)
+        if status != "ok":
+            raise RuntimeError(f"training process failed: {trained}")
+        after = node_status(address, 2.0)
+        training = {"idle": idle, "training": busy, "worker": trained,
+                    "replica_updates_applied": (after["models"][MODEL]["updates"]
+                                                - before["models"][MODEL]["updates"]),
+                    "replica_interleaved_reads": after["interleaved_reads"]
+                    - before["interleaved_reads"],
+                    "replica_predict_ms": after["predict"]["ms"]}
+        details["while_training"] = training
+        log(f"  {TRAINING_RATE} req/s idle: p50 {idle['p50_ms']} p99 {idle['p99_ms']} ms; while "
+            f"training ({trained['events_per_s']:,.0f} ev/s): p50 {busy['p50_ms']} "
+            f"p99 {busy['p99_ms']} ms")
+        details["load_avg"] = list(os.getloadavg())
+    finally:
+        codes = cluster.stop_all()
+        details["exit_codes"] = {f"{r}-{i}": c for (r, i), c in codes.items()}
+        if own_dir:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            shutil.rmtree(cluster.dir, ignore_errors=True)
+
+    conf = {"shards": SHARDS, "replicas": REPLICAS, "model": MODEL, "trained_events": train_events,
+            "seconds_per_step": step_s, "transport": "tcp loopback"}
+    figs = []
+    for rate, s in sweep.items():
+        c = {**conf, "offered_per_s": rate, "instances_per_request": 1}
+        figs += [figure(f"reads.single.r{rate}.p50_ms", s["p50_ms"], "ms", LOWER, c),
+                 figure(f"reads.single.r{rate}.p99_ms", s["p99_ms"], "ms", LOWER, c),
+                 figure(f"reads.single.r{rate}.p999_ms", s["p999_ms"], "ms", LOWER, c)]
+    for k in batched:
+        c = {**conf, "instances_per_request": BATCH, "in_flight": 2, "input": k}
+        figs += [figure(f"reads.batch{BATCH}.{k}.instances_per_s",
+                        batched[k]["instances_per_s"], "instances/s", HIGHER, c),
+                 figure(f"reads.batch{BATCH}.{k}.inprocess_instances_per_s", inproc[k],
+                        "instances/s", None, c, reference=True),
+                 figure(f"reads.batch{BATCH}.{k}.ratio_vs_inprocess", ratio[k], "x", HIGHER, c)]
+    c = {**conf, "offered_per_s": TRAINING_RATE, "instances_per_request": 1}
+    figs += [figure("reads.idle.p99_ms", idle["p99_ms"], "ms", LOWER, c),
+             figure("reads.training.p99_ms", busy["p99_ms"], "ms", LOWER, c),
+             figure("reads.training.worker_events_per_s", trained["events_per_s"], "events/s",
+                    None, c)]
+    def single(label: str, s: dict) -> list:
+        return [label, s["p50_ms"], s["p99_ms"], s["p999_ms"], s["from_actual_send"]["p99_ms"],
+                s["send_lag"]["p99_ms"], s["achieved_per_s"], s["errors"] + s["lost"]]
+
+    rows = [single(f"single instance, {r} req/s offered", s) for r, s in sweep.items()]
+    rows += [single(f"single instance, {TRAINING_RATE} req/s, idle", idle),
+             single(f"single instance, {TRAINING_RATE} req/s, worker training "
+                    f"({trained['events_per_s']:,.0f} ev/s)", busy)]
+    rows += [[f"batch of {BATCH} ({k}), 2 in flight: {batched[k]['instances_per_s']:,.0f} "
+              f"inst/s = {ratio[k]}x in-process ({inproc[k]:,.0f} inst/s)",
+              batched[k]["p50_ms"], batched[k]["p99_ms"], batched[k]["p999_ms"], "", "",
+              round(batched[k]["requests"] / batched[k]["seconds"], 1), batched[k]["errors"]]
+             for k in batched]
+    notes = [f"One replica of model '{MODEL}' (synthetic_spec_toml(), 22 bits) trained on "
+             f"{train_events:,d} planted events; reads are held-out planted events as JSON-like "
+             "feature dicts, sent by a separate process over tcp loopback.",
+             "Open loop: latency counts from each request's scheduled send time, so stalls are "
+             "charged to every request they delay ('from send': from the moment it left; "
+             "'send lag': how late the generator itself was).",
+             "'ids' requests carry pre-hashed feature ids (PredictIds); the client featurized "
+             "them beforehand (not timed). In-process = ServingModel.score / score_features "
+             "on the same batches in the benchmark's process.",
+             "While training, a worker process trains at full speed against the same 2 shards; "
+             "on 2 cores the shards, replica, worker and load generator share the CPU, so the "
+             "difference is mostly CPU contention rather than update application "
+             f"({training['replica_updates_applied']} update batches applied, reads answered "
+             f"between chunks {training['replica_interleaved_reads']} times).",
+             f"Served answers equal in-process scores bit for bit: "
+             f"{details['served_equals_inprocess']}."]
+    return {"figures": figs,
+            "table": {"columns": ["reads", "p50 ms", "p99 ms", "p99.9 ms", "p99 ms from send",
+                                  "send lag p99 ms", "requests/s", "errors"], "rows": rows},
+            "notes": notes, "details": details}
+
+
+if __name__ == "__main__":
+    import json
+    result = run({"quick": "--quick" in sys.argv})
+    print(json.dumps({k: result[k] for k in ("table", "notes", "details")}, indent=1,
+                     default=str))

@@ -1,0 +1,212 @@
+"""The replica's REST endpoint, shaped like TensorFlow Serving's (aiohttp).
+
+    POST /v1/models/{name}:predict   {"instances": [{field: value, ...}, ...]}
+         -> 200 {"predictions": [p, ...], "model_version": [seq per shard], "staleness_ms": x}
+    GET  /v1/models/{name}           -> 200 {"model_version_status": [{"version", "state", ...}],
+                                             "model_version": [...], "staleness_ms": x}
+    GET  /healthz                    -> 200 while the replica's core loop answers (liveness)
+    GET  /readyz                     -> 200 when every model is ready, else 503 (readiness)
+
+Errors are ``{"error": "..."}`` with 400 (bad JSON, wrong types, missing "instances"),
+404 (unknown model or path), 405, 413 (body over the cluster's max_message_bytes), 503 (model
+not ready, or the replica too busy to answer in time) or 500.
+
+The server runs in its own thread with its own asyncio loop. It never touches a model: every
+request becomes a `Predict`/`StatusRequest` sent over an inproc DEALER (`AsyncChannel`) to the
+replica's own request socket, so the replica's single-threaded loop stays the only owner of
+the weights.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+
+from aiohttp import web
+
+from common import messages as m
+from common.errors import DeltapsError, RemoteError, Timeout
+from common.transport import AsyncChannel
+
+log = logging.getLogger("deltaps.http")
+CORE_TIMEOUT_S = 10.0  # how long a request may wait for the replica's loop
+HEALTH_TIMEOUT_S = 2.0
+STATUS_BY_CODE = {"unknown_model": 404, "not_ready": 503, "timeout": 503, "unreachable": 503,
+                  "invalid_instance": 400, "invalid_value": 400, "malformed": 400}
+
+
+class Busy(DeltapsError):
+    """The replica's loop did not answer an HTTP request in time."""
+
+    code = "timeout"
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """"HOST:PORT" or "http://HOST:PORT" -> (host, port)."""
+    rest = text.split("://", 1)[1] if "://" in text else text
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+def _error(status: int, message: str) -> web.Response:
+    return web.json_response({"error": message}, status=status)
+
+
+class HttpServer:
+    """aiohttp app in a background thread, forwarding to the replica at `backend` (inproc)."""
+
+    def __init__(self, host: str, port: int, backend: str, max_body: int,
+                 timeout: float = CORE_TIMEOUT_S):
+        self.host, self.port = host, port
+        self.backend = backend
+        self.max_body = max_body
+        self.timeout = timeout
+        self.thread: threading.Thread | None = None
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._started = threading.Event()
+        self._stop: asyncio.Event | None = None
+        self._failure: BaseException | None = None
+        self.channel: AsyncChannel | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    # --- lifecycle (called from the replica's thread) ----------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Start the thread and wait until the port is bound; raises if it cannot be."""
+        self.thread = threading.Thread(target=self._run, name="deltaps-http", daemon=True)
+        self.thread.start()
+        if not self._started.wait(timeout):
+            raise DeltapsError(f"HTTP server on {self.host}:{self.port} did not start")
+        if self._failure is not None:
+            raise DeltapsError(f"cannot serve HTTP on {self.host}:{self.port}: {self._failure}")
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self.loop is not None and self._stop is not None and self.thread.is_alive():
+            self.loop.call_soon_threadsafe(self._stop.set)
+            self.thread.join(timeout)
+
+    def _run(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.loop.run_until_complete(self._serve())
+        except BaseException as exc:  # reported to start(); the replica then exits
+            self._failure = exc
+            self._started.set()
+        finally:
+            self.loop.close()
+
+    async def _serve(self) -> None:
+        self._stop = asyncio.Event()
+        self.channel = AsyncChannel(self.backend)
+        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
+        await runner.setup()
+        try:
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            await site.start()
+            if runner.addresses:  # the port the OS chose for port 0
+                self.port = runner.addresses[0][1]
+            self._started.set()
+            await self._stop.wait()
+        finally:
+            await runner.cleanup()
+            await self.channel.aclose()
+
+    # --- the app ------------------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=self.max_body, middlewares=[self._errors])
+        app.router.add_post(r"/v1/models/{name:[^/:]+}:predict", self.predict)
+        app.router.add_get(r"/v1/models/{name:[^/:]+}", self.model_status)
+        app.router.add_get("/healthz", self.healthz)
+        app.router.add_get("/readyz", self.readyz)
+        return app
+
+    @web.middleware
+    async def _errors(self, request: web.Request, handler):
+        try:
+            return await handler(request)
+        except web.HTTPException as exc:  # 404 / 405 / 413 from aiohttp itself
+            if exc.status < 400:
+                raise
+            reason = exc.reason
+            if exc.status == 413:
+                reason = f"request body exceeds the limit of {self.max_body} bytes"
+            return _error(exc.status, reason)
+        except RemoteError as exc:
+            return _error(STATUS_BY_CODE.get(exc.remote_code, 500), _strip_address(str(exc)))
+        except DeltapsError as exc:
+            return _error(STATUS_BY_CODE.get(exc.code, 500), str(exc))
+        except Exception as exc:
+            log.exception("HTTP handler failed")
+            return _error(500, f"{type(exc).__name__}: {exc}")
+
+    async def _ask(self, msg: m.Message, timeout: float | None = None) -> m.Message:
+        try:
+            return await self.channel.request(msg, timeout or self.timeout)
+        except Timeout:
+            raise Busy(f"the replica did not answer within {timeout or self.timeout:.0f}s") from None
+
+    async def predict(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError) as exc:
+            return _error(400, f"request body is not valid JSON: {exc}")
+        if not isinstance(doc, dict) or "instances" not in doc:
+            return _error(400, 'request body must be a JSON object with an "instances" list')
+        instances = doc["instances"]
+        if not isinstance(instances, list):
+            return _error(400, f'"instances" must be a list, got {type(instances).__name__}')
+        try:
+            msg = m.Predict(request.match_info["name"], instances)
+            reply = await self._ask(msg)
+        except (OverflowError, TypeError, ValueError) as exc:  # not encodable (huge integers)
+            return _error(400, f"instances cannot be read: {exc}")
+        return web.json_response({"predictions": reply.probabilities.tolist(),
+                                  "model_version": reply.version,
+                                  "staleness_ms": reply.staleness_ms})
+
+    async def _status(self, timeout: float | None = None) -> dict:
+        return (await self._ask(m.StatusRequest(), timeout)).info
+
+    async def model_status(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        info = await self._status()
+        st = info["models"].get(name)
+        if st is None:
+            return _error(404, f"unknown model {name!r}; this replica serves "
+                               f"{sorted(info['models'])}")
+        state = "AVAILABLE" if st["ready"] else "LOADING"
+        return web.json_response({
+            "model_version_status": [{
+                "version": str(sum(max(0, v) for v in st["version"])),
+                "state": state,
+                "status": {"error_code": "OK",
+                           "error_message": "" if st["ready"] else "syncing from the shards"},
+            }],
+            "model_version": st["version"],
+            "staleness_ms": st["staleness_ms"],
+        })
+
+    async def healthz(self, _request: web.Request) -> web.Response:
+        info = await self._status(HEALTH_TIMEOUT_S)
+        return web.json_response({"status": "alive", "state": info["state"]})
+
+    async def readyz(self, _request: web.Request) -> web.Response:
+        info = await self._status(HEALTH_TIMEOUT_S)
+        ready = {name: st["ready"] for name, st in info["models"].items()}
+        status = 200 if all(ready.values()) else 503
+        return web.json_response({"ready": status == 200, "models": ready}, status=status)
+
+
+def _strip_address(text: str) -> str:
+    """Error replies are prefixed with the peer's address; over HTTP that is our inproc name."""
+    head, sep, rest = text.partition(": ")
+    return rest if sep and head.startswith("inproc://") else text
