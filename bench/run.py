@@ -20,7 +20,8 @@ from typing import Callable
 
 import click
 
-from bench import machine, report, training, vw
+from bench import (adaptive, durability, footprint, freshness, machine, reads, report, training,
+                   vw)
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MOVIELENS = REPO.parent / "shared" / "data" / "movielens-100k"
@@ -29,6 +30,11 @@ DEFAULT_OUT = REPO / "bench" / "results"
 SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "planted": training.planted,
     "movielens": training.movielens,
+    "adaptive": adaptive.run,
+    "freshness": freshness.run,
+    "reads": reads.run,
+    "durability": durability.run,
+    "footprint": footprint.run,
 }
 
 

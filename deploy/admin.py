@@ -31,6 +31,7 @@ def cluster_status(cluster: ClusterFile, timeout: float = 1.0) -> list[dict]:
                 shard_seqs.setdefault(model, [0] * len(cluster.shards()))[node.index] = st["seq"]
     for node, info in infos:
         row = {"role": node.role, "index": node.index, "address": node.address,
+               "http": node.http_address,
                "pid": node.pid, "restarts": node.restarts,
                "state": info["state"] if info else "down", "models": {}}
         if info:

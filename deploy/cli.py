@@ -116,13 +116,15 @@ def down(cluster_file, timeout):
 
 
 def _status_table(rows: list[dict]) -> str:
-    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'PID':>7} {'RESTARTS':>8} {'STATE':<8} MODELS"]
+    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'HTTP':<22} {'PID':>7} {'RESTARTS':>8} "
+             f"{'STATE':<8} MODELS"]
     for r in rows:
         models = "; ".join(
             f"{name} seq={st['seq']}" if "seq" in st else
             f"{name} v={st['version']} lag={st['lag']} stale={st['staleness_ms']:.0f}ms"
             for name, st in r["models"].items())
-        lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<22} {r['pid']:>7} "
+        lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<22} "
+                     f"{r.get('http') or '-':<22} {r['pid']:>7} "
                      f"{r['restarts']:>8} {r['state']:<8} {models}")
     return "\n".join(lines)
 

@@ -38,6 +38,16 @@ echo
 echo "== deltaps predict ${samples[*]}"
 deltaps predict --cluster "$cluster" "${samples[@]}"
 echo
+http=$(python -c 'import json,sys; print([n for n in json.load(open(sys.argv[1]))["nodes"] if n["role"] == "replica"][0]["http_address"])' "$cluster")
+model=$(python -c 'import json,sys; print(sorted(json.load(open(sys.argv[1]))["spec"]["models"])[0])' "$cluster")
+echo "== POST $http/v1/models/$model:predict (the same instances over HTTP)"
+python - "$http/v1/models/$model:predict" "${samples[@]}" <<'PY'
+import json, sys, urllib.request
+body = json.dumps({"instances": [json.loads(s) for s in sys.argv[2:]]}).encode()
+req = urllib.request.Request(sys.argv[1], body, {"Content-Type": "application/json"})
+print(urllib.request.urlopen(req, timeout=10).read().decode())
+PY
+echo
 echo "== deltaps down"
 deltaps down --cluster "$cluster"
 trap - EXIT
