@@ -38,7 +38,8 @@ class Coalescer:
             if not parts:
                 continue
             store = self.stores[model]
-            rows = np.unique(np.concatenate(parts))
+            # one push's rows are already unique and sorted; several need merging
+            rows = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
             self.pending[model] = []
             for start in range(0, rows.size, MAX_KEYS_PER_UPDATE):
                 chunk = rows[start:start + MAX_KEYS_PER_UPDATE]
