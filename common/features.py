@@ -267,13 +267,25 @@ def columnarize(events: Sequence[Mapping], *, with_labels: bool) -> Batch:
             else:
                 raise InvalidInstance(
                     f"instance {i}: feature {name!r} has unsupported type {type(value).__name__}")
-    columns = {name: Column(CATEGORICAL, np.asarray(r, np.int64), np.asarray(v, dtype=str))
-               for name, (r, v) in cat.items()}
-    for name, (r, v) in num.items():
-        if name in columns:
-            raise InvalidInstance(f"feature {name!r} is numeric in some events and not in others")
-        columns[name] = Column(NUMERIC, np.asarray(r, np.int64), np.asarray(v, np.float64))
+    for name in cat.keys() & num.keys():
+        raise InvalidInstance(f"feature {name!r} is numeric in some events and not in others")
+    columns = _columns(CATEGORICAL, cat, str)
+    columns.update(_columns(NUMERIC, num, np.float64))
     return Batch(n, columns, labels, weights)
+
+
+def _columns(kind: str, fields: dict[str, tuple[list, list]], dtype) -> dict[str, Column]:
+    """Columns from per-field (rows, values) lists, with one array per kind rather than two
+    per field: a request of one instance with 40 fields costs 4 array builds, not 80."""
+    if not fields:
+        return {}
+    sizes = [len(rows) for rows, _ in fields.values()]
+    rows = np.fromiter(itertools.chain.from_iterable(r for r, _ in fields.values()), np.int64,
+                       sum(sizes))
+    values = np.array(list(itertools.chain.from_iterable(v for _, v in fields.values())),
+                      dtype=dtype)
+    return {name: Column(kind, r, v) for name, r, v in
+            zip(fields, _pieces(rows, sizes), _pieces(values, sizes))}
 
 
 def _label_and_weight(event: Mapping, i: int) -> tuple[float, float]:
