@@ -39,6 +39,12 @@ class InvalidInstance(DeltapsError):
     code = "invalid_instance"
 
 
+class StalePull(DeltapsError):
+    """A pull that arrived before a push it must follow (the push was lost in a reconnect)."""
+
+    code = "stale_pull"
+
+
 class NotReady(DeltapsError):
     """A replica that does not yet hold every shard of the model."""
 
@@ -54,7 +60,7 @@ class ConfigError(DeltapsError):
 
 
 _BY_CODE = {cls.code: cls for cls in (DeltapsError, MalformedMessage, UnknownOp, UnknownModel,
-                                      ProtocolMismatch, InvalidValue, InvalidInstance, NotReady,
+                                      ProtocolMismatch, InvalidValue, InvalidInstance, NotReady, StalePull,
                                       Timeout, ConfigError)}
 
 

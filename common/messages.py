@@ -102,9 +102,18 @@ class ChecksumReply(Message):
 
 @message("pull")
 class Pull(Message):
+    """`after`: the worker's last push to this shard, which the answer must already include.
+
+    Requests are ordered on one connection, but not across a reconnect: a push written into a
+    connection that died is lost while a later pull still queued goes out on the new one. The
+    shard refuses such a pull (`stale_pull`) instead of answering it without the push.
+    """
+
     ARRAYS = {"keys": "uint64"}
     model: str
     keys: np.ndarray
+    worker: str = ""
+    after: int = 0
 
 
 @message("pull_reply")

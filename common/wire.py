@@ -15,6 +15,7 @@ the message type requires, and arrays in `FINITE` must hold no NaN or inf. Any v
 """
 from __future__ import annotations
 
+from dataclasses import MISSING
 from typing import Sequence
 
 import msgpack
@@ -75,9 +76,10 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
         raise MalformedMessage("rid must be an integer")
     kwargs = {}
     for name in header_fields(cls):
-        if name not in header:
+        if name in header:
+            kwargs[name] = header[name]
+        elif not _has_default(cls, name):
             raise MalformedMessage(f"{op}: missing field {name!r}")
-        kwargs[name] = header[name]
     _check_header_types(cls, kwargs)
     specs = header.get("arrays")
     if not isinstance(specs, list) or len(specs) != len(cls.ARRAYS):
@@ -104,8 +106,13 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
 _HEADER_TYPES = {"model": str, "seq": int, "shard": int, "n_shards": int, "index": int,
                  "protocol": int, "role": str, "code": str, "message": str, "instances": list,
                  "version": list, "seqs": dict, "info": dict, "models": dict,
-                 "worker": str, "push_no": int, "epoch": int, "sums": dict, "path": str,
+                 "worker": str, "push_no": int, "after": int, "epoch": int, "sums": dict, "path": str,
                  "lsn": int}
+
+
+def _has_default(cls, name: str) -> bool:
+    f = cls.__dataclass_fields__[name]
+    return f.default is not MISSING or f.default_factory is not MISSING
 
 
 def _check_header_types(cls, kwargs: dict) -> None:

@@ -23,7 +23,7 @@ import numpy as np
 
 from common import messages as m
 from common.config import NodeInfo
-from common.errors import DeltapsError, ProtocolMismatch, Timeout
+from common.errors import DeltapsError, ProtocolMismatch, StalePull, Timeout
 from common.sharding import split_by_shard
 from common.transport import Channel, readable
 
@@ -68,6 +68,7 @@ class PSClient:
         self._rid_token: list[dict[int, int]] = [{} for _ in shards]
         self._heard: list[float] = [time.monotonic()] * len(shards)
         self._backoff: list[float] = [retry_s] * len(shards)
+        self._last_push: list[int] = [0] * len(shards)  # push_no last sent to each shard
         hellos = self.wait([self._send(k, m.Hello(m.PROTOCOL, "worker"))
                             for k in range(self.n_shards)])
         for k, hello in enumerate(hellos):
@@ -131,6 +132,11 @@ class PSClient:
             try:
                 req.reply = ch.unwrap(msg)
             except DeltapsError as exc:
+                if getattr(exc, "remote_code", None) == StalePull.code:
+                    # a push before this pull was lost in a reconnect: send it and the pull
+                    # again, in order
+                    self._resend(shard, time.monotonic())
+                    continue
                 req.error = exc
             self._heard[shard] = time.monotonic()
             self._backoff[shard] = self.retry_s
@@ -153,7 +159,8 @@ class PSClient:
 
     def pull_async(self, model: str, keys: np.ndarray) -> Pending:
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
-        tokens = [self._send(k, m.Pull(model, keys[idx])) for k, idx in parts]
+        tokens = [self._send(k, m.Pull(model, keys[idx], self.worker_id, self._last_push[k]))
+                  for k, idx in parts]
 
         def assemble(replies):
             values = np.empty(keys.size, dtype=np.float32)
@@ -168,6 +175,8 @@ class PSClient:
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
         tokens = [self._send(k, m.Push(model, keys[idx], grads[idx], self.worker_id,
                                        self.push_no)) for k, idx in parts]
+        for k, _idx in parts:
+            self._last_push[k] = self.push_no
         return Pending(self, tokens,
                        lambda acks: {k: ack.seq for (k, _idx), ack in zip(parts, acks)})
 

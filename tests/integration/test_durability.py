@@ -145,3 +145,19 @@ def test_replica_that_missed_updates_notices_and_resyncs(local_cluster):
         assert time.monotonic() < deadline, f"replica did not notice and repair the hole: {st}"
         time.sleep(0.05)
     assert_replicas_verified(c)
+
+
+def test_a_pull_that_overtakes_a_lost_push_is_refused_not_answered(local_cluster):
+    """Across a reconnect a push can be lost while the pull queued after it gets through."""
+    from common.errors import RemoteError as Refused
+    c = local_cluster(SMALL_SPEC, shards=1, replicas=0).start_all()
+    ch = Channel(c.address("shard", 0))
+    keys = np.array([2, 4], np.uint64)
+    ch.request(m.Push("ctr", keys, np.ones(2, np.float32), "w", 1), 5)
+    assert ch.request(m.Pull("ctr", keys, "w", 1), 5).values.shape == (2,)
+    with pytest.raises(Refused, match="follows push 2 of worker w") as refused:
+        ch.request(m.Pull("ctr", keys, "w", 2), 5)  # push 2 never arrived
+    assert refused.value.remote_code == "stale_pull"
+    ch.request(m.Push("ctr", keys, np.ones(2, np.float32), "w", 2), 5)
+    assert ch.request(m.Pull("ctr", keys, "w", 2), 5).values.shape == (2,)
+    ch.close()
