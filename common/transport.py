@@ -77,6 +77,16 @@ def _client_socket(ctx, address: str, immediate: bool, monitor: bool):
     return sock, mon
 
 
+def _close_socket(sock: zmq.Socket, monitor: zmq.Socket | None) -> None:
+    if monitor is not None:
+        try:
+            sock.disable_monitor()
+        except zmq.ZMQError:
+            pass
+        monitor.close(0)
+    sock.close(0)
+
+
 def bind_address(sock: zmq.Socket, address: str) -> str:
     """Bind, resolving a `:0`/`:*` port to the port the OS chose; returns the bound address."""
     if address.endswith(":0"):
@@ -320,13 +330,7 @@ class Channel:
         return self.recv(self.send(msg, connect_timeout), timeout)
 
     def close(self) -> None:
-        if self.monitor is not None:
-            try:
-                self.sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
-            self.monitor.close(0)
-        self.sock.close(0)
+        _close_socket(self.sock, self.monitor)
 
 
 def readable(channels: Sequence[Channel], timeout: float) -> list[int]:
@@ -549,13 +553,7 @@ class AsyncChannel:
         for fut in self._pending.values():
             if not fut.done():
                 fut.set_exception(Unreachable(f"channel to {self.address} closed"))
-        if self.monitor is not None:
-            try:
-                self.sock.disable_monitor()
-            except zmq.ZMQError:
-                pass
-            self.monitor.close(0)
-        self.sock.close(0)
+        _close_socket(self.sock, self.monitor)
 
     async def aclose(self) -> None:
         tasks = list(self._tasks)

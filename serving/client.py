@@ -193,6 +193,16 @@ class _Failover:
         if self.throttle is not None:
             self.throttle.record(accepted)
 
+    def _failed(self, k: int, exc: DeltapsError, errors: list[str], codes: set[str]) -> None:
+        """Record a failed attempt on replica k; re-raise a client mistake (no retry helps)."""
+        code = getattr(exc, "remote_code", exc.code)
+        retry = not isinstance(exc, RemoteError) or code in RETRYABLE
+        self._outcome(k, accepted=not retry, ok=not retry)
+        if not retry:
+            raise exc
+        errors.append(str(exc))
+        codes.add(code)
+
     @staticmethod
     def _give_up(errors: list[str], codes: set[str]) -> RemoteError:
         code = codes.pop() if len(codes) == 1 else "unavailable"
@@ -251,20 +261,10 @@ class ServingClient(_Failover):
             self.balancer.begin(k)
             try:
                 reply = self.channels[k].request(msg, self.timeout, self.connect_timeout)
-            except (Timeout, Unreachable) as exc:
+            except (Timeout, Unreachable, RemoteError) as exc:
                 if isinstance(exc, Timeout):
                     self._reset(k)
-                self._outcome(k, accepted=False, ok=False)
-                errors.append(str(exc))
-                codes.add(exc.code)
-                continue
-            except RemoteError as exc:
-                retry = exc.remote_code in RETRYABLE
-                self._outcome(k, accepted=not retry, ok=not retry)
-                if not retry:
-                    raise
-                errors.append(str(exc))
-                codes.add(exc.remote_code)
+                self._failed(k, exc, errors, codes)
                 continue
             self._outcome(k, accepted=True, ok=True)
             return self._prediction(k, reply)
@@ -347,18 +347,8 @@ class AsyncServingClient(_Failover):
             self.balancer.begin(k)
             try:
                 reply = await self.channels[k].request(msg, self.timeout, self.connect_timeout)
-            except (Timeout, Unreachable) as exc:
-                self._outcome(k, accepted=False, ok=False)
-                errors.append(str(exc))
-                codes.add(exc.code)
-                continue
-            except RemoteError as exc:
-                retry = exc.remote_code in RETRYABLE
-                self._outcome(k, accepted=not retry, ok=not retry)
-                if not retry:
-                    raise
-                errors.append(str(exc))
-                codes.add(exc.remote_code)
+            except (Timeout, Unreachable, RemoteError) as exc:
+                self._failed(k, exc, errors, codes)
                 continue
             except BaseException:  # cancelled: the request no longer counts as outstanding
                 self.balancer.end(k, True)
