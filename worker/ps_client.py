@@ -84,7 +84,8 @@ class PSClient:
 
     def _send(self, shard: int, msg: m.Message) -> int:
         token = next(self._tokens)
-        if not any(r.shard == shard for r in self._requests.values()):
+        if not any(r.shard == shard and r.reply is None and r.error is None
+                   for r in self._requests.values()):
             self._heard[shard] = time.monotonic()  # the silence clock starts now
         rid = self.channels[shard].send(msg)
         self._requests[token] = _Request(token, shard, msg, rid)
