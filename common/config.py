@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import ConfigError
+from common.errors import ConfigError, find_model
 from common.features import FeatureSpec, Transform
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
@@ -67,12 +67,7 @@ class ClusterSpec:
     models: dict[str, ModelSpec] = field(default_factory=dict)
 
     def model(self, name: str) -> ModelSpec:
-        from common.errors import UnknownModel
-        try:
-            return self.models[name]
-        except KeyError:
-            raise UnknownModel(f"unknown model {name!r}; this cluster has "
-                               f"{sorted(self.models)}") from None
+        return find_model(self.models, name, "this cluster has")
 
     def feature_spec(self, model: str) -> FeatureSpec:
         """The featurization a model uses; shared by worker and replica."""

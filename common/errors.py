@@ -27,6 +27,14 @@ class ProtocolMismatch(DeltapsError):
     code = "protocol_mismatch"
 
 
+def find_model(models, name: str, holder: str):
+    """`models[name]`, or UnknownModel naming what `holder` (e.g. "shard 0 holds") has."""
+    try:
+        return models[name]
+    except KeyError:
+        raise UnknownModel(f"unknown model {name!r}; {holder} {sorted(models)}") from None
+
+
 class InvalidValue(DeltapsError):
     """A value that is well-formed but not acceptable: NaN/inf gradient, key outside the shard."""
 

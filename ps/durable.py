@@ -18,7 +18,7 @@ import msgpack
 import numpy as np
 
 from common.config import ClusterSpec
-from common.errors import ConfigError, UnknownModel
+from common.errors import ConfigError, find_model
 from ps.snapshot import load_newest_good, write_snapshot
 from ps.store import ModelShard
 from ps.wal import ReadReport, WriteAheadLog
@@ -67,11 +67,7 @@ class ShardState:
         self.duplicates = 0
 
     def store(self, model: str) -> ModelShard:
-        try:
-            return self.stores[model]
-        except KeyError:
-            raise UnknownModel(f"unknown model {model!r}; shard {self.index} holds "
-                               f"{sorted(self.stores)}") from None
+        return find_model(self.stores, model, f"shard {self.index} holds")
 
     # --- pushes -------------------------------------------------------------------------------
 

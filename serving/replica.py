@@ -38,7 +38,7 @@ import numpy as np
 
 from common import messages as m
 from common.config import ClusterSpec, NodeInfo
-from common.errors import DeltapsError, ProtocolMismatch, UnknownModel
+from common.errors import DeltapsError, ProtocolMismatch, find_model
 from common.features import columnarize
 from common.transport import Channel, EventLoop, RequestServer, Subscriber
 from serving.cache import PredictionCache, ids_key, instances_key
@@ -170,11 +170,7 @@ class ReplicaNode:
     # --- handlers -----------------------------------------------------------------------------
 
     def model(self, name: str) -> ServingModel:
-        try:
-            return self.models[name]
-        except KeyError:
-            raise UnknownModel(f"unknown model {name!r}; replica {self.index} serves "
-                               f"{sorted(self.models)}") from None
+        return find_model(self.models, name, f"replica {self.index} serves")
 
     def on_hello(self, msg: m.Hello) -> m.HelloReply:
         if msg.protocol != m.PROTOCOL:

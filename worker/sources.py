@@ -439,7 +439,19 @@ def _parse_labels(fields: _Fields) -> tuple[np.ndarray, np.ndarray]:
     return ones.astype(np.float32), ~(ones | zeros)
 
 
-class DelimitedSource(Source):
+class _LineSource(Source):
+    """A source reading lines from a path, stdin ("-") or a file object."""
+
+    def __init__(self, lines: "_Lines"):
+        self._lines = lines
+        super().__init__(lines.name)
+        self.live = lines.live
+
+    def close(self) -> None:
+        self._lines.close()
+
+
+class DelimitedSource(_LineSource):
     """TSV/CSV with a schema of (name, kind): kind is label, num, cat or skip.
 
     An empty field is a missing value. Labels are 0/1 (also -1 for 0, and 0.0/1.0). With
@@ -464,11 +476,7 @@ class DelimitedSource(Source):
             raise ValueError("a delimited file needs a schema or a header line naming its columns")
         _check_schema(schema)
         self.schema = schema
-        super().__init__(self._lines.name)
-        self.live = self._lines.live
-
-    def close(self) -> None:
-        self._lines.close()
+        super().__init__(self._lines)
 
     def _chunks(self) -> Iterator[Batch]:
         for first_line, lines in self._lines.chunks(self.chunk_lines):
@@ -570,7 +578,7 @@ def _assemble(m: int, invalid: np.ndarray, parsed: dict, labels: np.ndarray) -> 
 _INDEX_PREFIX = re.compile(r"^(instance|event) \d+: ")
 
 
-class JsonLinesSource(Source):
+class JsonLinesSource(_LineSource):
     """One event per line: ``{"label": 0|1, "features": {...}, "weight"?: w}``.
 
     A chunk is columnarized at once; only when that fails are its events checked one by one
@@ -580,13 +588,8 @@ class JsonLinesSource(Source):
 
     def __init__(self, path_or_file, chunk_lines: int = DEFAULT_CHUNK_LINES):
         self.chunk_lines = chunk_lines
-        self._lines = _Lines(path_or_file, binary=False)
         self._kinds: dict[str, str] = {}
-        super().__init__(self._lines.name)
-        self.live = self._lines.live
-
-    def close(self) -> None:
-        self._lines.close()
+        super().__init__(_Lines(path_or_file, binary=False))
 
     def _chunks(self) -> Iterator[Batch]:
         for first_line, lines in self._lines.chunks(self.chunk_lines):
