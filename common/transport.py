@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import signal
 import time
 from typing import Callable, Iterable, Sequence
@@ -33,6 +34,13 @@ from common.messages import ErrorReply, Message
 from common.wire import decode, encode
 
 log = logging.getLogger(__name__)
+
+
+def poll_ms(seconds: float) -> int:
+    """A zmq poll timeout in whole milliseconds, rounded up (zmq truncates a float): a wait
+    of 0.4 ms must not become a poll(0), or a loop waiting for a timer spins for its last
+    millisecond, burning a core and (measured) adding a 1 ms tail to replies on 2 cores."""
+    return max(0, math.ceil(seconds * 1000.0))
 # Frames below this size are copied when sent: zero-copy costs a tracker object and a wake-up of
 # pyzmq's garbage-collector thread per frame, which only pays off for multi-megabyte arrays.
 COPY_THRESHOLD = 4 << 20
@@ -225,7 +233,7 @@ class Channel:
         waiting up to `timeout` seconds for one."""
         if self.sock.getsockopt(zmq.EVENTS) & zmq.POLLOUT:
             return True
-        return timeout > 0 and bool(self.sock.poll(timeout * 1000, zmq.POLLOUT))
+        return timeout > 0 and bool(self.sock.poll(poll_ms(timeout), zmq.POLLOUT))
 
     def reply_waiting(self) -> bool:
         """Whether a reply can be read now without blocking (cheap; no poll)."""
@@ -276,10 +284,10 @@ class Channel:
             if remaining <= 0:
                 raise Timeout(f"no reply from {self.address} within {timeout:.1f}s")
             if poller is None:
-                if not self.sock.poll(remaining * 1000):
+                if not self.sock.poll(poll_ms(remaining)):
                     continue
             else:
-                events = dict(poller.poll(remaining * 1000))
+                events = dict(poller.poll(poll_ms(remaining)))
                 if self.sock not in events:
                     if self.monitor in events and self._lost_connection():
                         raise Unreachable(f"connection to {self.address} dropped "
@@ -321,7 +329,7 @@ class Channel:
 
     def recv_raw_reply(self, timeout: float) -> Message:
         """Whatever reply comes next, decoded (error replies returned, not raised)."""
-        if not self.sock.poll(timeout * 1000):
+        if not self.sock.poll(poll_ms(timeout)):
             raise Timeout(f"no reply from {self.address} within {timeout:.1f}s")
         return self._read()[0]
 
@@ -338,7 +346,7 @@ def readable(channels: Sequence[Channel], timeout: float) -> list[int]:
     poller = zmq.Poller()
     for ch in channels:
         poller.register(ch.sock, zmq.POLLIN)
-    ready = dict(poller.poll(timeout * 1000))
+    ready = dict(poller.poll(poll_ms(timeout)))
     return [i for i, ch in enumerate(channels) if ch.sock in ready]
 
 
@@ -351,7 +359,7 @@ def writable(channels: Sequence[Channel], timeout: float) -> list[int]:
     poller = zmq.Poller()
     for ch in channels:
         poller.register(ch.sock, zmq.POLLOUT)
-    ready = dict(poller.poll(timeout * 1000))
+    ready = dict(poller.poll(poll_ms(timeout)))
     return [i for i, ch in enumerate(channels) if ch.sock in ready]
 
 
@@ -434,7 +442,7 @@ class EventLoop:
         while self.running:
             now = time.monotonic()
             wait = min([t[0] for t in self.timers], default=now + 0.1) - now
-            events = dict(self.poller.poll(max(0.0, min(wait, 0.1)) * 1000))
+            events = dict(self.poller.poll(poll_ms(min(wait, 0.1))))
             for sock in events:
                 self.callbacks[sock]()
             now = time.monotonic()
