@@ -15,6 +15,7 @@ the message type requires, and arrays in `FINITE` must hold no NaN or inf. Any v
 """
 from __future__ import annotations
 
+import math
 from dataclasses import MISSING
 from typing import Sequence
 
@@ -29,14 +30,38 @@ INLINE_BYTES = 16 << 10
 _MAX_DIMS = 4
 
 
+class _Layout:
+    """What the codec needs to know of one message type, worked out once (a small message
+    is encoded and decoded in tens of microseconds, so per-message lookups add up)."""
+
+    def __init__(self, cls: type[Message]):
+        self.fields = header_fields(cls)
+        self.required = [f for f in self.fields if not _has_default(cls, f)]
+        self.types = [(f, _HEADER_TYPES[f]) for f in self.fields if f in _HEADER_TYPES]
+        self.arrays = [(name, np.dtype(want).newbyteorder("<")) for name, want in
+                       cls.ARRAYS.items()]
+
+
+_LAYOUTS: dict[type, _Layout] = {}
+_DTYPES: dict[str, np.dtype] = {}
+
+
+def _layout(cls: type[Message]) -> _Layout:
+    layout = _LAYOUTS.get(cls)
+    if layout is None:
+        layout = _LAYOUTS[cls] = _Layout(cls)
+    return layout
+
+
 def encode(msg: Message, rid: int = 0) -> list:
     """Frames for `msg`; array frames are memoryviews of the arrays (no copy)."""
     cls = type(msg)
+    layout = _layout(cls)
     header = {"op": cls.op, "v": PROTOCOL, "rid": rid}
-    for name in header_fields(cls):
+    for name in layout.fields:
         header[name] = getattr(msg, name)
-    arrays = [np.ascontiguousarray(getattr(msg, name), dtype=np.dtype(dtype).newbyteorder("<"))
-              for name, dtype in cls.ARRAYS.items()]
+    arrays = [np.ascontiguousarray(getattr(msg, name), dtype=dtype)
+              for name, dtype in layout.arrays]
     header["arrays"] = [[a.dtype.str, list(a.shape)] for a in arrays]
     if sum(a.nbytes for a in arrays) <= INLINE_BYTES:
         if arrays:
@@ -58,7 +83,7 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
     if len(raw) > MAX_HEADER_BYTES:
         raise MalformedMessage(f"header of {len(raw)} bytes exceeds {MAX_HEADER_BYTES}")
     try:
-        header = msgpack.unpackb(bytes(raw), raw=False, strict_map_key=True)
+        header = msgpack.unpackb(raw, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types
         raise MalformedMessage(f"header is not valid msgpack: {exc}") from None
     if not isinstance(header, dict):
@@ -74,13 +99,16 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
     rid = header.get("rid", 0)
     if not isinstance(rid, int):
         raise MalformedMessage("rid must be an integer")
-    kwargs = {}
-    for name in header_fields(cls):
-        if name in header:
-            kwargs[name] = header[name]
-        elif not _has_default(cls, name):
+    layout = _layout(cls)
+    kwargs = {name: header[name] for name in layout.fields if name in header}
+    for name in layout.required:
+        if name not in kwargs:
             raise MalformedMessage(f"{op}: missing field {name!r}")
-    _check_header_types(cls, kwargs)
+    for name, want in layout.types:
+        value = kwargs.get(name, _ABSENT)
+        if value is not _ABSENT and (not isinstance(value, want) or isinstance(value, bool)):
+            raise MalformedMessage(f"{cls.op}: field {name!r} must be {want.__name__}, "
+                                   f"got {type(value).__name__}")
     specs = header.get("arrays")
     if not isinstance(specs, list) or len(specs) != len(cls.ARRAYS):
         raise MalformedMessage(f"{op}: expected {len(cls.ARRAYS)} array(s) in the header")
@@ -95,7 +123,7 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
         raise MalformedMessage(f"{op}: expected {1 + len(cls.ARRAYS)} frames, got {len(frames)}")
     elif not cls.ARRAYS and len(frames) != 1:
         raise MalformedMessage(f"{op}: expected 1 frame, got {len(frames)}")
-    for (name, want), spec, frame in zip(cls.ARRAYS.items(), specs, frames[1:]):
+    for (name, want), spec, frame in zip(layout.arrays, specs, frames[1:]):
         kwargs[name] = _array(op, name, want, spec, frame)
     for name in cls.FINITE:
         if not np.isfinite(kwargs[name]).all():
@@ -115,28 +143,26 @@ def _has_default(cls, name: str) -> bool:
     return f.default is not MISSING or f.default_factory is not MISSING
 
 
-def _check_header_types(cls, kwargs: dict) -> None:
-    for name, value in kwargs.items():
-        want = _HEADER_TYPES.get(name)
-        if want is not None and (not isinstance(value, want) or isinstance(value, bool)):
-            raise MalformedMessage(f"{cls.op}: field {name!r} must be {want.__name__}, "
-                                   f"got {type(value).__name__}")
+_ABSENT = object()
 
 
-def _array(op: str, name: str, want: str, spec, frame) -> np.ndarray:
+def _array(op: str, name: str, expected: np.dtype, spec, frame) -> np.ndarray:
     if not (isinstance(spec, list) and len(spec) == 2 and isinstance(spec[0], str)
             and isinstance(spec[1], list) and len(spec[1]) <= _MAX_DIMS
             and all(isinstance(d, int) and d >= 0 for d in spec[1])):
         raise MalformedMessage(f"{op}: bad array spec for {name!r}")
-    try:
-        dtype = np.dtype(spec[0])
-    except TypeError:
-        raise MalformedMessage(f"{op}: {name!r} has unknown dtype {spec[0]!r}") from None
-    expected = np.dtype(want).newbyteorder("<")
+    dtype = _DTYPES.get(spec[0])
+    if dtype is None:
+        try:
+            dtype = np.dtype(spec[0])
+        except TypeError:
+            raise MalformedMessage(f"{op}: {name!r} has unknown dtype {spec[0]!r}") from None
+        if len(_DTYPES) < 64:
+            _DTYPES[spec[0]] = dtype
     if dtype != expected:
         raise MalformedMessage(f"{op}: {name!r} must be {expected.str}, got {dtype.str}")
     shape = tuple(spec[1])
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)
     buf = memoryview(frame)
     if buf.nbytes != count * dtype.itemsize:
         raise MalformedMessage(f"{op}: {name!r} frame has {buf.nbytes} bytes, "

@@ -125,6 +125,12 @@ class ServingModel:
         self.check_ready()
         return self.score_features(self.featurizer.featurize(batch))
 
+    def score_events(self, instances) -> np.ndarray:
+        """Probabilities for feature-dict instances (the same as `score(columnarize(...))`,
+        without building columns: the path of every predict request)."""
+        self.check_ready()
+        return self.score_features(self.featurizer.featurize_events(instances))
+
     def score_features(self, features: Features) -> np.ndarray:
         """Probabilities for features already hashed (one vectorized pass over the batch)."""
         self.check_ready()

@@ -39,7 +39,6 @@ import numpy as np
 from common import messages as m
 from common.config import ClusterSpec, NodeInfo
 from common.errors import DeltapsError, ProtocolMismatch, find_model
-from common.features import columnarize
 from common.transport import Channel, EventLoop, RequestServer, Subscriber
 from serving.cache import PredictionCache, ids_key, instances_key
 from serving.model import ServingModel, check_features
@@ -214,8 +213,7 @@ class ReplicaNode:
             together = None
             if len(idx) > 1:
                 try:
-                    together = model.score(columnarize(
-                        [x for i in idx for x in msgs[i].instances], with_labels=False))
+                    together = model.score_events([x for i in idx for x in msgs[i].instances])
                 except DeltapsError:
                     together = None
             start = 0
@@ -226,8 +224,7 @@ class ReplicaNode:
                         probabilities = together[start:start + n]
                         start += n
                     else:
-                        probabilities = model.score(columnarize(msgs[i].instances,
-                                                                with_labels=False))
+                        probabilities = model.score_events(msgs[i].instances)
                 except DeltapsError as exc:
                     out[i] = exc
                     continue

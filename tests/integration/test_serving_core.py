@@ -123,8 +123,8 @@ def test_predicts_of_good_requests_waiting_together_share_one_pass(node):
     node, _client = node
     model = node.models["m"]
     calls = []
-    score = model.score
-    model.score = lambda batch: calls.append(batch.n) or score(batch)
+    score = model.score_events
+    model.score_events = lambda instances: calls.append(len(instances)) or score(instances)
     clients = [Channel(node.server.address) for _ in range(3)]
     try:
         for k, ch in enumerate(clients):
