@@ -47,7 +47,7 @@ class Context:
     workdir: Path
     quick: bool = False
     movielens_limit: int | None = None
-    repeats: int = 3
+    repeats: int = 3  # speed rounds: VW and deltaps timed in alternation (bench.training)
     vw_grid: dict = field(default_factory=lambda: dict(vw.GRID))
     planted_batches: tuple = training.PLANTED_BATCHES
     movielens_batches: tuple = training.MOVIELENS_BATCHES
@@ -71,7 +71,7 @@ class Context:
                    "runs ~250 events/s: about 7 minutes for all 100k). Repeatable.")
 @click.option("--quick", is_flag=True,
               help="Small and fast: 50k planted events, 20k MovieLens events (5k at batch "
-                   "size 1), 1 VW repeat, a smaller VW grid.")
+                   "size 1), 1 speed round, a smaller VW grid.")
 def main(events, movielens, out, only, caps, quick):
     """Benchmark deltaps (a real local cluster) against Vowpal Wabbit on the same events."""
     started = time.strftime("%Y-%m-%dT%H:%M:%S")

@@ -10,26 +10,36 @@ events/s is training alone, not generating or parsing; VW's from text includes p
 file, VW's from cache reads a pre-parsed binary file (the closer comparison). The same
 in-memory events, in the same order, become VW's text (bench.vwtext, same featurization).
 
+Speed is timed in interleaved rounds: round r is VW from text, deltaps at each batch size
+(each on a fresh cluster), then VW from its cache. Why: this shared 2-core VM's speed drifts by
+up to ±30% within a minute, so two programs timed minutes apart compare the machine's moods,
+not the programs; within a round they are seconds apart. events/s is the median over rounds,
+and every ratio to VW is the median of the per-round ratios (deltaps in round r over VW in
+round r). Quality is taken from one round: a single worker learns the same weights every time
+(worker.trainer), and every round's logloss and AUC are kept to show it.
+
 Two sections:
 - planted: the seeded Criteo-like stream (worker.synthetic) at large batch sizes: throughput,
   and logloss against the Bayes-optimal floor the planted model gives.
 - movielens: MovieLens-100k at batch sizes 1..256: what mini-batching costs in quality
-  (users rate in bursts, so stale weights within a batch hurt).
+  (users rate in bursts, so stale weights within a batch hurt). One round only: its small
+  batches take minutes a round, and its speed figures are context.
 
 CPU: user+system seconds of every process over the training run (psutil, by the PIDs the
-cluster owns; the worker is this process), scaled to 1M events.
+cluster owns; the worker is this process), scaled to 1M events, and their total, set against
+VW's (its parser and learner threads): far less sensitive to the machine's drift than events/s.
 """
 from __future__ import annotations
 
 import shutil
+import statistics
 import time
 from pathlib import Path
-from typing import Iterable
 
 import psutil
 
 from bench import vw
-from bench.report import HIGHER, LOWER, figure
+from bench.report import HIGHER, LOWER, figure, fmt
 from bench.vwtext import write_vw
 from common.config import load_spec
 from common.features import Batch
@@ -43,6 +53,7 @@ from worker.trainer import Trainer
 SHARDS, REPLICAS = 2, 1
 PLANTED_BATCHES = (1024, 4096)
 MOVIELENS_BATCHES = (1, 8, 32, 256)
+MOVIELENS_ROUNDS = 1  # its batch-1..32 runs take ~2 minutes a round; speed there is context
 SEED = 0
 CHUNK = 65536
 
@@ -130,42 +141,93 @@ def train_deltaps(ctx, name: str, spec_text: str, model: str, chunks: list[Batch
     return out
 
 
-def vw_on(ctx, name: str, chunks: Iterable[Batch], spec, model: str) -> dict:
-    """Write the events as VW text (untimed) and run every VW figure on them."""
+def vw_and_deltaps(ctx, name: str, chunks: list[Batch], spec_text: str, model: str,
+                   parts: dict[int, list[Batch]], rounds: int) -> tuple[dict, dict[int, dict]]:
+    """Every VW figure on `chunks`, and deltaps at each batch size on its events (`parts`),
+    timed in `rounds` interleaved rounds (see the module docstring); VW's text is written
+    first, untimed."""
+    spec = load_spec(text=spec_text)
     data = ctx.workdir / f"{name}.vw"
     t0 = time.perf_counter()
     events, labels = write_vw(chunks, spec.feature_spec(model), data)
     ctx.log(f"  VW text for {name}: {events:,d} events, {data.stat().st_size / 1e6:.0f} MB "
             f"in {time.perf_counter() - t0:.1f}s (untimed)")
+    runs = {bs: [] for bs in parts}
+
+    def deltaps_round(r: int) -> None:
+        ctx.log(f"  round {r + 1} of {rounds}")
+        for bs, part in parts.items():
+            runs[bs].append(train_deltaps(ctx, f"{name}-b{bs}", spec_text, model, part, bs))
+
     opt = spec.model(model).optimizer
-    res = vw.benchmark(data, labels, ctx.workdir, repeats=ctx.repeats, grid=ctx.vw_grid,
-                       same_as={"alpha": opt.learning_rate, "beta": opt.beta, "l1": opt.l1,
-                                "l2": opt.l2})
+    res = vw.benchmark(data, labels, ctx.workdir, rounds=rounds, between=deltaps_round,
+                       grid=ctx.vw_grid, same_as={"alpha": opt.learning_rate, "beta": opt.beta,
+                                                  "l1": opt.l1, "l2": opt.l2})
     res["text_mb"] = round(data.stat().st_size / 1e6, 1)
     data.unlink()
-    d = res["default_text"]
-    ctx.log(f"  VW {name}: {d['events_per_s']:,.0f} ev/s from text, "
-            f"{res['default_cache']['events_per_s']:,.0f} from cache; logloss default "
+    d, c = res["default_text"], res["default_cache"]
+    ctx.log(f"  VW {name}: {d['events_per_s']:,.0f} ev/s from text {d['all_events_per_s']}, "
+            f"{c['events_per_s']:,.0f} from cache {c['all_events_per_s']}; logloss default "
             f"{d['logloss']:.4f}, same settings {res['same_hparams']['logloss']:.4f}, best of "
             f"grid {res['best_of_grid']['logloss']:.4f}")
-    return res
+    return res, {bs: over_rounds(rs, res) for bs, rs in runs.items()}
 
 
-COLUMNS = ["run", "batch", "events", "events/s", "logloss", "AUC", "logloss - VW default",
-           "logloss - VW same settings", "speed / VW text", "speed / VW cache",
-           "CPU s per 1M events"]
+def over_rounds(runs: list[dict], vw_res: dict) -> dict:
+    """One batch size's rounds as one result: events, quality and settings from the first round,
+    speed and CPU as medians over rounds, ratios to VW as medians of per-round ratios;
+    `per_round` keeps every round's figures, `each_round` every round's whole result."""
+    text, cache = vw_res["default_text"], vw_res["default_cache"]
+    speed = [r["events_per_s"] for r in runs]
+    cpu = [round(sum(r["cpu_s"].values()) * 1e6 / max(r["events"], 1), 1) for r in runs]
+    per_round = {"events_per_s": speed, "cpu_s_per_1m_total": cpu,
+                 "speed_vs_vw_text": _ratios(speed, text["all_events_per_s"]),
+                 "speed_vs_vw_cache": _ratios(speed, cache["all_events_per_s"]),
+                 "cpu_vs_vw_text": _ratios(cpu, _vw_cpu_per_1m(text)),
+                 "cpu_vs_vw_cache": _ratios(cpu, _vw_cpu_per_1m(cache)),
+                 **{k: [r[k] for r in runs] for k in ("seconds", "replica_catch_up_s",
+                                                      "logloss", "auc")}}
+    median = statistics.median
+    procs = runs[0]["cpu_s"]
+    return {**runs[0],
+            **{k: median(v) for k, v in per_round.items() if k not in ("logloss", "auc")},
+            "cpu_s": {p: median(r["cpu_s"][p] for r in runs) for p in procs},
+            "cpu_s_per_1m_events": {p: median(r["cpu_s_per_1m_events"][p] for r in runs)
+                                    for p in procs},
+            "same_quality_every_round": all(len(set(per_round[k])) == 1
+                                            for k in ("logloss", "auc")),
+            "per_round": per_round, "each_round": runs}
+
+
+def _ratios(ours: list[float], vws: list[float]) -> list[float]:
+    return [round(a / b, 4) for a, b in zip(ours, vws, strict=True)]
+
+
+def _vw_cpu_per_1m(timed: dict) -> list[float]:
+    return [round(c * 1e6 / timed["events"], 2) for c in timed["all_cpu_seconds"]]
+
+
+COLUMNS = ["run", "batch", "events", "events/s (median)", "events/s by round", "logloss", "AUC",
+           "logloss - VW default", "logloss - VW same settings", "speed / VW text",
+           "speed / VW cache", "CPU s per 1M events", "CPU / VW text", "CPU / VW cache"]
 
 
 def _deltaps_row(r: dict, vw_res: dict) -> list:
     at = vw.on_prefix(vw_res, r["events"])
     cpu = r["cpu_s_per_1m_events"]
     return [f"deltaps ({SHARDS} shards, {REPLICAS} replica, 1 worker)", r["batch_size"],
-            r["events"], r["events_per_s"], r["logloss"], r["auc"],
+            r["events"], r["events_per_s"], _by_round(r["per_round"]["events_per_s"]),
+            r["logloss"], r["auc"],
             round(r["logloss"] - at["default"]["logloss"], 4),
             round(r["logloss"] - at["same_hparams"]["logloss"], 4),
-            round(r["events_per_s"] / vw_res["default_text"]["events_per_s"], 3),
-            round(r["events_per_s"] / vw_res["default_cache"]["events_per_s"], 3),
-            ", ".join(f"{k} {cpu[k]:g}" for k in sorted(cpu))]
+            r["speed_vs_vw_text"], r["speed_vs_vw_cache"],
+            f"total {r['cpu_s_per_1m_total']:g}: "
+            + ", ".join(f"{k} {cpu[k]:g}" for k in sorted(cpu)),
+            r["cpu_vs_vw_text"], r["cpu_vs_vw_cache"]]
+
+
+def _by_round(values: list[float]) -> str:
+    return " / ".join(fmt(v) for v in values)
 
 
 def _vw_rows(res: dict, events: int) -> list[list]:
@@ -173,16 +235,18 @@ def _vw_rows(res: dict, events: int) -> list[list]:
                         res["best_of_grid"])
     alpha, beta = res["defaults"].get("ftrl_alpha", "?"), res["defaults"].get("ftrl_beta", "?")
     cpu = lambda r: f"vw {r['cpu_seconds'] * 1e6 / events:.1f}"  # noqa: E731
-    blank = ["", "", "", "", ""]
+    blank = [""] * 7
     return [
         [f"VW default (--ftrl: alpha {alpha}, beta {beta}), from text", 1, events,
-         d["events_per_s"], d["logloss"], d["auc"], "", "", "", "", cpu(d)],
-        ["VW default, from cache", 1, events, c["events_per_s"], c["logloss"], c["auc"],
-         "", "", "", "", cpu(c)],
-        [f"VW with deltaps' FTRL settings{_hp(same)}", 1, events, "", same["logloss"],
+         d["events_per_s"], _by_round(d["all_events_per_s"]), d["logloss"], d["auc"],
+         "", "", "", "", cpu(d), "", ""],
+        ["VW default, from cache", 1, events, c["events_per_s"],
+         _by_round(c["all_events_per_s"]), c["logloss"], c["auc"], "", "", "", "", cpu(c),
+         "", ""],
+        [f"VW with deltaps' FTRL settings{_hp(same)}", 1, events, "", "", same["logloss"],
          same["auc"], *blank],
         [f"VW best of {len(res['grid'])}-point grid{_hp(best)}, tuned on this same stream", 1,
-         events, "", best["logloss"], best["auc"], *blank],
+         events, "", "", best["logloss"], best["auc"], *blank],
     ]
 
 
@@ -203,6 +267,10 @@ def _figures(prefix: str, runs: dict[int, dict], vw_res: dict) -> list[dict]:
                    cmd(d), reference=True),
             figure(f"{prefix}.vw.cache.events_per_s", c["events_per_s"], "events/s", HIGHER,
                    cmd(c), reference=True),
+            figure(f"{prefix}.vw.text.cpu_s_per_1m", round(d["cpu_seconds"] * 1e6 / n, 2),
+                   "cpu s", LOWER, cmd(d), reference=True),
+            figure(f"{prefix}.vw.cache.cpu_s_per_1m", round(c["cpu_seconds"] * 1e6 / n, 2),
+                   "cpu s", LOWER, cmd(c), reference=True),
             figure(f"{prefix}.vw.default.logloss", d["logloss"], "nats", LOWER,
                    cmd(d, "command_with_predictions"), reference=True, band=0.01),
             figure(f"{prefix}.vw.default.auc", d["auc"], "", HIGHER,
@@ -219,10 +287,8 @@ def _figures(prefix: str, runs: dict[int, dict], vw_res: dict) -> list[dict]:
         figs += [figure(f"{p}.events_per_s", r["events_per_s"], "events/s", HIGHER, conf),
                  figure(f"{p}.logloss", r["logloss"], "nats", LOWER, conf, band=0.01),
                  figure(f"{p}.auc", r["auc"], "", HIGHER, conf, band=0.01),
-                 figure(f"{p}.speed_vs_vw_text", round(r["events_per_s"] / d["events_per_s"], 4),
-                        "x", None, conf),
-                 figure(f"{p}.speed_vs_vw_cache",
-                        round(r["events_per_s"] / c["events_per_s"], 4), "x", None, conf),
+                 figure(f"{p}.speed_vs_vw_text", r["speed_vs_vw_text"], "x", None, conf),
+                 figure(f"{p}.speed_vs_vw_cache", r["speed_vs_vw_cache"], "x", None, conf),
                  figure(f"{p}.logloss_minus_vw_default",
                         round(r["logloss"] - at["default"]["logloss"], 5), "nats", None, conf),
                  figure(f"{p}.logloss_minus_vw_same_settings",
@@ -230,6 +296,10 @@ def _figures(prefix: str, runs: dict[int, dict], vw_res: dict) -> list[dict]:
                         conf)]
         figs += [figure(f"{p}.cpu_s_per_1m.{proc}", v, "cpu s", LOWER, conf)
                  for proc, v in r["cpu_s_per_1m_events"].items()]
+        figs += [figure(f"{p}.cpu_s_per_1m_total", r["cpu_s_per_1m_total"], "cpu s", LOWER,
+                        conf),
+                 figure(f"{p}.cpu_vs_vw_text", r["cpu_vs_vw_text"], "x", LOWER, conf),
+                 figure(f"{p}.cpu_vs_vw_cache", r["cpu_vs_vw_cache"], "x", LOWER, conf)]
     return figs
 
 
@@ -237,33 +307,53 @@ def _public(vw_res: dict) -> dict:
     return {k: v for k, v in vw_res.items() if not k.startswith("_")}
 
 
-def _vw_notes(vw_res: dict) -> list[str]:
+def _notes(vw_res: dict, runs: dict[int, dict]) -> list[str]:
+    """How speed, CPU and quality were measured, and any warning the runs raised."""
     d = vw_res["default_text"]
+    rounds = len(d["all_seconds"])
     same = vw_res["default_cache"]["same_predictions_as_text"]
-    return [f"VW timed without -p (median of {len(d['all_seconds'])}: {d['all_seconds']} s); "
-            f"the same run writing predictions took {d['seconds_with_predictions']:.2f} s. "
-            + ("VW from cache made the same predictions as from text." if same else
-               "WARNING: VW from cache made different predictions than from text.")
-            + ("" if vw_res.get("vw_loss_matches_predictions", True) else
-               " WARNING: VW's own loss differs from the logloss of its predictions, so the "
-               "grid (ranked by VW's loss) may be ranked wrongly."),
-            "'logloss - VW ...' compares on the same events (VW's progressive predictions "
-            "on the run's prefix). VW learns one event at a time; deltaps scores a whole "
-            "batch with the weights pulled before it."]
+    varied = [bs for bs, r in runs.items() if not r["same_quality_every_round"]]
+    notes = [f"Speed in {rounds} interleaved round{'s' if rounds > 1 else ''}, each VW from "
+             f"text, deltaps at batch size {', '.join(map(str, runs))} (a fresh cluster each), "
+             "then VW from its cache: this shared 2-core VM drifts by up to ±30% within a "
+             "minute, so each deltaps run is set against VW runs seconds away. events/s is the "
+             "median over rounds; 'speed / VW ...' and 'CPU / VW ...' are medians of per-round "
+             "ratios (deltaps in round r over VW in round r). Speed / VW text by round: "
+             + "; ".join(f"batch {bs}: {_by_round(r['per_round']['speed_vs_vw_text'])}"
+                         for bs, r in runs.items()) + ".",
+             "CPU: user+system seconds per 1M events, deltaps' summed over its processes "
+             f"(worker, {SHARDS} shards, {REPLICAS} replica; medians over rounds), VW's over its "
+             "parser and learner threads; far less sensitive to the machine's drift than "
+             "events/s, and lower is better.",
+             f"VW timed without -p; the same run from text writing predictions took "
+             f"{d['seconds_with_predictions']:.2f} s. "
+             + ("VW from cache made the same predictions as from text." if same else
+                "WARNING: VW from cache made different predictions than from text.")
+             + ("" if vw_res.get("vw_loss_matches_predictions", True) else
+                " WARNING: VW's own loss differs from the logloss of its predictions, so the "
+                "grid (ranked by VW's loss) may be ranked wrongly.")]
+    if varied:
+        notes.append("WARNING: deltaps' logloss or AUC differed between rounds at batch size "
+                     + ", ".join(map(str, varied)) + " (a single worker should learn the same "
+                     "weights every time); the table shows round 1's, details.deltaps every "
+                     "round's.")
+    elif rounds > 1:
+        notes.append("deltaps' logloss and AUC were the same in every round.")
+    return notes + ["'logloss - VW ...' compares on the same events (VW's progressive "
+                    "predictions on the run's prefix). VW learns one event at a time; deltaps "
+                    "scores a whole batch with the weights pulled before it."]
 
 
 def planted(ctx) -> dict:
     """deltaps vs VW on the planted stream: throughput at large batches, logloss vs the floor."""
     n = ctx.events
-    spec = load_spec(text=synthetic_spec_toml())
     stream = SyntheticStream(n, SEED)
     chunks = take(stream, None)
     bayes = stream.bayes_logloss
-    vw_res = vw_on(ctx, "planted", chunks, spec, "ctr")
-    runs = {bs: train_deltaps(ctx, f"planted-b{bs}", synthetic_spec_toml(), "ctr", chunks, bs)
-            for bs in ctx.planted_batches}
+    vw_res, runs = vw_and_deltaps(ctx, "planted", chunks, synthetic_spec_toml(), "ctr",
+                                  {bs: chunks for bs in ctx.planted_batches}, ctx.repeats)
     rows = [_deltaps_row(r, vw_res) for r in runs.values()] + _vw_rows(vw_res, n)
-    rows.append(["Bayes-optimal (the planted model itself)", "", n, "", bayes] + [""] * 6)
+    rows.append(["Bayes-optimal (the planted model itself)", "", n, "", "", bayes] + [""] * 8)
     stream_cfg = {"stream": f"synthetic:{n}:{SEED}", "events": n}
     figs = _figures("planted", runs, vw_res)
     figs.append(figure("planted.bayes_logloss", bayes, "nats", None, stream_cfg))
@@ -271,7 +361,7 @@ def planted(ctx) -> dict:
                     "nats", LOWER, stream_cfg, band=0.1) for bs, r in runs.items()]
     notes = [f"Stream synthetic:{n}:{SEED} (worker.synthetic), model spec "
              "synthetic_spec_toml() (FTRL alpha 0.05, beta 1, 22 bits); events served from "
-             "memory to deltaps, from a text file or VW's cache to VW."] + _vw_notes(vw_res)
+             "memory to deltaps, from a text file or VW's cache to VW."] + _notes(vw_res, runs)
     return {"figures": figs, "table": {"columns": COLUMNS, "rows": rows}, "notes": notes,
             "details": {"vw": _public(vw_res),
                         "deltaps": {str(k): v for k, v in runs.items()}}}
@@ -282,20 +372,18 @@ def movielens(ctx) -> dict:
     directory = ctx.movielens
     if directory is None or not (Path(directory) / "u.data").is_file():
         return {"skipped": f"no MovieLens-100k at {directory} (pass --movielens DIR)"}
-    spec = load_spec(text=MOVIELENS_SPEC_TOML)
     chunks = take(MovieLensSource(directory), ctx.movielens_limit)
-    vw_res = vw_on(ctx, "movielens", chunks, spec, "movielens")
-    events = vw_res["default_text"]["events"]
-    runs = {}
+    events = sum(c.n for c in chunks)
+    parts = {}
     for bs in ctx.movielens_batches:
         cap = ctx.movielens_caps.get(bs)
-        part = take(MemorySource(chunks), cap) if cap and cap < events else chunks
-        runs[bs] = train_deltaps(ctx, f"movielens-b{bs}", MOVIELENS_SPEC_TOML, "movielens",
-                                 part, bs)
+        parts[bs] = take(MemorySource(chunks), cap) if cap and cap < events else chunks
+    vw_res, runs = vw_and_deltaps(ctx, "movielens", chunks, MOVIELENS_SPEC_TOML, "movielens",
+                                  parts, MOVIELENS_ROUNDS)
     rows = [_deltaps_row(r, vw_res) for r in runs.values()] + _vw_rows(vw_res, events)
     notes = [f"{directory}: {events:,d} ratings in timestamp order, label rating >= 4, spec "
              "MOVIELENS_SPEC_TOML (FTRL alpha 0.2, beta 1, l2 1; 4 crosses, written out for VW "
-             "as explicit pair features)."] + _vw_notes(vw_res)
+             "as explicit pair features)."] + _notes(vw_res, runs)
     capped = {bs: r["events"] for bs, r in runs.items() if r["events"] < events}
     if capped:
         notes.append("Runs on a prefix only, to bound the time (compare their logloss with "

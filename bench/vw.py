@@ -10,11 +10,13 @@ logistic``) before learning from the example, exactly like deltaps' progressive 
 so logloss and AUC come from the predictions file and the same labels, with the same formulas
 (`common.linear.logloss`, `worker.metrics.auc`).
 
-Runs: the default FTRL from text (timed without -p, median of `repeats`; once more with -p for
-quality); writing the cache; reading the cache (timed likewise; its predictions must equal the
-text run's); FTRL with deltaps' hyper-parameters (the same learner, online: the gap to deltaps
-is what mini-batching and hashing cost); and a small grid read from the cache, ranked by VW's
-own progressive loss, whose best is labeled as tuned on the evaluation stream itself (an
+Runs: writing the cache; then `rounds` speed rounds, each the default FTRL from text, the
+caller's own timed runs (`between`), then the same from the cache (all without -p; medians over
+rounds, and every round's figures for per-round ratios); the default FTRL once more from text
+and from the cache with -p for quality (the cache's predictions must equal the text run's);
+FTRL with deltaps' hyper-parameters (the same learner, online: the gap to deltaps is what
+mini-batching and hashing cost); and a small grid read from the cache, ranked by VW's own
+progressive loss, whose best is labeled as tuned on the evaluation stream itself (an
 optimistic figure).
 """
 from __future__ import annotations
@@ -23,6 +25,7 @@ import itertools
 import statistics
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 
@@ -105,8 +108,13 @@ def ftrl_args(alpha: float, beta: float, l1: float = 0.0, l2: float = 0.0) -> tu
 
 
 def benchmark(data: Path, labels: np.ndarray, workdir: Path, *, same_as: dict,
-              repeats: int = 1, grid: dict = GRID) -> dict:
-    """Every VW figure for one VW text file; `same_as` = deltaps' FTRL alpha/beta/l1/l2."""
+              rounds: int = 1, between: Callable[[int], None] = lambda r: None,
+              grid: dict = GRID) -> dict:
+    """Every VW figure for one VW text file; `same_as` = deltaps' FTRL alpha/beta/l1/l2.
+
+    `between(r)` runs in the middle of speed round r (after VW from text, before VW from the
+    cache): the caller times its own runs there, so that they and VW's alternate and a ratio
+    of round r's timings compares runs seconds apart on a machine whose speed drifts."""
     events = int(labels.size)
     preds, cache = workdir / "vw.preds", workdir / "vw.cache"
 
@@ -114,22 +122,27 @@ def benchmark(data: Path, labels: np.ndarray, workdir: Path, *, same_as: dict,
         secs = statistics.median(r["seconds"] for r in runs)
         return {"command": runs[0]["command"], "seconds": secs, "all_seconds":
                 [r["seconds"] for r in runs], "cpu_seconds": statistics.median(
-                    r["cpu_seconds"] for r in runs), "events": events,
-                "events_per_s": round(events / secs, 1)}
+                    r["cpu_seconds"] for r in runs), "all_cpu_seconds":
+                [r["cpu_seconds"] for r in runs], "events": events,
+                "events_per_s": round(events / secs, 1), "all_events_per_s":
+                [round(events / r["seconds"], 1) for r in runs]}
 
     out = {"defaults": defaults(data), "version": _version()}
+    cache.unlink(missing_ok=True)
+    out["cache_write"] = speed([run(data, cache=cache)])
     # Speed runs write no predictions: VW's -p output alone costs ~3 us an event (about as
     # much as learning), and the `vw` figures we quote are of learning, not of logging.
-    text_runs = [run(data) for _ in range(repeats)]
+    text_runs, cache_runs = [], []
+    for r in range(rounds):
+        text_runs.append(run(data))
+        between(r)
+        cache_runs.append(run(data, cache=cache))
     with_preds = run(data, preds=preds)
     text_preds = read_predictions(preds)
     out["default_text"] = {**speed(text_runs), **quality(text_preds, labels),
                            "seconds_with_predictions": with_preds["seconds"],
                            "command_with_predictions": with_preds["command"]}
 
-    cache.unlink(missing_ok=True)
-    out["cache_write"] = speed([run(data, cache=cache)])
-    cache_runs = [run(data, cache=cache) for _ in range(repeats)]
     run(data, cache=cache, preds=preds)
     cache_preds = read_predictions(preds)
     out["default_cache"] = {**speed(cache_runs), **quality(cache_preds, labels),
