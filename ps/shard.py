@@ -56,7 +56,7 @@ class ShardNode:
         self.loop.every(spec.publish_window_ms / 1000.0, self.publish)
         self.loop.every(spec.heartbeat_ms / 1000.0, self.heartbeat)
         if spec.fsync == "interval":
-            self.loop.every(spec.fsync_interval_ms / 1000.0, self.state.wal.sync)
+            self.state.wal.start_background_sync(spec.fsync_interval_ms / 1000.0)
         self.loop.every(spec.snapshot_interval_s, self.take_snapshot)
 
     def _log_recovery(self) -> None:

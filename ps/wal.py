@@ -7,7 +7,8 @@ Record layout (little-endian):
 A shard appends a push's record (written through to the kernel) before applying it, so a
 killed process loses nothing it acknowledged; `fsync` decides what survives a machine crash:
 ``always`` fsyncs before acknowledging (group commit: one fsync per batch of requests),
-``interval`` every N ms, ``never`` leaves it to the OS.
+``interval`` every N ms from a background thread (`start_background_sync`: an fsync takes
+milliseconds, during which the shard's loop keeps answering), ``never`` leaves it to the OS.
 
 Reading stops at the first record that is short or fails its checksum. At the tail of the
 newest segment that is a torn write from a crash: it is reported and cut off. Anywhere else it
@@ -19,6 +20,7 @@ from __future__ import annotations
 import logging
 import os
 import struct
+import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -74,6 +76,9 @@ class WriteAheadLog:
         self._file = None
         self._size = 0
         self._dirty = False
+        self._lock = threading.Lock()  # the open file vs the background syncer
+        self._syncer: threading.Thread | None = None
+        self._stop_syncing = threading.Event()
 
     # --- reading (recovery) -------------------------------------------------------------------
 
@@ -161,14 +166,15 @@ class WriteAheadLog:
 
     def _undo(self, offset: int) -> None:
         """Drop a partly written record (e.g. disk full) so the log stays well-formed."""
-        try:
-            self._file.close()
-        except OSError:
-            pass
-        path = self._current_path
-        with open(path, "r+b") as f:
-            f.truncate(offset)
-        self._file = open(path, "ab", buffering=1 << 20)
+        with self._lock:
+            try:
+                self._file.close()
+            except OSError:
+                pass
+            path = self._current_path
+            with open(path, "r+b") as f:
+                f.truncate(offset)
+            self._file = open(path, "ab", buffering=1 << 20)
 
     def commit(self) -> None:
         """Called once per batch of requests, before their acks go out (group commit)."""
@@ -180,7 +186,38 @@ class WriteAheadLog:
             os.fsync(self._file.fileno())
             self._dirty = False
 
+    def start_background_sync(self, interval_s: float) -> None:
+        """fsync every `interval_s` from a thread. The syncer fsyncs a duplicate of the file
+        descriptor, taken under a lock, so the log may rotate or close meanwhile; a record
+        appended during an fsync is covered by the next one."""
+        def run() -> None:
+            while not self._stop_syncing.wait(interval_s):
+                with self._lock:
+                    if not self._dirty or self._file is None:
+                        continue
+                    fd = os.dup(self._file.fileno())
+                    self._dirty = False
+                try:
+                    os.fsync(fd)
+                except OSError as exc:
+                    self._dirty = True
+                    log.error("background fsync failed: %s", exc)
+                finally:
+                    os.close(fd)
+        self._syncer = threading.Thread(target=run, name="wal-fsync", daemon=True)
+        self._syncer.start()
+
+    def _stop_background_sync(self) -> None:
+        if self._syncer is not None:
+            self._stop_syncing.set()
+            self._syncer.join()
+            self._syncer = None
+
     def _rotate(self) -> None:
+        with self._lock:
+            self._rotate_locked()
+
+    def _rotate_locked(self) -> None:
         if self._file is not None:
             self.sync()
             self._file.close()
@@ -204,6 +241,7 @@ class WriteAheadLog:
         return dropped
 
     def close(self) -> None:
+        self._stop_background_sync()
         if self._file is not None:
             self.sync()
             self._file.close()
