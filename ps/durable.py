@@ -44,6 +44,15 @@ def decode_push(payload: bytes) -> tuple[str, str, int, np.ndarray, np.ndarray]:
 
 
 @dataclass
+class Capture:
+    """A shard's state copied at one log position, ready to be written as a snapshot."""
+
+    lsn: int
+    header: dict
+    arrays: dict[str, dict[str, np.ndarray]]
+
+
+@dataclass
 class RecoveryReport:
     snapshot: str | None = None
     snapshot_lsn: int = 0
@@ -88,16 +97,26 @@ class ShardState:
     # --- snapshots and recovery ---------------------------------------------------------------
 
     def snapshot(self, seqs: dict[str, int]) -> Path:
-        """Write every model's state at the current log position."""
-        self.wal.sync()
-        header = {"shard": self.index, "n_shards": self.spec.shards, "seqs": seqs,
-                  "applied": self.applied,
+        """Write every model's state at the current log position (blocking)."""
+        return self.write_snapshot(self.capture(seqs))
+
+    def capture(self, seqs: dict[str, int]) -> "Capture":
+        """A copy of everything a snapshot holds, taken now (a memcpy: ~40 ms per 100 MB of
+        state); `write_snapshot` may then run on another thread while pushes go on."""
+        self.wal.sync()  # the log up to this point survives whatever happens to the snapshot
+        header = {"shard": self.index, "n_shards": self.spec.shards, "seqs": dict(seqs),
+                  "applied": dict(self.applied),
                   "models": {n: {"bits": s.spec.bits, "optimizer": s.spec.optimizer.name}
                              for n, s in self.stores.items()}}
-        path = write_snapshot(self.dir / "snapshots", self.last_lsn, header,
-                              {n: s.state for n, s in self.stores.items()},
-                              keep=self.spec.snapshots_kept)
-        self.snapshot_lsn = self.last_lsn
+        arrays = {n: {k: a.copy() for k, a in s.state.items()} for n, s in self.stores.items()}
+        return Capture(self.last_lsn, header, arrays)
+
+    def write_snapshot(self, capture: "Capture") -> Path:
+        """Write a captured state atomically, then drop the log segments it makes redundant
+        (safe from any thread: only whole segments before the kept snapshots go)."""
+        path = write_snapshot(self.dir / "snapshots", capture.lsn, capture.header,
+                              capture.arrays, keep=self.spec.snapshots_kept)
+        self.snapshot_lsn = max(self.snapshot_lsn, capture.lsn)
         kept = sorted(int(p.stem[5:]) for p in (self.dir / "snapshots").glob("snap-*.bin"))
         self.wal.drop_before(kept[0])
         return path

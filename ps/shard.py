@@ -1,14 +1,17 @@
 """The shard node: wires the durable `ShardState` and the `Coalescer` to sockets.
 
-One thread, one event loop: requests (ROUTER), the publish-window timer, heartbeats, the fsync
-and snapshot timers all run in turn, so stores need no locks and a snapshot is always
-consistent with the sequence numbers it reports. Each start is a new epoch: replicas that see
-an epoch change fetch a fresh snapshot instead of trusting sequence numbers across restarts.
+One thread, one event loop: requests (ROUTER), the publish-window timer, heartbeats and the
+snapshot timer all run in turn, so stores need no locks and a snapshot is always consistent
+with the sequence numbers it reports (its state is copied on the loop; only writing the copy,
+and the log's interval fsync, happen on helper threads). Each start is a new epoch: replicas
+that see an epoch change fetch a fresh snapshot instead of trusting sequence numbers across
+restarts.
 """
 from __future__ import annotations
 
 import logging
 import os
+import threading
 import time
 from pathlib import Path
 
@@ -57,7 +60,8 @@ class ShardNode:
         self.loop.every(spec.heartbeat_ms / 1000.0, self.heartbeat)
         if spec.fsync == "interval":
             self.state.wal.start_background_sync(spec.fsync_interval_ms / 1000.0)
-        self.loop.every(spec.snapshot_interval_s, self.take_snapshot)
+        self.loop.every(spec.snapshot_interval_s, self.snapshot_in_background)
+        self._snapshotter: threading.Thread | None = None
 
     def _log_recovery(self) -> None:
         r = self.recovery
@@ -137,10 +141,40 @@ class ShardNode:
         self.publisher.publish(self.coalescer.heartbeat())
 
     def take_snapshot(self) -> Path:
+        """Snapshot now and wait for it (`deltaps snapshot`, shutdown)."""
+        self._wait_for_snapshotter()
         start = time.monotonic()
         path = self.state.snapshot(dict(self.coalescer.seq))
         log.info("snapshot %s written in %.3fs", path.name, time.monotonic() - start)
         return path
+
+    def snapshot_in_background(self) -> None:
+        """The periodic snapshot: the state is copied on the loop (tens of milliseconds), then
+        written, checksummed and fsynced by a thread (about a second for 16.8M slots, which
+        used to stall every pull, push and publish). One at a time."""
+        if self._snapshotter is not None and self._snapshotter.is_alive():
+            log.warning("the previous snapshot is still being written; skipping this one")
+            return
+        start = time.monotonic()
+        capture = self.state.capture(dict(self.coalescer.seq))
+        copied = time.monotonic() - start
+
+        def write() -> None:
+            try:
+                path = self.state.write_snapshot(capture)
+            except OSError as exc:
+                log.error("snapshot at lsn %d failed, the previous one stays: %s",
+                          capture.lsn, exc)
+                return
+            log.info("snapshot %s written in %.3fs (state copied in %.3fs on the loop)",
+                     path.name, time.monotonic() - start, copied)
+        self._snapshotter = threading.Thread(target=write, name="snapshot", daemon=True)
+        self._snapshotter.start()
+
+    def _wait_for_snapshotter(self) -> None:
+        if self._snapshotter is not None:
+            self._snapshotter.join()
+            self._snapshotter = None
 
     # --- lifecycle ----------------------------------------------------------------------------
 
@@ -157,6 +191,7 @@ class ShardNode:
             log.info("shard %d stopped", self.index)
 
     def close(self) -> None:
+        self._wait_for_snapshotter()
         self.server.close()
         self.publisher.close()
         self.state.close()
