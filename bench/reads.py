@@ -15,7 +15,8 @@ trained on the planted stream first):
   two requests in flight) against scoring the same batches in-process with `ServingModel`
   built from the same weights: the ratio is what the wire and the replica cost;
 - read latency at a fixed rate while a worker (another process) trains at full speed, next to
-  the same rate with training idle.
+  the same rate with training idle; the worker trains once at niceness 0 and once at the
+  spec's `worker_nice` (what `deltaps train` runs at), to show what lower priority buys reads.
 
 `run(ctx)` takes the bench runner's context (or a dict: workdir, quick, log) and returns the
 section dict (figures, table, notes, details). `python -m bench.reads [--quick]` runs it alone.
@@ -40,6 +41,7 @@ from common.transport import Channel, readable
 from deploy.admin import node_status
 from deploy.local import LocalCluster
 from serving.model import ServingModel
+from worker.priority import lower_cpu_priority
 from worker.ps_client import PSClient
 from worker.synthetic import SyntheticStream, synthetic_spec_toml
 from worker.trainer import Trainer
@@ -201,8 +203,10 @@ def in_child(fn: str, *args, timeout: float = 600.0) -> dict:
     return value
 
 
-def train_for(shards: list, spec_text: str, seconds: float, seed: int) -> dict:
-    """A worker training at full speed for `seconds` (runs in its own process)."""
+def train_for(shards: list, spec_text: str, seconds: float, seed: int, nice: int) -> dict:
+    """A worker training at full speed for `seconds` at CPU niceness `nice` (runs in its own
+    process, lowered first as `deltaps train` does)."""
+    nice = lower_cpu_priority(nice)
     spec = load_spec(text=spec_text)
     client = PSClient(shards, max_bytes=spec.max_message_bytes)
     trainer = Trainer(client, spec, MODEL, batch_size=1024)
@@ -215,7 +219,28 @@ def train_for(shards: list, spec_text: str, seconds: float, seed: int) -> dict:
 
     summary = trainer.train(Timed())
     client.close()
-    return {"events": summary.events, "events_per_s": summary.events_per_s}
+    return {"events": summary.events, "events_per_s": summary.events_per_s, "nice": nice}
+
+
+def reads_while_training(address: str, instances: list[dict], shards: list, spec_text: str,
+                         seconds: float, nice: int) -> tuple[dict, dict]:
+    """Open-loop reads at TRAINING_RATE while a worker process at niceness `nice` trains at
+    full speed: (reads, worker)."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe(duplex=False)
+    worker = ctx.Process(target=_child, args=(child, "train_for", (
+        shards, spec_text, seconds + 3.0, SEED + 2, nice)), daemon=True)
+    worker.start()
+    child.close()
+    time.sleep(1.5)  # training in full swing before reads start
+    reads = in_child("open_loop", address, instances, TRAINING_RATE, seconds)
+    if not parent.poll(120):
+        raise TimeoutError("training process did not finish")
+    status, trained = parent.recv()
+    worker.join(10)
+    if status != "ok":
+        raise RuntimeError(f"training process failed: {trained}")
+    return reads, trained
 
 
 # --- the section ----------------------------------------------------------------------------
@@ -263,6 +288,13 @@ def _inprocess(model: ServingModel, dict_batches: list[list[dict]], featurizer: 
             i += 1
         out[name] = round(n / (time.perf_counter() - t0), 1)
     return out
+
+
+def _ratio(reads: dict, idle: dict) -> float | None:
+    """Read p99 relative to idle (the latency target is at most 2x while a worker trains)."""
+    if not reads["p99_ms"] or not idle["p99_ms"]:
+        return None
+    return round(reads["p99_ms"] / idle["p99_ms"], 1)
 
 
 def run(ctx) -> dict:
@@ -327,34 +359,28 @@ def run(ctx) -> dict:
                 f"(p50 {batched[k]['p50_ms']} ms/request), in-process {inproc[k]:,.0f} inst/s, "
                 f"ratio {ratio[k]}")
 
-        # 3. reads while a worker trains at full speed, vs idle, at the same offered rate
+        # 3. reads while a worker trains at full speed (at niceness 0, then at the spec's
+        # worker_nice), vs idle, at the same offered rate
         before = node_status(address, 2.0)
         idle = in_child("open_loop", address, instances, TRAINING_RATE, step_s)
-        ctx_mp = mp.get_context("spawn")
-        parent, child = ctx_mp.Pipe(duplex=False)
-        worker = ctx_mp.Process(target=_child, args=(child, "train_for", (
-            cluster.cluster.shards(), spec_text, step_s + 3.0, SEED + 2)), daemon=True)
-        worker.start()
-        child.close()
-        time.sleep(1.5)  # training in full swing before reads start
-        busy = in_child("open_loop", address, instances, TRAINING_RATE, step_s)
-        if not parent.poll(120):
-            raise TimeoutError("training process did not finish")
-        status, trained = parent.recv()
-        worker.join(10)
-        if status != "ok":
-            raise RuntimeError(f"training process failed: {trained}")
+        log(f"  {TRAINING_RATE} req/s idle: p50 {idle['p50_ms']} p99 {idle['p99_ms']} ms")
+        shards = cluster.cluster.shards()
+        busy, trained = reads_while_training(address, instances, shards, spec_text, step_s, 0)
+        niced, trained_niced = reads_while_training(address, instances, shards, spec_text,
+                                                    step_s, cluster.spec.worker_nice)
+        for reads, worker in ((busy, trained), (niced, trained_niced)):
+            log(f"  {TRAINING_RATE} req/s while a worker at nice {worker['nice']} trains "
+                f"({worker['events_per_s']:,.0f} ev/s): p50 {reads['p50_ms']} "
+                f"p99 {reads['p99_ms']} ms")
         after = node_status(address, 2.0)
         training = {"idle": idle, "training": busy, "worker": trained,
+                    "training_niced": niced, "worker_niced": trained_niced,
                     "replica_updates_applied": (after["models"][MODEL]["updates"]
                                                 - before["models"][MODEL]["updates"]),
                     "replica_interleaved_reads": after["interleaved_reads"]
                     - before["interleaved_reads"],
                     "replica_predict_ms": after["predict"]["ms"]}
         details["while_training"] = training
-        log(f"  {TRAINING_RATE} req/s idle: p50 {idle['p50_ms']} p99 {idle['p99_ms']} ms; while "
-            f"training ({trained['events_per_s']:,.0f} ev/s): p50 {busy['p50_ms']} "
-            f"p99 {busy['p99_ms']} ms")
         details["load_avg"] = list(os.getloadavg())
     finally:
         codes = cluster.stop_all()
@@ -380,18 +406,23 @@ def run(ctx) -> dict:
                         "instances/s", None, c, reference=True),
                  figure(f"reads.batch{BATCH}.{k}.ratio_vs_inprocess", ratio[k], "x", HIGHER, c)]
     c = {**conf, "offered_per_s": TRAINING_RATE, "instances_per_request": 1}
+    cn = {**c, "worker_nice": trained_niced["nice"]}
     figs += [figure("reads.idle.p99_ms", idle["p99_ms"], "ms", LOWER, c),
              figure("reads.training.p99_ms", busy["p99_ms"], "ms", LOWER, c),
              figure("reads.training.worker_events_per_s", trained["events_per_s"], "events/s",
-                    None, c)]
+                    None, c),
+             figure("reads.training_niced.p99_ms", niced["p99_ms"], "ms", LOWER, cn),
+             figure("reads.training_niced.worker_events_per_s", trained_niced["events_per_s"],
+                    "events/s", None, cn)]
     def single(label: str, s: dict) -> list:
         return [label, s["p50_ms"], s["p99_ms"], s["p999_ms"], s["from_actual_send"]["p99_ms"],
                 s["send_lag"]["p99_ms"], s["achieved_per_s"], s["errors"] + s["lost"]]
 
     rows = [single(f"single instance, {r} req/s offered", s) for r, s in sweep.items()]
-    rows += [single(f"single instance, {TRAINING_RATE} req/s, idle", idle),
-             single(f"single instance, {TRAINING_RATE} req/s, worker training "
-                    f"({trained['events_per_s']:,.0f} ev/s)", busy)]
+    rows += [single(f"single instance, {TRAINING_RATE} req/s, idle", idle)]
+    rows += [single(f"single instance, {TRAINING_RATE} req/s, worker training at nice "
+                    f"{worker['nice']} ({worker['events_per_s']:,.0f} ev/s)", reads)
+             for reads, worker in ((busy, trained), (niced, trained_niced))]
     rows += [[f"batch of {BATCH} ({k}), 2 in flight: {batched[k]['instances_per_s']:,.0f} "
               f"inst/s = {ratio[k]}x in-process ({inproc[k]:,.0f} inst/s)",
               batched[k]["p50_ms"], batched[k]["p99_ms"], batched[k]["p999_ms"], "", "",
@@ -409,8 +440,16 @@ def run(ctx) -> dict:
              "While training, a worker process trains at full speed against the same 2 shards; "
              "on 2 cores the shards, replica, worker and load generator share the CPU, so the "
              "difference is mostly CPU contention rather than update application "
-             f"({training['replica_updates_applied']} update batches applied, reads answered "
-             f"between chunks {training['replica_interleaved_reads']} times).",
+             f"({training['replica_updates_applied']} update batches applied over both runs, "
+             f"reads answered between chunks {training['replica_interleaved_reads']} times).",
+             "The worker trains twice: at niceness 0, the replica's priority (figures "
+             "reads.training.*, as before there was a setting), then at the spec's worker_nice, "
+             "which `deltaps train` applies by default (reads.training_niced.*). Training is "
+             "throughput work and reads are latency-critical: a niced worker gives the CPU up "
+             "when the replica, a shard or the load generator wakes, and what is left is their "
+             "contention with each other. Read p99 while training: "
+             f"{_ratio(busy, idle)}x idle at nice {trained['nice']}, "
+             f"{_ratio(niced, idle)}x at nice {trained_niced['nice']} (target: at most 2x).",
              f"Served answers equal in-process scores bit for bit: "
              f"{details['served_equals_inprocess']}."]
     return {"figures": figs,

@@ -63,6 +63,7 @@ class ClusterSpec:
     http_base_port: int = 0  # replica r serves HTTP on http_base_port + r; 0: free ports
     prediction_cache_ttl_ms: float = 0.0  # replicas cache repeated predictions; 0: off
     prediction_cache_entries: int = 10000
+    worker_nice: int = 10  # CPU niceness `deltaps train` runs at (Linux nice, 0..19)
     transforms: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
 
@@ -166,6 +167,8 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
         raise ConfigError("[cluster] snapshots_kept must be >= 1")
     if spec.shards < 1 or spec.replicas < 0:
         raise ConfigError("[cluster] shards must be >= 1 and replicas >= 0")
+    if not 0 <= spec.worker_nice <= 19:
+        raise ConfigError(f"[cluster] worker_nice = {spec.worker_nice}: must be between 0 and 19")
     return spec
 
 

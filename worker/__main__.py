@@ -9,6 +9,7 @@ import click
 
 from common.config import ClusterFile
 from common.errors import DeltapsError
+from worker.priority import lower_cpu_priority
 from worker.ps_client import PSClient
 from worker.sources import open_source
 from worker.trainer import Trainer
@@ -35,13 +36,17 @@ def _print_progress(p: dict) -> None:
 @click.option("--pipeline/--no-pipeline", default=True, show_default=True,
               help="Featurize the next batch while the last push is in flight (same weights "
                    "either way for a single worker).")
+@click.option("--nice", default=None, type=click.IntRange(0, 19),
+              help="CPU niceness to train at, so serving and shards on the same machine come "
+                   "first (default: [cluster] worker_nice of the spec).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
-def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, as_json):
+def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, nice, as_json):
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl), '-' for stdin, a
     MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted stream."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     try:
         cluster = ClusterFile.load(cluster_file)
+        lower_cpu_priority(cluster.spec.worker_nice if nice is None else nice)
         model = model or cluster.default_model()
         cluster.spec.model(model)
         src = open_source(source, fmt=fmt, schema=schema)

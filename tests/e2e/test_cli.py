@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import shutil
 import subprocess
 import sys
@@ -124,4 +125,34 @@ def test_train_reports_malformed_lines_and_keeps_going(workdir, tmp_path):
     assert "events.jsonl:2: skipped malformed line: invalid" in proc.stderr
     assert "events.jsonl:4: skipped malformed line: label must be 0 or 1" in proc.stderr
     assert "skipped 2 malformed line(s)" in proc.stderr
+    run("down", cwd=workdir)
+
+
+def thread_nices(pid: int) -> set[int]:
+    """The nice value of every thread of `pid` (Linux keeps one per thread)."""
+    return {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def nices_while_training(workdir, *args, env=None) -> set[int]:
+    """Start `deltaps train` on an endless stream, read its threads' nice values once it has
+    reported progress (every thread it starts exists by then), stop it."""
+    proc = subprocess.Popen(deltaps_cmd() + ["train", "synthetic:1000000000:1", *args],
+                            cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
+    try:
+        assert select.select([proc.stderr], [], [], 60)[0], "no progress from deltaps train"
+        line = proc.stderr.readline()  # the first progress line, ~2 s in
+        assert "events" in line, line + proc.stderr.read()
+        return thread_nices(proc.pid)
+    finally:
+        proc.kill()
+        proc.wait(10)
+
+
+def test_train_runs_at_the_spec_niceness_unless_told_otherwise(workdir):
+    run("up", "--shards", "1", "--replicas", "0", cwd=workdir)
+    floor = os.getpriority(os.PRIO_PROCESS, 0)  # a worker only ever lowers its priority
+    assert nices_while_training(workdir) == {max(10, floor)}  # defaults.toml worker_nice
+    assert nices_while_training(workdir, "--nice", "15") == {max(15, floor)}
+    assert nices_while_training(workdir, env={"DELTAPS_TRAIN_NICE": "12"}) == {max(12, floor)}
     run("down", cwd=workdir)

@@ -85,6 +85,7 @@ def test_auc_matches_pairwise_definition():
     ("[models.a]\ntransforms = ['age']", "not defined"),
     ("[transforms.age]\nkind = 'buckets'\nboundaries = [3, 1]", "sorted"),
     ("[cluster", "cannot read spec"),
+    ("[cluster]\nworker_nice = 25", "worker_nice = 25: must be between 0 and 19"),
 ])
 def test_spec_errors_name_the_problem(text, err):
     with pytest.raises(ConfigError, match=err):
