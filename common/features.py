@@ -14,7 +14,7 @@ from __future__ import annotations
 import itertools
 import math
 from dataclasses import dataclass, field
-from typing import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import numpy as np
 
@@ -369,7 +369,7 @@ def flatten(events: Sequence[Mapping], *, with_labels: bool) -> Flat:
     labels = np.zeros(n, np.float32) if with_labels else None
     weights = None
     for i, event in enumerate(events):
-        if not isinstance(event, Mapping):
+        if type(event) is not dict and not isinstance(event, Mapping):
             raise InvalidInstance(f"instance {i}: expected an object, got {type(event).__name__}")
         if with_labels:
             labels[i], w = _label_and_weight(event, i)
@@ -380,7 +380,7 @@ def flatten(events: Sequence[Mapping], *, with_labels: bool) -> Flat:
             feats = event.get("features")
         else:
             feats = event.get("features", event)
-        if not isinstance(feats, Mapping):
+        if type(feats) is not dict and not isinstance(feats, Mapping):
             raise InvalidInstance(f"instance {i}: 'features' must be an object")
         for name, value in feats.items():
             kind = type(value)
@@ -414,15 +414,19 @@ def flatten(events: Sequence[Mapping], *, with_labels: bool) -> Flat:
                 num_codes.append(code)
                 num_values.append(value)
     names = list(codes)
-    both = set(cat_codes) & set(num_codes)
-    if both:
-        raise InvalidInstance(f"feature {names[min(both)]!r} is numeric in some events and "
-                              "not in others")
-    cat = (np.array(cat_rows, np.int64), np.array(cat_codes, np.int64),
-           np.array(cat_values, dtype=str))
-    num = (np.array(num_rows, np.int64), np.array(num_codes, np.int64),
-           np.array(num_values, np.float64))
+    cat = (_ints(cat_rows), _ints(cat_codes), np.array(cat_values, dtype=str))
+    num = (_ints(num_rows), _ints(num_codes),
+           np.fromiter(num_values, np.float64, len(num_values)))
+    is_numeric = np.array(numeric, bool)
+    mixed = np.concatenate([cat[1][is_numeric[cat[1]]], num[1][~is_numeric[num[1]]]])
+    if mixed.size:
+        raise InvalidInstance(f"feature {names[int(mixed.min())]!r} is numeric in some events "
+                              "and not in others")
     return Flat(n, names, cat, num, numeric, labels, weights)
+
+
+def _ints(values: list[int]) -> np.ndarray:
+    return np.fromiter(values, np.int64, len(values))
 
 
 def _odd_value(value, name: str, i: int):
