@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import select
 import signal
 import time
 from typing import Callable, Iterable, Sequence
@@ -415,16 +416,20 @@ class Subscriber:
 
 
 class EventLoop:
-    """Poll sockets, fire timers, stop on SIGTERM/SIGINT (single-threaded: no locks needed)."""
+    """Wait on sockets and timers, stop on SIGTERM/SIGINT (single-threaded: no locks needed).
+
+    Waits with `select` on the sockets' ZMQ_FD descriptors, so a timer fires on time to the
+    microsecond without spinning (zmq's own poll counts in whole milliseconds). ZMQ_FD is
+    edge-triggered: every socket's ZMQ_EVENTS is checked after each wake-up, and the loop
+    only sleeps once none has a message waiting.
+    """
 
     def __init__(self):
-        self.poller = zmq.Poller()
         self.callbacks: dict[zmq.Socket, Callable[[], None]] = {}
         self.timers: list[list] = []  # [next_due, interval, callback]
         self.running = False
 
     def add_socket(self, sock: zmq.Socket, callback: Callable[[], None]) -> None:
-        self.poller.register(sock, zmq.POLLIN)
         self.callbacks[sock] = callback
 
     def every(self, seconds: float, callback: Callable[[], None]) -> None:
@@ -439,17 +444,24 @@ class EventLoop:
 
     def run(self) -> None:
         self.running = True
+        sockets = list(self.callbacks.items())
+        fds = [sock.getsockopt(zmq.FD) for sock, _ in sockets]
         while self.running:
-            now = time.monotonic()
-            wait = min([t[0] for t in self.timers], default=now + 0.1) - now
-            events = dict(self.poller.poll(poll_ms(min(wait, 0.1))))
-            for sock in events:
-                self.callbacks[sock]()
+            busy = False
+            for sock, callback in sockets:
+                if sock.getsockopt(zmq.EVENTS) & zmq.POLLIN:
+                    callback()
+                    busy = True
             now = time.monotonic()
             for timer in self.timers:
                 if timer[0] <= now:
                     timer[0] = now + timer[1]
                     timer[2]()
+            if busy or not self.running:
+                continue  # more may be waiting: ZMQ_FD will not signal it again
+            wait = min([t[0] for t in self.timers], default=now + 0.1) - time.monotonic()
+            if wait > 0:
+                select.select(fds, [], [], min(wait, 0.1))
 
 
 class AsyncChannel:
