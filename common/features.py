@@ -109,8 +109,8 @@ class Featurizer:
     """Turns a `Batch` into `Features` for one `FeatureSpec`; pure and vectorized.
 
     A feature's id is its value hashed with the hash of its field's name as seed: integer
-    values and numeric buckets of every column go through one splitmix64 pass together;
-    string columns are hashed column by column.
+    values and numeric buckets of every column go through one splitmix64 pass together, and
+    every string through one string-hashing pass.
     """
 
     def __init__(self, spec: FeatureSpec):
@@ -126,66 +126,72 @@ class Featurizer:
             seed = self._field_seed[name] = np.uint64(hash_string(name))
         return seed
 
-    def field_ids(self, batch: Batch, names) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-        """(rows, ids) of each named field present in the batch.
+    def featurize(self, batch: Batch) -> Features:
+        """Features of a columnar batch, written straight into their output arrays.
 
-        Numeric columns sharing a transform are bucketized in one call, every integer value
-        (ids and buckets) of every column is hashed in one pass and every string in another,
-        so the numpy calls per batch barely grow with the number of fields: what keeps a
-        one-event batch cheap.
+        Fields come out in order (the spec's fields, or the batch's columns), each field's
+        entries in event order, then crosses, then the bias. Numeric columns sharing a
+        transform are bucketized in one call, every integer value (ids and buckets) of every
+        column is hashed in one pass and every string in another, so the numpy calls per batch
+        barely grow with the number of fields (what keeps a one-event batch cheap), and no
+        value is copied more than it must be (what keeps a large one cheap).
         """
-        out: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        ints: dict[str, np.ndarray] = {}
-        strings: dict[str, np.ndarray] = {}
-        numeric: dict[tuple, list[str]] = {}
-        for name in names:
-            col = batch.columns.get(name)
-            if col is None or col.rows.size == 0:
-                continue
+        wanted = list(self.spec.fields or batch.columns)
+        crossed = sorted({f for cross in self.spec.crosses for f in cross} - set(wanted))
+        columns = batch.columns
+        order = [name for name in wanted + crossed
+                 if name in columns and columns[name].rows.size]
+        sizes = [columns[name].rows.size for name in order]
+        ends = list(itertools.accumulate(sizes))
+        total = ends[-1] if ends else 0
+        bias = batch.n if self.spec.bias else 0
+        rows = np.empty(total + bias, np.int64)
+        words = np.empty(total + bias, np.int64)  # what each entry hashes: int value or bucket
+        strings: list[int] = []
+        numeric: dict[tuple, list[int]] = {}
+        for k, name in enumerate(order):
+            col = columns[name]
+            rows[ends[k] - sizes[k]:ends[k]] = col.rows
             if col.kind == NUMERIC:
                 t = self.spec.transforms.get(name, self._default_transform)
-                numeric.setdefault((t.kind, tuple(t.boundaries)), []).append(name)
+                numeric.setdefault((t.kind, tuple(t.boundaries)), []).append(k)
             elif col.values.dtype.kind in "iu":
-                ints[name] = col.values
+                words[ends[k] - sizes[k]:ends[k]] = col.values
             else:
-                strings[name] = col.values
-        if strings:
-            sizes = [v.size for v in strings.values()]
-            seeds = np.repeat(np.array([self.field_seed(n) for n in strings], np.uint64), sizes)
-            values = list(strings.values())
-            ids = hash_strings(values[0] if len(values) == 1 else np.concatenate(values), seeds)
-            for name, part in zip(strings, _pieces(ids, sizes)):
-                out[name] = (batch.columns[name].rows, part)
+                strings.append(k)
         for (kind, boundaries), group in numeric.items():
-            values = [batch.columns[n].values for n in group]
+            values = [columns[order[k]].values for k in group]
             buckets = Transform(kind, boundaries).bucketize(
                 values[0] if len(values) == 1 else np.concatenate(values))
-            ints.update(zip(group, _pieces(buckets, [v.size for v in values])))
-        if ints:
-            sizes = [v.size for v in ints.values()]
-            seeds = np.repeat(np.array([self.field_seed(n) for n in ints], np.uint64), sizes)
-            ids = hash_ints(np.concatenate(list(ints.values())), seeds)
-            for name, part in zip(ints, _pieces(ids, sizes)):
-                out[name] = (batch.columns[name].rows, part)
-        return out
-
-    def featurize(self, batch: Batch) -> Features:
-        wanted = list(self.spec.fields or batch.columns)
-        crossed = {f for cross in self.spec.crosses for f in cross}
-        per_field = self.field_ids(batch, wanted + sorted(crossed - set(wanted)))
-        parts_rows = [per_field[name][0] for name in wanted if name in per_field]
-        parts_ids = [per_field[name][1] for name in wanted if name in per_field]
+            for k, part in zip(group, _pieces(buckets, [sizes[k] for k in group])):
+                words[ends[k] - sizes[k]:ends[k]] = part
+        seeds = np.repeat(np.array([self.field_seed(n) for n in order] + [0], np.uint64),
+                          sizes + [bias])
+        ids = hash_ints(words, seeds)  # string entries' slots are overwritten below
+        if strings:
+            values = [columns[order[k]].values for k in strings]
+            hashed = hash_strings(values[0] if len(values) == 1 else np.concatenate(values),
+                                  np.concatenate([seeds[ends[k] - sizes[k]:ends[k]]
+                                                  for k in strings]))
+            for k, part in zip(strings, _pieces(hashed, [sizes[k] for k in strings])):
+                ids[ends[k] - sizes[k]:ends[k]] = part
+        if bias:
+            rows[total:] = np.arange(batch.n)
+            ids[total:] = BIAS_ID
+        n_plain = len(order) - len([n for n in order if n in crossed])
+        plain = ends[n_plain - 1] if n_plain else 0
+        if plain == total and not self.spec.crosses:
+            return Features(batch.n, rows, ids)
+        parts_rows, parts_ids = [rows[:plain]], [ids[:plain]]
+        spans = {name: (ends[k] - sizes[k], ends[k]) for k, name in enumerate(order)}
         for cross in self.spec.crosses:
-            rows, ids = cross_ids([per_field.get(f) for f in cross])
-            parts_rows.append(rows)
-            parts_ids.append(ids)
-        if self.spec.bias:
-            parts_rows.append(np.arange(batch.n, dtype=np.int64))
-            parts_ids.append(np.full(batch.n, BIAS_ID, dtype=np.uint64))
-        if not parts_rows:
-            return Features(batch.n, np.zeros(0, np.int64), np.zeros(0, np.uint64))
-        return Features(batch.n, np.concatenate(parts_rows).astype(np.int64, copy=False),
-                        np.concatenate(parts_ids))
+            r, i = cross_ids([(rows[spans[f][0]:spans[f][1]], ids[spans[f][0]:spans[f][1]])
+                              if f in spans else None for f in cross])
+            parts_rows.append(r)
+            parts_ids.append(i)
+        parts_rows.append(rows[total:])
+        parts_ids.append(ids[total:])
+        return Features(batch.n, np.concatenate(parts_rows), np.concatenate(parts_ids))
 
     def featurize_events(self, events: Sequence[Mapping]) -> Features:
         """`featurize(columnarize(events))` without building columns: the same ids in the same

@@ -42,6 +42,8 @@ def poll_ms(seconds: float) -> int:
     of 0.4 ms must not become a poll(0), or a loop waiting for a timer spins for its last
     millisecond, burning a core and (measured) adding a 1 ms tail to replies on 2 cores."""
     return max(0, math.ceil(seconds * 1000.0))
+
+
 # Frames below this size are copied when sent: zero-copy costs a tracker object and a wake-up of
 # pyzmq's garbage-collector thread per frame, which only pays off for multi-megabyte arrays.
 COPY_THRESHOLD = 4 << 20

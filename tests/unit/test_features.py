@@ -131,3 +131,24 @@ def test_featurizing_dicts_directly_equals_featurizing_their_columns(spec):
         assert got.rows.tolist() == want.rows.tolist()
         assert got.ids.tolist() == want.ids.tolist()
     assert fz.featurize_events([]).ids.size == 0
+
+
+def test_fields_present_only_as_cross_parts_give_crosses_and_no_plain_features():
+    spec = FeatureSpec(fields=["absent"], crosses=[["a", "b"]])
+    events = [{"a": "x", "b": "y"}, {"a": "z"}]
+    fz = Featurizer(spec)
+    f = fz.featurize(columnarize(events, with_labels=False))
+    assert f.rows.tolist() == [0, 0, 1]  # the cross of event 0, then the two biases
+    assert f.ids[1:].tolist() == [BIAS_ID, BIAS_ID]
+    g = fz.featurize_events(events)
+    assert g.rows.tolist() == f.rows.tolist() and g.ids.tolist() == f.ids.tolist()
+
+
+def test_unsigned_and_narrow_integer_columns_hash_like_int64_ones():
+    values = np.array([1, 2**63 + 5, 7], np.uint64)
+    a = Batch(3, {"u": Column.dense(CATEGORICAL, values),
+                  "w": Column.dense(CATEGORICAL, np.array([3, 4, 5], np.int32))})
+    b = Batch(3, {"u": Column.dense(CATEGORICAL, values.view(np.int64)),
+                  "w": Column.dense(CATEGORICAL, np.array([3, 4, 5], np.int64))})
+    fz = Featurizer(FeatureSpec())
+    assert fz.featurize(a).ids.tolist() == fz.featurize(b).ids.tolist()
