@@ -4,13 +4,18 @@ Progressive validation comes for free: each batch is scored with the weights pul
 before its own gradients are pushed. Several trainers may run against the same model at once
 (asynchronous, Hogwild-style); shards apply whatever arrives.
 
-Pipelining: while batch i's push is in flight, batch i+1 is read, featurized and its pull sent.
-Each shard answers one worker's requests in order, so that pull still sees push i applied: a
-single worker gets exactly the weights of the unpipelined loop (bit for bit), only sooner.
+Pipelining: batch i+1 is read, featurized and its keys indexed on a helper thread while batch
+i is scored and its gradients pushed (numpy releases the GIL for most of that work, and the
+main thread mostly waits on the shards); its pull is sent once push i is out. Each shard
+answers one worker's requests in order, so that pull still sees push i applied: a single
+worker gets exactly the weights of the unpipelined loop (bit for bit), only sooner. One thread
+at a time touches the source, the featurizer and the key indexer.
 """
 from __future__ import annotations
 
 import time
+import queue
+import threading
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
@@ -66,10 +71,16 @@ class Trainer:
         self.metrics = ProgressiveMetrics()
         self.last_seqs: dict[int, int] = {}
 
-    def prepare(self, batch: Batch) -> _Prepared:
+    def index(self, batch: Batch) -> tuple[Batch, Features, BatchKeys]:
         features = self.featurizer.featurize(batch)
-        keys = self.indexer.index(features.ids)
+        return batch, features, self.indexer.index(features.ids)
+
+    def send_pull(self, ready: tuple[Batch, Features, BatchKeys]) -> _Prepared:
+        batch, features, keys = ready
         return _Prepared(batch, features, keys, self.client.pull_async(self.model.name, keys.slots))
+
+    def prepare(self, batch: Batch) -> _Prepared:
+        return self.send_pull(self.index(batch))
 
     def learn(self, prep: _Prepared) -> Pending:
         """Score the batch with its pulled weights (progressive validation), push gradients."""
@@ -90,7 +101,7 @@ class Trainer:
         batches = 0
         read = 0
 
-        def next_batch() -> _Prepared | None:
+        def read_and_index() -> tuple | None:
             nonlocal read
             while limit is None or read < limit:
                 want = self.batch_size if limit is None else min(self.batch_size, limit - read)
@@ -99,22 +110,41 @@ class Trainer:
                     return None
                 if batch.n:
                     read += batch.n
-                    return self.prepare(batch)
+                    return self.index(batch)
             return None
 
-        prepared = next_batch()
-        while prepared is not None:
-            push = self.learn(prepared)
-            if not self.pipeline:
-                self.last_seqs.update(push.wait())
-            prepared = next_batch()
-            if self.pipeline:
-                self.last_seqs.update(push.wait())
+        def next_batch() -> _Prepared | None:
+            ready = read_and_index()
+            return self.send_pull(ready) if ready else None
+
+        def tick() -> None:
+            nonlocal batches, last_report
             batches += 1
             now = time.monotonic()
             if progress and now - last_report >= progress_every_s:
                 last_report = now
                 progress(self._progress(now - start))
+
+        if not self.pipeline:
+            prepared = next_batch()
+            while prepared is not None:
+                self.last_seqs.update(self.learn(prepared).wait())
+                prepared = next_batch()
+                tick()
+        else:
+            helper = _Helper()
+            try:
+                prepared = next_batch()
+                while prepared is not None:
+                    helper.submit(read_and_index)  # overlaps the learning below
+                    push = self.learn(prepared)
+                    ready = helper.result()
+                    # sent after the push: the shard applies them in this order
+                    prepared = self.send_pull(ready) if ready else None
+                    self.last_seqs.update(push.wait())
+                    tick()
+            finally:
+                helper.close()
         seconds = time.monotonic() - start
         stats = getattr(source, "stats", None)
         return Summary(self.model.name, self.metrics.count, batches, round(seconds, 3),
@@ -127,3 +157,34 @@ class Trainer:
                 "events_per_s": round(self.metrics.count / elapsed, 1) if elapsed else 0.0,
                 "logloss": self.metrics.logloss, "recent_logloss": self.metrics.recent_logloss,
                 "auc": self.metrics.auc()}
+
+
+class _Helper:
+    """One daemon thread running one call at a time (the next batch's reading, featurizing and
+    indexing). A daemon, so a worker stopped while its source blocks (a quiet stdin) still
+    exits; an exception in the call is raised again by `result`."""
+
+    def __init__(self):
+        self._calls: queue.Queue = queue.Queue()
+        self._results: queue.Queue = queue.Queue()
+        threading.Thread(target=self._run, name="featurize", daemon=True).start()
+
+    def _run(self) -> None:
+        while (fn := self._calls.get()) is not None:
+            try:
+                self._results.put((fn(), None))
+            except BaseException as exc:  # handed to the caller
+                self._results.put((None, exc))
+
+    def submit(self, fn: Callable[[], object]) -> None:
+        self._calls.put(fn)
+
+    def close(self) -> None:
+        """The thread ends once its current call, if any, returns."""
+        self._calls.put(None)
+
+    def result(self):
+        value, exc = self._results.get()
+        if exc is not None:
+            raise exc
+        return value
