@@ -143,6 +143,7 @@ class Featurizer:
                  if name in columns and columns[name].rows.size]
         sizes = [columns[name].rows.size for name in order]
         ends = list(itertools.accumulate(sizes))
+        spans = [slice(end - size, end) for size, end in zip(sizes, ends)]  # field k's entries
         total = ends[-1] if ends else 0
         bias = batch.n if self.spec.bias else 0
         rows = np.empty(total + bias, np.int64)
@@ -151,12 +152,12 @@ class Featurizer:
         numeric: dict[tuple, list[int]] = {}
         for k, name in enumerate(order):
             col = columns[name]
-            rows[ends[k] - sizes[k]:ends[k]] = col.rows
+            rows[spans[k]] = col.rows
             if col.kind == NUMERIC:
                 t = self.spec.transforms.get(name, self._default_transform)
                 numeric.setdefault((t.kind, tuple(t.boundaries)), []).append(k)
             elif col.values.dtype.kind in "iu":
-                words[ends[k] - sizes[k]:ends[k]] = col.values
+                words[spans[k]] = col.values
             else:
                 strings.append(k)
         for (kind, boundaries), group in numeric.items():
@@ -164,29 +165,28 @@ class Featurizer:
             buckets = Transform(kind, boundaries).bucketize(
                 values[0] if len(values) == 1 else np.concatenate(values))
             for k, part in zip(group, _pieces(buckets, [sizes[k] for k in group])):
-                words[ends[k] - sizes[k]:ends[k]] = part
+                words[spans[k]] = part
         seeds = np.repeat(np.array([self.field_seed(n) for n in order] + [0], np.uint64),
                           sizes + [bias])
         ids = hash_ints(words, seeds)  # string entries' slots are overwritten below
         if strings:
             values = [columns[order[k]].values for k in strings]
             hashed = hash_strings(values[0] if len(values) == 1 else np.concatenate(values),
-                                  np.concatenate([seeds[ends[k] - sizes[k]:ends[k]]
-                                                  for k in strings]))
+                                  np.concatenate([seeds[spans[k]] for k in strings]))
             for k, part in zip(strings, _pieces(hashed, [sizes[k] for k in strings])):
-                ids[ends[k] - sizes[k]:ends[k]] = part
+                ids[spans[k]] = part
         if bias:
             rows[total:] = np.arange(batch.n)
             ids[total:] = BIAS_ID
-        n_plain = len(order) - len([n for n in order if n in crossed])
+        n_plain = sum(name not in crossed for name in order)
         plain = ends[n_plain - 1] if n_plain else 0
         if plain == total and not self.spec.crosses:
             return Features(batch.n, rows, ids)
         parts_rows, parts_ids = [rows[:plain]], [ids[:plain]]
-        spans = {name: (ends[k] - sizes[k], ends[k]) for k, name in enumerate(order)}
+        span_of = dict(zip(order, spans))
         for cross in self.spec.crosses:
-            r, i = cross_ids([(rows[spans[f][0]:spans[f][1]], ids[spans[f][0]:spans[f][1]])
-                              if f in spans else None for f in cross])
+            r, i = cross_ids([(rows[span_of[f]], ids[span_of[f]]) if f in span_of else None
+                              for f in cross])
             parts_rows.append(r)
             parts_ids.append(i)
         parts_rows.append(rows[total:])

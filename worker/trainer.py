@@ -13,9 +13,9 @@ at a time touches the source, the featurizer and the key indexer.
 """
 from __future__ import annotations
 
-import time
 import queue
 import threading
+import time
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
