@@ -15,6 +15,7 @@ from typing import Any
 
 from common.errors import ConfigError, find_model
 from common.features import FeatureSpec, Transform
+from common.priority import MAX_SLICE_MS, MIN_SLICE_MS
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 OPTIMIZERS = ("ftrl", "adagrad", "sgd")
@@ -64,6 +65,7 @@ class ClusterSpec:
     prediction_cache_ttl_ms: float = 0.0  # replicas cache repeated predictions; 0: off
     prediction_cache_entries: int = 10000
     worker_nice: int = 10  # CPU niceness `deltaps train` runs at (Linux nice, 0..19)
+    replica_slice_ms: float = 0.1  # time slice replicas ask the kernel for; 0: its default
     transforms: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
 
@@ -169,6 +171,9 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
         raise ConfigError("[cluster] shards must be >= 1 and replicas >= 0")
     if not 0 <= spec.worker_nice <= 19:
         raise ConfigError(f"[cluster] worker_nice = {spec.worker_nice}: must be between 0 and 19")
+    if spec.replica_slice_ms and not MIN_SLICE_MS <= spec.replica_slice_ms <= MAX_SLICE_MS:
+        raise ConfigError(f"[cluster] replica_slice_ms = {spec.replica_slice_ms}: must be 0 or "
+                          f"between {MIN_SLICE_MS} and {MAX_SLICE_MS}")
     return spec
 
 

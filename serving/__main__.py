@@ -1,12 +1,30 @@
 """`deltaps serve` / `python -m serving`: run one serving replica until SIGTERM."""
 from __future__ import annotations
 
+import logging
+
 import click
 
 from common.errors import DeltapsError
 from common.logs import setup_logging
 from common.nodeopts import node_options, resolve_node
+from common.priority import request_time_slice
 from serving.replica import ReplicaNode
+
+
+log = logging.getLogger("deltaps.replica")
+
+
+def ask_for_short_slice(slice_ms: float) -> None:
+    """Reads are latency-critical: ask the scheduler to run this replica soon after a read
+    wakes it (common/priority.py). Threads started later (zmq's, HTTP's) inherit the slice."""
+    if not slice_ms:
+        return
+    got = request_time_slice(slice_ms)
+    if got is None:
+        log.info("the kernel has no per-task time slices; replica_slice_ms ignored")
+    else:
+        log.info("running on a %.2f ms time slice", got)
 
 
 @click.command("serve")
@@ -37,6 +55,7 @@ def main(cluster_file, spec_file, index, listen, shard_addresses, http):
         http_listen = parse_listen(http) if http else None
     except ValueError as exc:
         raise click.UsageError(f"--http: {exc}")
+    ask_for_short_slice(spec.replica_slice_ms)
     try:
         ReplicaNode(spec, index, node.address, shards, http=http_listen).run()
     except DeltapsError as exc:

@@ -21,10 +21,10 @@ What a read sees (the guarantee, precisely):
   declares that batch before all of it is written. Checksums (`deltaps verify`) are only ever
   taken between batches.
 - **A read waits for at most one chunk of writing** (64k keys: about a millisecond here)
-  behind updates, however large an update batch is, plus the validation of the one update
-  message being accepted (a vectorized pass over its keys). Snapshots are fetched
-  asynchronously; writing one (only needed while a shard is out of sync, when that model
-  refuses reads anyway) is a single strided copy and is not chunked.
+  behind updates, however large an update batch is or however many have queued up, plus the
+  validation of the one update message being accepted (a vectorized pass over its keys).
+  Snapshots are fetched asynchronously; writing one (only needed while a shard is out of
+  sync, when that model refuses reads anyway) is a single strided copy and is not chunked.
 - A model answers only while every shard of it is in sync (Clone pattern, serving/sync.py);
   otherwise reads are refused at once with not_ready.
 """
@@ -77,7 +77,7 @@ class ReplicaNode:
         self.inflight: dict[tuple[str, int], tuple[int, float]] = {}  # (model, shard) -> rid, t
         self.pending: deque[list] = deque()  # [model, update, keys written so far]
         self.apply_chunk = APPLY_CHUNK
-        self.interleaved_reads = 0  # times reads were answered between chunks of an update
+        self.interleaved_reads = 0  # times reads were answered between update chunks or messages
         self.cache = PredictionCache(spec.prediction_cache_ttl_ms, spec.prediction_cache_entries)
         self.served = 0  # predict requests answered with probabilities
         self.instances = 0
@@ -110,6 +110,7 @@ class ReplicaNode:
                     self.apply_pending()
             except DeltapsError as exc:
                 log.warning("dropped update: %s", exc)
+            self.serve_waiting_reads()
         self.request_snapshots()
 
     def apply_pending(self, interleave: bool = True) -> None:
@@ -125,9 +126,15 @@ class ReplicaNode:
             if stop >= update.keys.size:
                 self.pending.popleft()
                 model.finish(update)
-            if interleave and self.pending and self.server.waiting():
-                self.interleaved_reads += 1
-                self.server.handle_ready()
+            if interleave and self.pending:
+                self.serve_waiting_reads()
+
+    def serve_waiting_reads(self) -> None:
+        """Answer the requests waiting on the request socket now (between two chunks or two
+        update messages), so a read never waits behind more than one of them."""
+        if self.server.waiting():
+            self.interleaved_reads += 1
+            self.server.handle_ready()
 
     def request_snapshots(self) -> None:
         """Ask for a snapshot of every (model, shard) that needs one and has none in flight."""

@@ -9,7 +9,7 @@ import click
 
 from common.config import ClusterFile
 from common.errors import DeltapsError
-from worker.priority import lower_cpu_priority
+from common.priority import lower_cpu_priority
 from worker.ps_client import PSClient
 from worker.sources import open_source
 from worker.trainer import Trainer

@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from common.config import ClusterFile
+from common.priority import time_slice_ms
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -149,10 +150,20 @@ def nices_while_training(workdir, *args, env=None) -> set[int]:
         proc.wait(10)
 
 
-def test_train_runs_at_the_spec_niceness_unless_told_otherwise(workdir):
-    run("up", "--shards", "1", "--replicas", "0", cwd=workdir)
+def thread_slices(pid: int) -> set[float | None]:
+    """The time slice of every thread of `pid`, in ms."""
+    return {time_slice_ms(int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def test_training_yields_the_cpu_and_replicas_ask_for_short_slices(workdir):
+    run("up", "--shards", "1", "--replicas", "1", cwd=workdir)
     floor = os.getpriority(os.PRIO_PROCESS, 0)  # a worker only ever lowers its priority
     assert nices_while_training(workdir) == {max(10, floor)}  # defaults.toml worker_nice
     assert nices_while_training(workdir, "--nice", "15") == {max(15, floor)}
     assert nices_while_training(workdir, env={"DELTAPS_TRAIN_NICE": "12"}) == {max(12, floor)}
+    cluster = ClusterFile.load(workdir / ".deltaps" / "cluster.json")
+    if time_slice_ms() is not None:  # the kernel has per-task slices (Linux 6.12+)
+        replica = next(n for n in cluster.nodes if n.role == "replica")
+        assert thread_slices(replica.pid) == {0.1}  # defaults.toml replica_slice_ms
+        assert thread_slices(cluster.shards()[0].pid) == {time_slice_ms()}  # shards: default
     run("down", cwd=workdir)

@@ -65,6 +65,21 @@ def test_reads_between_chunks_declare_the_last_fully_written_version(node):
     assert model.version == [1] and np.all(model.weights[:N_KEYS] == 1.0)
 
 
+def test_reads_are_answered_between_update_messages(node):
+    node, client = node
+    updates = [m.Update("m", 0, 1, seq, np.array([0], np.uint64), np.array([v], np.float32))
+               for seq, v in ((1, 1.0), (2, 2.0))]
+    node.subscriber.drain = lambda: updates  # two small updates arrived together
+    rid = client.send(m.PredictIds("m", 1, np.array([0], np.int64), np.array([0], np.uint64)))
+    wait_waiting(node)
+    node.on_updates()
+    reply = client.recv(rid, 5.0)
+    assert node.interleaved_reads == 1
+    assert reply.version == [1]  # answered after the first update, before the second
+    np.testing.assert_array_equal(reply.probabilities, [sigmoid(np.float32(1.0))])
+    assert node.models["m"].version == [2]
+
+
 def test_checksums_between_chunks_finish_the_queue_first(node):
     node, client = node
     queue(node, 1, 2.0)

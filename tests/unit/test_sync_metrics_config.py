@@ -86,6 +86,7 @@ def test_auc_matches_pairwise_definition():
     ("[transforms.age]\nkind = 'buckets'\nboundaries = [3, 1]", "sorted"),
     ("[cluster", "cannot read spec"),
     ("[cluster]\nworker_nice = 25", "worker_nice = 25: must be between 0 and 19"),
+    ("[cluster]\nreplica_slice_ms = 0.01", "replica_slice_ms = 0.01: must be 0 or between 0.1"),
 ])
 def test_spec_errors_name_the_problem(text, err):
     with pytest.raises(ConfigError, match=err):
