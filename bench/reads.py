@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from common import messages as m
+from common.allocator import keep_message_buffers_on_heap
 from common.config import load_spec
 from common.features import Batch, Featurizer, columnarize
 from common.transport import Channel, readable
@@ -180,6 +181,7 @@ def closed_loop(address: str, requests: list[m.Message], seconds: float, depth: 
 
 
 def _child(conn, fn: str, args: tuple) -> None:
+    keep_message_buffers_on_heap()  # like a long-running client (common/allocator.py)
     try:
         conn.send(("ok", globals()[fn](*args)))
     except BaseException as exc:  # reported to the parent

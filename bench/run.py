@@ -22,6 +22,7 @@ import click
 
 from bench import (adaptive, durability, footprint, freshness, machine, reads, report, training,
                    vw)
+from common.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MOVIELENS = REPO.parent / "shared" / "data" / "movielens-100k"
@@ -74,6 +75,7 @@ class Context:
                    "size 1), 1 speed round, a smaller VW grid.")
 def main(events, movielens, out, only, caps, quick):
     """Benchmark deltaps (a real local cluster) against Vowpal Wabbit on the same events."""
+    keep_message_buffers_on_heap()  # this process trains as `deltaps train` would
     started = time.strftime("%Y-%m-%dT%H:%M:%S")
     info = machine.describe()
     load = machine.LoadSampler()

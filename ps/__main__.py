@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import click
 
+from common.allocator import keep_message_buffers_on_heap
 from common.errors import DeltapsError
 from common.logs import setup_logging
 from common.nodeopts import node_options, resolve_node
@@ -15,6 +16,7 @@ from ps.shard import ShardNode
 def main(cluster_file, spec_file, index, listen, publish):
     """Run shard INDEX: owns slots with slot % shards == INDEX of every model."""
     setup_logging(f"shard-{index}")
+    keep_message_buffers_on_heap()
     try:
         spec, node, _ = resolve_node("shard", cluster_file, spec_file, index, listen)
     except DeltapsError as exc:

@@ -5,6 +5,7 @@ import logging
 
 import click
 
+from common.allocator import keep_message_buffers_on_heap
 from common.errors import DeltapsError
 from common.logs import setup_logging
 from common.nodeopts import node_options, resolve_node
@@ -37,6 +38,7 @@ def ask_for_short_slice(slice_ms: float) -> None:
 def main(cluster_file, spec_file, index, listen, shard_addresses, http):
     """Run serving replica INDEX: holds every model whole and answers predict requests."""
     setup_logging(f"replica-{index}")
+    keep_message_buffers_on_heap()
     from common.config import NodeInfo
     from serving.http import parse_listen
     try:

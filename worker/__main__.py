@@ -7,6 +7,7 @@ import sys
 
 import click
 
+from common.allocator import keep_message_buffers_on_heap
 from common.config import ClusterFile
 from common.errors import DeltapsError
 from common.priority import lower_cpu_priority
@@ -44,6 +45,7 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl), '-' for stdin, a
     MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted stream."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
+    keep_message_buffers_on_heap()
     try:
         cluster = ClusterFile.load(cluster_file)
         lower_cpu_priority(cluster.spec.worker_nice if nice is None else nice)
