@@ -23,15 +23,39 @@ from worker.trainer import Trainer
 EVENTS = planted_events(16000, seed=5)
 
 
+class WatchedSource(ListSource):
+    """A ListSource another thread can wait on, so chaos strikes at given points of the stream
+    however fast the machine trains."""
+
+    def __init__(self, events: list[dict]):
+        super().__init__(events)
+        self.progress = threading.Condition()
+
+    def read(self, max_events: int):
+        batch = super().read(max_events)
+        with self.progress:
+            self.progress.notify_all()
+        return batch
+
+    def reached(self, share: float, stop: threading.Event) -> bool:
+        """Wait until `share` of the events have been read; False if training ended first."""
+        with self.progress:
+            self.progress.wait_for(lambda: stop.is_set() or self.pos >= share * len(self.events),
+                                   timeout=60)
+        return not stop.is_set()
+
+
 def train_all(c, events, batch=32, during=None) -> tuple[np.ndarray, Trainer]:
+    """Train on `events`; `during(stop, source)` runs in a thread meanwhile."""
     client = PSClient(c.cluster.shards(), retry_s=0.3)
     trainer = Trainer(client, c.spec, "ctr", batch)
     stop = threading.Event()
-    chaos = threading.Thread(target=during, args=(stop,)) if during else None
+    source = WatchedSource(events)
+    chaos = threading.Thread(target=during, args=(stop, source)) if during else None
     if chaos:
         chaos.start()
     try:
-        trainer.train(ListSource(events))
+        trainer.train(source)
     finally:
         stop.set()
         if chaos:
@@ -56,8 +80,10 @@ def test_kill_9_shards_mid_stream_loses_nothing(local_cluster, fsync):
     rng = random.Random(11)
     kills = []
 
-    def chaos(stop: threading.Event):
-        while not stop.wait(rng.uniform(0.2, 0.6)) and len(kills) < 4:
+    def chaos(stop: threading.Event, source: WatchedSource):
+        for share in (0.2, 0.4, 0.6, 0.8):
+            if not source.reached(share, stop) or stop.wait(rng.uniform(0, 0.05)):
+                return
             k = rng.randrange(2)
             c.stop("shard", k, signal.SIGKILL)
             kills.append(k)
@@ -111,11 +137,11 @@ def test_sigterm_snapshots_and_restart_replays_nothing(local_cluster):
 def test_replica_killed_and_restarted_mid_stream_converges(local_cluster):
     c = local_cluster(SMALL_SPEC, shards=2, replicas=2).start_all()
 
-    def chaos(stop):
-        stop.wait(0.5)
-        c.stop("replica", 1, signal.SIGKILL)
-        stop.wait(0.3)
-        c.start("replica", 1)
+    def chaos(stop, source):
+        if source.reached(0.3, stop):
+            c.stop("replica", 1, signal.SIGKILL)
+            source.reached(0.6, stop)
+            c.start("replica", 1)
 
     train_all(c, EVENTS[:8000], during=chaos)
     c.wait_ready(role="replica", index=1)
