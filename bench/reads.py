@@ -41,6 +41,7 @@ from common.features import Batch, Featurizer, columnarize
 from common.transport import Channel, readable
 from deploy.admin import node_status
 from deploy.local import LocalCluster
+from serving.client import ids_message
 from serving.model import ServingModel
 from common.priority import lower_cpu_priority, request_time_slice
 from worker.ps_client import PSClient
@@ -157,7 +158,8 @@ def closed_loop(address: str, requests: list[m.Message], seconds: float, depth: 
     latencies: list[float] = []
     errors: list[str] = []
     instances = 0
-    per_request = [getattr(r, "n", None) or len(getattr(r, "instances", ())) for r in requests]
+    per_request = [r.offsets.size - 1 if isinstance(r, m.PredictIds) else len(r.instances)
+                   for r in requests]
     which: dict[int, int] = {}
     t0 = time.perf_counter()
     k = 0
@@ -354,8 +356,7 @@ def run(ctx) -> dict:
         dict_reqs = [m.Predict(MODEL, b) for b in dict_batches]
         id_reqs = []
         for b in dict_batches:
-            f = featurizer.featurize(columnarize(b, with_labels=False))
-            id_reqs.append(m.PredictIds(MODEL, f.n, f.rows, f.ids))
+            id_reqs.append(ids_message(MODEL, featurizer.featurize(columnarize(b, with_labels=False))))
         batched = {"dicts": in_child("closed_loop", address, dict_reqs, step_s, 2),
                    "ids": in_child("closed_loop", address, id_reqs, step_s, 2)}
         inproc = _inprocess(model, dict_batches, featurizer, step_s)
@@ -443,8 +444,8 @@ def run(ctx) -> dict:
              "Open loop: latency counts from each request's scheduled send time, so stalls are "
              "charged to every request they delay ('from send': from the moment it left; "
              "'send lag': how late the generator itself was).",
-             "'ids' requests carry pre-hashed feature ids (PredictIds); the client featurized "
-             "them beforehand (not timed). In-process = ServingModel.score / score_features "
+             "'ids' requests carry pre-hashed feature ids (PredictIds: CSR offsets + 64-bit "
+             "ids, 8 bytes a feature); the client featurized them beforehand (not timed). In-process = ServingModel.score / score_features "
              "on the same batches in the benchmark's process.",
              "While training, a worker process trains at full speed against the same 2 shards; "
              "on 2 cores the shards, replica, worker and load generator share the CPU, so the "

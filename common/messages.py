@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL = 1
+PROTOCOL = 2
 REGISTRY: dict[str, type["Message"]] = {}
 
 
@@ -197,14 +197,14 @@ class Predict(Message):
 
 @message("predict_ids")
 class PredictIds(Message):
-    """Instances already featurized by the caller: instance ``rows[i]`` has feature ``ids[i]``
-    (64-bit feature ids as `common.features.Featurizer` makes them, bias id included when the
-    model has one). `n` instances; rows must lie in [0, n). One vectorized scoring pass."""
+    """Instances already featurized by the caller, in CSR form: instance i has the feature ids
+    ``ids[offsets[i]:offsets[i + 1]]`` (64-bit ids as `common.features.Featurizer` makes them,
+    bias id included when the model has one). `offsets` has one entry per instance and one
+    more: it starts at 0, never decreases and ends at len(ids). One vectorized scoring pass."""
 
-    ARRAYS = {"rows": "int64", "ids": "uint64"}
+    ARRAYS = {"offsets": "int64", "ids": "uint64"}
     model: str
-    n: int
-    rows: np.ndarray
+    offsets: np.ndarray
     ids: np.ndarray
 
 

@@ -29,11 +29,11 @@ def instances_key(instances: list) -> bytes | None:
     return key if len(key) <= MAX_KEY_BYTES else None
 
 
-def ids_key(n: int, rows: np.ndarray, ids: np.ndarray) -> bytes | None:
-    """Canonical bytes of a pre-hashed request (None when too large to cache)."""
-    if 16 * rows.size > MAX_KEY_BYTES:
+def ids_key(offsets: np.ndarray, ids: np.ndarray) -> bytes | None:
+    """Canonical bytes of a pre-hashed request in CSR form (None when too large to cache)."""
+    if offsets.nbytes + ids.nbytes > MAX_KEY_BYTES:
         return None
-    return b"i" + int(n).to_bytes(8, "little") + rows.tobytes() + b"|" + ids.tobytes()
+    return b"i" + offsets.size.to_bytes(8, "little") + offsets.tobytes() + ids.tobytes()
 
 
 class PredictionCache:

@@ -34,6 +34,7 @@ from common.config import ClusterFile
 from common.errors import DeltapsError, RemoteError, Timeout
 from common.features import Features
 from common.transport import AsyncChannel, Channel, Unreachable, writable
+from serving.model import check_features
 
 RETRYABLE = {"not_ready", "timeout", "internal", "unreachable"}
 
@@ -157,14 +158,22 @@ class Balancer:
             self.avoid_until[k] = self.clock() + backoff
 
 
+MAX_PREHASHED_INSTANCES = 1 << 25  # their offsets alone fill the default 256 MiB message limit
+
+
 def ids_message(model: str, rows, ids=None, n: int | None = None) -> m.PredictIds:
-    """A `PredictIds` from a `Features` or from (rows, ids, n) arrays."""
+    """A `PredictIds` from a `Features` or from (rows, ids, n) arrays, checked here (raises
+    InvalidInstance) and sent in CSR form."""
     if isinstance(rows, Features):
         rows, ids, n = rows.rows, rows.ids, rows.n
     if ids is None or n is None:
         raise DeltapsError("predict_ids needs a Features, or rows, ids and n")
-    return m.PredictIds(model, int(n), np.ascontiguousarray(rows, dtype=np.int64),
-                        np.ascontiguousarray(ids, dtype=np.uint64))
+    if isinstance(n, np.integer):
+        n = int(n)
+    features = check_features(n, np.asarray(rows, dtype=np.int64), np.asarray(ids, dtype=np.uint64),
+                              MAX_PREHASHED_INSTANCES)
+    offsets, ids = features.to_csr()
+    return m.PredictIds(model, offsets, ids)
 
 
 class _Failover:

@@ -138,8 +138,30 @@ class ServingModel:
         return sigmoid(margins(features, self.weights[slots])).astype(np.float32)
 
 
+def check_csr(offsets: np.ndarray, ids: np.ndarray, max_instances: int) -> Features:
+    """Validate pre-hashed instances as they arrive (`PredictIds`, CSR form); raises
+    InvalidInstance naming what is wrong."""
+    if offsets.ndim != 1 or ids.ndim != 1:
+        raise InvalidInstance(f"offsets and ids must be 1-D, got shapes {list(offsets.shape)} "
+                              f"and {list(ids.shape)}")
+    n = offsets.size - 1
+    if not 0 <= n <= max_instances:
+        raise InvalidInstance(f"offsets must hold one entry per instance and one more, for at "
+                              f"most {max_instances} instances; got {offsets.size} entries")
+    if int(offsets[0]) != 0 or int(offsets[-1]) != ids.size:
+        raise InvalidInstance(f"offsets must start at 0 and end at len(ids) = {ids.size}, got "
+                              f"{int(offsets[0])} .. {int(offsets[-1])}")
+    steps = np.diff(offsets)
+    if n and int(steps.min()) < 0:
+        i = int(np.flatnonzero(steps < 0)[0])
+        raise InvalidInstance(f"offsets must never decrease: instance {i} ends before it starts "
+                              f"({int(offsets[i])} > {int(offsets[i + 1])})")
+    return Features.from_csr(offsets, ids)
+
+
 def check_features(n, rows: np.ndarray, ids: np.ndarray, max_instances: int) -> Features:
-    """Validate pre-hashed instances from a client (`PredictIds`); raises InvalidInstance."""
+    """Validate pre-hashed instances given as (row, id) pairs (what a client converts to CSR
+    before sending); raises InvalidInstance."""
     if not isinstance(n, int) or isinstance(n, bool):
         raise InvalidInstance(f"n must be an integer, got {type(n).__name__}")
     if not 0 <= n <= max_instances:

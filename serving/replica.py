@@ -42,7 +42,7 @@ from common.config import ClusterSpec, NodeInfo
 from common.errors import DeltapsError, ProtocolMismatch, find_model
 from common.transport import Channel, EventLoop, RequestServer, Subscriber
 from serving.cache import PredictionCache, ids_key, instances_key
-from serving.model import ServingModel, check_features
+from serving.model import ServingModel, check_csr
 
 log = logging.getLogger("deltaps.replica")
 SNAPSHOT_RETRY_S = 2.0
@@ -246,10 +246,9 @@ class ReplicaNode:
         t0 = time.perf_counter()
         try:
             model = self.model(msg.model)
-            features = check_features(msg.n, msg.rows, msg.ids,
-                                      self.spec.max_message_bytes // 4)
+            features = check_csr(msg.offsets, msg.ids, self.spec.max_message_bytes // 8)
             model.check_ready()
-            key = ids_key(msg.n, msg.rows, msg.ids) if self.cache.enabled else None
+            key = ids_key(msg.offsets, msg.ids) if self.cache.enabled else None
             probabilities = self.cache.get(msg.model, key, model.version_key())
             if probabilities is None:
                 probabilities = model.score_features(features)

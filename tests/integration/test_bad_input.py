@@ -91,8 +91,9 @@ def test_unknown_model_and_unserved_op(shard0):
 
 def test_hello_with_another_protocol_version_is_refused(shard0):
     _c, ch = shard0
-    with pytest.raises(RemoteError, match="protocol version mismatch: worker speaks 2"):
-        ch.request(m.Hello(2, "worker"), 5)
+    other = m.PROTOCOL + 1
+    with pytest.raises(RemoteError, match=f"protocol version mismatch: worker speaks {other}"):
+        ch.request(m.Hello(other, "worker"), 5)
     assert ch.request(m.Hello(m.PROTOCOL, "worker"), 5).role == "shard"
 
 

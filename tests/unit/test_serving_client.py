@@ -6,7 +6,7 @@ import random
 import numpy as np
 import pytest
 
-from common.errors import DeltapsError
+from common.errors import DeltapsError, InvalidInstance
 from common.features import Features
 from serving.client import AdaptiveThrottle, Balancer, ids_message
 
@@ -122,8 +122,12 @@ def test_balancer_avoids_a_failed_replica_for_a_growing_back_off():
 def test_ids_message_takes_features_or_arrays():
     f = Features(2, np.array([0, 1]), np.array([7, 9], np.uint64))
     msg = ids_message("m", f)
-    assert msg.n == 2 and msg.rows.dtype == np.int64 and msg.ids.dtype == np.uint64
-    msg = ids_message("m", [0, 0, 1], [1, 2, 3], 3)
-    assert msg.rows.tolist() == [0, 0, 1] and msg.ids.tolist() == [1, 2, 3] and msg.n == 3
+    assert msg.offsets.tolist() == [0, 1, 2] and msg.offsets.dtype == np.int64
+    assert msg.ids.tolist() == [7, 9] and msg.ids.dtype == np.uint64
+    # (row, id) pairs in any order: sent in CSR form, each instance's ids in their order
+    msg = ids_message("m", [2, 0, 2, 0], [1, 2, 3, 4], np.int64(4))
+    assert msg.offsets.tolist() == [0, 2, 2, 4, 4] and msg.ids.tolist() == [2, 4, 1, 3]
     with pytest.raises(DeltapsError, match="needs a Features"):
         ids_message("m", [0, 1])
+    with pytest.raises(InvalidInstance, match=r"rows must lie in \[0, 2\)"):
+        ids_message("m", [0, 2], [1, 2], 2)  # checked before sending

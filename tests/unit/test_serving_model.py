@@ -12,7 +12,7 @@ from common.messages import Update
 from deploy.layout import plan_cluster
 from serving.cache import PredictionCache, ids_key, instances_key
 from serving.http import parse_listen
-from serving.model import ServingModel, check_features
+from serving.model import ServingModel, check_csr, check_features
 
 SPEC = "[models.m]\nbits = 10\ncrosses = [['user', 'item']]\n"
 
@@ -60,9 +60,35 @@ def test_prehashed_requests_are_validated(n, rows, ids, text):
         check_features(n, np.array(rows, np.int64), np.array(ids, np.uint64), 100)
 
 
+def test_csr_form_scores_bit_identically_to_the_pairs():
+    spec, model = ready_model()
+    batch = columnarize(INSTANCES * 5, with_labels=False)
+    features = Featurizer(spec.feature_spec("m")).featurize(batch)  # field by field
+    offsets, ids = features.to_csr()
+    assert offsets.tolist() == np.concatenate([[0], np.cumsum(np.bincount(
+        features.rows, minlength=features.n))]).tolist()
+    np.testing.assert_array_equal(model.score_features(check_csr(offsets, ids, 100)),
+                                  model.score(batch))
+
+
+@pytest.mark.parametrize("offsets, ids, text", [
+    ([0, 1, 3], [1, 2], r"end at len\(ids\) = 2, got 0 .. 3"),
+    ([1, 2], [1, 2], r"start at 0 and end at len\(ids\) = 2, got 1 .. 2"),
+    ([0, 2, 1, 2], [1, 2], r"never decrease: instance 1 ends before it starts \(2 > 1\)"),
+    ([], [], "one entry per instance and one more"),
+    (list(range(102)), list(range(101)), "for at most 100 instances; got 102 entries"),
+    ([[0, 1]], [[1]], "must be 1-D"),
+])
+def test_prehashed_requests_in_csr_form_are_validated(offsets, ids, text):
+    with pytest.raises(InvalidInstance, match=text):
+        check_csr(np.array(offsets, np.int64), np.array(ids, np.uint64), 100)
+
+
 def test_instances_without_any_feature_are_fine():
     _, model = ready_model()
     got = model.score_features(check_features(3, np.zeros(0, np.int64), np.zeros(0, np.uint64), 10))
+    np.testing.assert_array_equal(got, np.full(3, 0.5, np.float32))
+    got = model.score_features(check_csr(np.zeros(4, np.int64), np.zeros(0, np.uint64), 10))
     np.testing.assert_array_equal(got, np.full(3, 0.5, np.float32))
 
 
@@ -138,9 +164,10 @@ def test_cache_is_off_by_default_and_skips_what_it_cannot_key():
     assert cache.get("m", b"k", ()) is None and cache.stats()["misses"] == 0
     assert instances_key([{"a": "x" * 70_000}]) is None  # too large to be worth caching
     assert instances_key([{"a": 10 ** 30}]) is None
-    rows, ids = np.array([0, 1]), np.array([5, 6], np.uint64)
-    assert ids_key(2, rows, ids) != ids_key(3, rows, ids)
-    assert ids_key(2, np.zeros(10_000, np.int64), np.zeros(10_000, np.uint64)) is None
+    ids = np.array([5, 6], np.uint64)
+    assert ids_key(np.array([0, 1, 2]), ids) != ids_key(np.array([0, 2, 2]), ids)
+    assert ids_key(np.array([0, 1, 2]), ids) == ids_key(np.array([0, 1, 2]), ids.copy())
+    assert ids_key(np.array([0, 10_000]), np.zeros(10_000, np.uint64)) is None
 
 
 def test_spec_gives_every_replica_an_http_address():
