@@ -80,9 +80,13 @@ def up(spec_file, shards, replicas, data_dir, timeout):
     cluster = plan_cluster(spec)
     cluster.save(path)
     log = open(path.parent / "supervisor.log", "ab")
+    # Its own process group (Ctrl-C in this terminal does not reach it) but the caller's
+    # session: with kernel autogroup, niceness only orders processes of one session, so a
+    # `deltaps train` started from this shell yields to the cluster's replicas only if the
+    # cluster is in the same session.
     proc = subprocess.Popen([sys.executable, "-m", "deploy.supervisor", str(path)],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            start_new_session=True)
+                            process_group=0)
     cluster.supervisor_pid = proc.pid
     cluster.save(path)
     if not wait_ready(cluster, timeout):

@@ -1,6 +1,6 @@
 """The local supervisor behind `deltaps up`: runs every node, restarts crashed ones.
 
-It runs detached from the terminal. A node that exits without being asked to is restarted
+It runs in its own process group, ignoring the terminal's hang-up. A node that exits without being asked to is restarted
 with exponential back-off (reset once it has stayed up for a while); pids and restart counts
 are written to the cluster file so `deltaps status` can show them. On SIGTERM it stops every
 node with SIGTERM, waits for them (SIGKILL after a grace period), and exits.
@@ -66,6 +66,7 @@ class Supervisor:
     def run(self) -> None:
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)  # the terminal closing stops nothing
         for node in self.nodes:  # shards first: replicas bootstrap from them
             self.start(node)
         self.save()

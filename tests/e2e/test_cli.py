@@ -144,10 +144,23 @@ def nices_while_training(workdir, *args, env=None) -> set[int]:
         assert select.select([proc.stderr], [], [], 60)[0], "no progress from deltaps train"
         line = proc.stderr.readline()  # the first progress line, ~2 s in
         assert "events" in line, line + proc.stderr.read()
-        return thread_nices(proc.pid)
+        nices = thread_nices(proc.pid)
+        cluster = ClusterFile.load(workdir / ".deltaps" / "cluster.json")
+        # niceness orders processes within one autogroup only: the cluster must share it
+        assert autogroup(proc.pid) == autogroup(cluster.shards()[0].pid)
+        return nices
     finally:
         proc.kill()
         proc.wait(10)
+
+
+def autogroup(pid: int) -> str | None:
+    """The kernel autogroup of `pid` (None where autogroup is not built in)."""
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return f.read().split()[0]
+    except OSError:
+        return None
 
 
 def thread_slices(pid: int) -> set[float | None]:
