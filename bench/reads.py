@@ -356,7 +356,8 @@ def run(ctx) -> dict:
         dict_reqs = [m.Predict(MODEL, b) for b in dict_batches]
         id_reqs = []
         for b in dict_batches:
-            id_reqs.append(ids_message(MODEL, featurizer.featurize(columnarize(b, with_labels=False))))
+            features = featurizer.featurize(columnarize(b, with_labels=False))
+            id_reqs.append(ids_message(MODEL, features))
         batched = {"dicts": in_child("closed_loop", address, dict_reqs, step_s, 2),
                    "ids": in_child("closed_loop", address, id_reqs, step_s, 2)}
         inproc = _inprocess(model, dict_batches, featurizer, step_s)
@@ -401,7 +402,8 @@ def run(ctx) -> dict:
 
     conf = {"shards": SHARDS, "replicas": REPLICAS, "model": MODEL, "trained_events": train_events,
             "seconds_per_step": step_s, "transport": "tcp loopback",
-            "replica_slice_ms": cluster.spec.replica_slice_ms, "client_slice_ms": CLIENT_SLICE_MS}
+            "replica_slice_ms": cluster.spec.replica_slice_ms,
+            "client_slice_ms": CLIENT_SLICE_MS}
     figs = []
     for rate, s in sweep.items():
         c = {**conf, "offered_per_s": rate, "instances_per_request": 1}
@@ -445,8 +447,9 @@ def run(ctx) -> dict:
              "charged to every request they delay ('from send': from the moment it left; "
              "'send lag': how late the generator itself was).",
              "'ids' requests carry pre-hashed feature ids (PredictIds: CSR offsets + 64-bit "
-             "ids, 8 bytes a feature); the client featurized them beforehand (not timed). In-process = ServingModel.score / score_features "
-             "on the same batches in the benchmark's process.",
+             "ids, 8 bytes a feature); the client featurized them beforehand (not timed). "
+             "In-process = ServingModel.score / score_features on the same batches in the "
+             "benchmark's process.",
              "While training, a worker process trains at full speed against the same 2 shards; "
              "on 2 cores the shards, replica, worker and load generator share the CPU, so the "
              "difference is mostly CPU contention rather than update application "

@@ -1,9 +1,10 @@
 """The local supervisor behind `deltaps up`: runs every node, restarts crashed ones.
 
-It runs in its own process group, ignoring the terminal's hang-up. A node that exits without being asked to is restarted
-with exponential back-off (reset once it has stayed up for a while); pids and restart counts
-are written to the cluster file so `deltaps status` can show them. On SIGTERM it stops every
-node with SIGTERM, waits for them (SIGKILL after a grace period), and exits.
+It runs in its own process group, ignoring the terminal's hang-up. A node that exits without
+being asked to is restarted with exponential back-off (reset once it has stayed up for a
+while); pids and restart counts are written to the cluster file so `deltaps status` can show
+them. On SIGTERM it stops every node with SIGTERM, waits for them (SIGKILL after a grace
+period), and exits.
 """
 from __future__ import annotations
 

@@ -170,8 +170,8 @@ def ids_message(model: str, rows, ids=None, n: int | None = None) -> m.PredictId
         raise DeltapsError("predict_ids needs a Features, or rows, ids and n")
     if isinstance(n, np.integer):
         n = int(n)
-    features = check_features(n, np.asarray(rows, dtype=np.int64), np.asarray(ids, dtype=np.uint64),
-                              MAX_PREHASHED_INSTANCES)
+    features = check_features(n, np.asarray(rows, dtype=np.int64),
+                              np.asarray(ids, dtype=np.uint64), MAX_PREHASHED_INSTANCES)
     offsets, ids = features.to_csr()
     return m.PredictIds(model, offsets, ids)
 
