@@ -3,12 +3,14 @@
 Each figure comes from real processes (deploy.local.LocalCluster) on this machine:
 - pushes/s with 1 push in flight (latency-bound) and with 16 in flight (group commit shows);
 - a shard holding 2**24 slots (16.8M): time to restart after kill -9 with a snapshot plus a log
-  tail to replay, split into process start and the recovery itself;
+  tail to replay, split into process start and the recovery itself (the median of 3 kills: one
+  varied 0.2-0.9 s between runs of the same code);
 - a fresh replica joining that cluster: time until READY (two snapshots of the whole model).
 """
 from __future__ import annotations
 
 import signal
+import statistics
 import time
 from collections import deque
 
@@ -20,6 +22,7 @@ from deploy.local import LocalCluster
 from worker.ps_client import PSClient
 
 PUSH_KEYS = 1000
+RESTARTS = 3  # kill -9 + restart this many times; figures are medians
 
 
 def _spec(bits: int) -> str:
@@ -85,13 +88,18 @@ def recovery(ctx) -> tuple[list, list, dict]:
         for keys, grads in pushes[len(pushes) // 2:]:
             client.push("m", keys, grads)
         client.close()
-        c.stop("shard", 0, signal.SIGKILL)
-        t0 = time.monotonic()
-        c.start("shard", 0)
-        c.wait_ready(timeout=300)
-        restart_s = time.monotonic() - t0
-        st = node_status(c.address("shard", 0), 5.0)
-        details = {"slots": st["models"]["m"]["slots"], "recovery": st["recovery"]}
+        restarts, recoveries = [], []
+        for _ in range(1 if ctx.quick else RESTARTS):  # each replays the same log tail
+            c.stop("shard", 0, signal.SIGKILL)
+            t0 = time.monotonic()
+            c.start("shard", 0)
+            c.wait_ready(timeout=300)
+            restarts.append(round(time.monotonic() - t0, 3))
+            st = node_status(c.address("shard", 0), 5.0)
+            recoveries.append(st["recovery"])
+        restart_s = statistics.median(restarts)
+        details = {"slots": st["models"]["m"]["slots"], "restarts_s": restarts,
+                   "recoveries": recoveries}
         c.cluster.spec.replicas = 1
         from common.config import NodeInfo
         from deploy.layout import free_ports
@@ -105,15 +113,20 @@ def recovery(ctx) -> tuple[list, list, dict]:
     finally:
         c.stop_all()
     slots = details["slots"]
-    rec = details["recovery"]
-    config = {"slots": slots, "replayed_records": rec["replayed"], "keys_per_record": PUSH_KEYS}
+    rec = details["recoveries"][-1]
+    recovery_s = statistics.median(r["seconds"] for r in details["recoveries"])
+    config = {"slots": slots, "replayed_records": rec["replayed"], "keys_per_record": PUSH_KEYS,
+              "restarts": len(restarts)}
+    by_run = " / ".join(f"{r:g}" for r in restarts)
     figures = [figure("shard_restart_to_serving_s", round(restart_s, 3), "s", LOWER, config),
-               figure("shard_recovery_s", rec["seconds"], "s", LOWER, config),
+               figure("shard_recovery_s", round(recovery_s, 3), "s", LOWER, config),
                figure("replica_bootstrap_to_ready_s", round(replica_s, 3), "s", LOWER,
                       {"slots": 1 << bits, "shards": 1})]
-    rows = [["shard restart after kill -9 (process start + recovery)", round(restart_s, 3),
-             f"{slots:,d} slots, {rec['replayed']} log records replayed"],
-            ["  of which recovery (snapshot load + replay)", rec["seconds"], rec["snapshot"]],
+    rows = [["shard restart after kill -9 (process start + recovery; median)",
+             round(restart_s, 3),
+             f"{slots:,d} slots, {rec['replayed']} log records replayed; by kill: {by_run}"],
+            ["  of which recovery (snapshot load + replay; median)", round(recovery_s, 3),
+             rec["snapshot"]],
             ["fresh replica: start to READY", round(replica_s, 3), f"{1 << bits:,d} slots"]]
     return figures, rows, details
 
