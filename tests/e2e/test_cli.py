@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -146,21 +147,29 @@ def nices_while_training(workdir, *args, env=None) -> set[int]:
         assert "events" in line, line + proc.stderr.read()
         nices = thread_nices(proc.pid)
         cluster = ClusterFile.load(workdir / ".deltaps" / "cluster.json")
-        # niceness orders processes within one autogroup only: the cluster must share it
-        assert autogroup(proc.pid) == autogroup(cluster.shards()[0].pid)
+        # niceness orders processes within one scheduling group only: the cluster must share it
+        assert scheduling_group(proc.pid) == scheduling_group(cluster.shards()[0].pid)
         return nices
     finally:
         proc.kill()
         proc.wait(10)
 
 
-def autogroup(pid: int) -> str | None:
-    """The kernel autogroup of `pid` (None where autogroup is not built in)."""
+def scheduling_group(pid: int) -> tuple[str, str | None]:
+    """The CPU cgroup of `pid` and its kernel autogroup. The kernel only puts a task in an
+    autogroup when its CPU cgroup is the root one; elsewhere (a container with the cpu
+    controller), `/proc/<pid>/autogroup` is empty, and where autogroup is not built in it is
+    missing: both give None."""
+    with open(f"/proc/{pid}/cgroup") as f:
+        cgroups = f.read().splitlines()
+    cpu_cgroup = next((line for line in cgroups if re.match(r"\d+:([^:]*,)?cpu(,[^:]*)?:", line)),
+                      next(line for line in cgroups if line.startswith("0::")))
     try:
         with open(f"/proc/{pid}/autogroup") as f:
-            return f.read().split()[0]
+            fields = f.read().split()
     except OSError:
-        return None
+        return cpu_cgroup, None
+    return cpu_cgroup, fields[0] if fields else None
 
 
 def thread_slices(pid: int) -> set[float | None]:
