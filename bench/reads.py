@@ -16,7 +16,9 @@ trained on the planted stream first):
   built from the same weights: the ratio is what the wire and the replica cost;
 - read latency at a fixed rate while a worker (another process) trains at full speed, next to
   the same rate with training idle; the worker trains once at niceness 0 and once at the
-  spec's `worker_nice` (what `deltaps train` runs at), to show what lower priority buys reads.
+  spec's `worker_nice` (what `deltaps train` runs at), to show what lower priority buys reads;
+- the same, idle and with the niced worker, on a second cluster that reserves a CPU for serving
+  (`[cluster] serving_cpus`, common/placement.py), to show what placement buys reads.
 
 `run(ctx)` takes the bench runner's context (or a dict: workdir, quick, log) and returns the
 section dict (figures, table, notes, details). `python -m bench.reads [--quick]` runs it alone.
@@ -38,12 +40,13 @@ from common import messages as m
 from common.allocator import keep_message_buffers_on_heap
 from common.config import load_spec
 from common.features import Batch, Featurizer, columnarize
+from common.placement import cpus_for, place, pin_to_cpus
+from common.priority import lower_cpu_priority, request_time_slice
 from common.transport import Channel, readable
 from deploy.admin import node_status
 from deploy.local import LocalCluster
 from serving.client import ids_message
 from serving.model import ServingModel
-from common.priority import lower_cpu_priority, request_time_slice
 from worker.ps_client import PSClient
 from worker.synthetic import SyntheticStream, synthetic_spec_toml
 from worker.trainer import Trainer
@@ -104,13 +107,17 @@ def _drain(ch: Channel, sent: dict, latencies: list, errors: list,
     return got
 
 
-def open_loop(address: str, instances: list[dict], rate: float, seconds: float) -> dict:
+def open_loop(address: str, instances: list[dict], rate: float, seconds: float,
+              cpus: list[int] | None = None) -> dict:
     """Send single-instance predicts at `rate` per second on a fixed schedule.
 
     The generator stands in for a client on another machine, so it asks for the replica's
-    short time slice: on these 2 shared cores, its own wake-ups behind a training process
-    would otherwise be counted as the replica's latency."""
+    short time slice (and runs on the replica's reserved `cpus`, when the cluster reserves
+    some): on these 2 shared cores, its own wake-ups behind a training process would otherwise
+    be counted as the replica's latency."""
     request_time_slice(CLIENT_SLICE_MS)
+    if cpus:
+        pin_to_cpus(cpus)
     ch = Channel(address)
     fd = ch.fileno()
     for i in range(200):  # warm up: connection, replica caches
@@ -213,10 +220,12 @@ def in_child(fn: str, *args, timeout: float = 600.0) -> dict:
     return value
 
 
-def train_for(shards: list, spec_text: str, seconds: float, seed: int, nice: int) -> dict:
-    """A worker training at full speed for `seconds` at CPU niceness `nice` (runs in its own
-    process, lowered first as `deltaps train` does)."""
+def train_for(shards: list, spec_text: str, seconds: float, seed: int, nice: int,
+              serving_cpus: str = "") -> dict:
+    """A worker training at full speed for `seconds` at CPU niceness `nice`, off the CPUs
+    `serving_cpus` reserves (runs in its own process, placed first as `deltaps train` does)."""
     nice = lower_cpu_priority(nice)
+    place("worker", serving_cpus)
     spec = load_spec(text=spec_text)
     client = PSClient(shards, max_bytes=spec.max_message_bytes)
     trainer = Trainer(client, spec, MODEL, batch_size=1024)
@@ -233,17 +242,18 @@ def train_for(shards: list, spec_text: str, seconds: float, seed: int, nice: int
 
 
 def reads_while_training(address: str, instances: list[dict], shards: list, spec_text: str,
-                         seconds: float, nice: int) -> tuple[dict, dict]:
+                         seconds: float, nice: int, serving_cpus: str = "") -> tuple[dict, dict]:
     """Open-loop reads at TRAINING_RATE while a worker process at niceness `nice` trains at
     full speed: (reads, worker)."""
     ctx = mp.get_context("spawn")
     parent, child = ctx.Pipe(duplex=False)
     worker = ctx.Process(target=_child, args=(child, "train_for", (
-        shards, spec_text, seconds + 3.0, SEED + 2, nice)), daemon=True)
+        shards, spec_text, seconds + 3.0, SEED + 2, nice, serving_cpus)), daemon=True)
     worker.start()
     child.close()
     time.sleep(1.5)  # training in full swing before reads start
-    reads = in_child("open_loop", address, instances, TRAINING_RATE, seconds)
+    reads = in_child("open_loop", address, instances, TRAINING_RATE, seconds,
+                     reader_cpus(serving_cpus))
     if not parent.poll(120):
         raise TimeoutError("training process did not finish")
     status, trained = parent.recv()
@@ -253,7 +263,65 @@ def reads_while_training(address: str, instances: list[dict], shards: list, spec
     return reads, trained
 
 
+def reader_cpus(serving_cpus: str) -> list[int] | None:
+    """Where the load generator runs: on the CPUs reserved for serving, if any (it stands in for
+    a client on another machine, which training would not slow down)."""
+    cpus = cpus_for("replica", serving_cpus)
+    return None if cpus is None else sorted(cpus)
+
+
+def cpu_to_reserve() -> str | None:
+    """The CPU the benchmark reserves for serving: the highest this process may use; None on a
+    single CPU (nothing would be left for training)."""
+    allowed = os.sched_getaffinity(0)
+    return str(max(allowed)) if len(allowed) > 1 else None
+
+
 # --- the section ----------------------------------------------------------------------------
+
+def trained_cluster(directory: Path, spec_text: str, events: int, log, **settings) -> LocalCluster:
+    """A running LocalCluster whose model has been trained on `events` planted events and whose
+    replica has caught up with them."""
+    cluster = LocalCluster(directory, spec_text, SHARDS, REPLICAS, **settings)
+    try:
+        cluster.start_all()
+        address = cluster.address("replica", 0)
+        ps = PSClient(cluster.cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
+        trainer = Trainer(ps, cluster.spec, MODEL, batch_size=1024)
+        t0 = time.perf_counter()
+        summary = trainer.train(SyntheticStream(events, SEED))
+        version = _wait_caught_up(address, trainer.last_seqs)
+        ps.close()
+    except BaseException:
+        cluster.stop_all()
+        raise
+    log(f"  trained {summary.events:,d} events in {time.perf_counter() - t0:.1f}s "
+        f"(logloss {summary.logloss:.4f}); replica at version {version}")
+    return cluster
+
+
+def reads_on_reserved_cpus(directory: Path, spec_text: str, events: int, instances: list[dict],
+                           seconds: float, serving_cpus: str, log) -> dict:
+    """Reads idle and while a niced worker trains, on a cluster with `serving_cpus` reserved
+    for its replica (shards and the worker on the other CPUs)."""
+    cluster = trained_cluster(directory, spec_text, events, log, serving_cpus=serving_cpus)
+    try:
+        address = cluster.address("replica", 0)
+        idle = in_child("open_loop", address, instances, TRAINING_RATE, seconds,
+                        reader_cpus(serving_cpus))
+        reads, worker = reads_while_training(address, instances, cluster.cluster.shards(),
+                                             spec_text, seconds, cluster.spec.worker_nice,
+                                             serving_cpus)
+    finally:
+        codes = cluster.stop_all()
+        shutil.rmtree(cluster.dir, ignore_errors=True)
+    log(f"  serving_cpus = {serving_cpus}: {TRAINING_RATE} req/s idle p99 {idle['p99_ms']} ms; "
+        f"while a worker at nice {worker['nice']} trains ({worker['events_per_s']:,.0f} ev/s): "
+        f"p50 {reads['p50_ms']} p99 {reads['p99_ms']} ms")
+    return {"serving_cpus": serving_cpus, "idle": idle, "training_niced": reads,
+            "worker_niced": worker,
+            "exit_codes": {f"{r}-{i}": c for (r, i), c in codes.items()}}
+
 
 def local_model(cluster: LocalCluster) -> ServingModel:
     """The model as the shards hold it, in this process (snapshots, like a replica bootstraps)."""
@@ -317,20 +385,11 @@ def run(ctx) -> dict:
     step_s = 2.0 if quick else 5.0
     train_events = 20_000 if quick else 100_000
     spec_text = synthetic_spec_toml()
-    cluster = LocalCluster(workdir / "cluster-reads", spec_text, SHARDS, REPLICAS)
     details: dict = {}
+    cluster = None
     try:
-        cluster.start_all()
+        cluster = trained_cluster(workdir / "cluster-reads", spec_text, train_events, log)
         address = cluster.address("replica", 0)
-        ps = PSClient(cluster.cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
-        trainer = Trainer(ps, cluster.spec, MODEL, batch_size=1024)
-        t0 = time.perf_counter()
-        summary = trainer.train(SyntheticStream(train_events, SEED))
-        version = _wait_caught_up(address, trainer.last_seqs)
-        ps.close()
-        log(f"  trained {summary.events:,d} events in {time.perf_counter() - t0:.1f}s "
-            f"(logloss {summary.logloss:.4f}); replica at version {version}")
-
         held_out = SyntheticStream(20 * BATCH, SEED + 1).read(20 * BATCH)
         instances = batch_to_dicts(held_out)
         dict_batches = [instances[i:i + BATCH] for i in range(0, len(instances), BATCH)]
@@ -391,14 +450,23 @@ def run(ctx) -> dict:
                     - before["interleaved_reads"],
                     "replica_predict_ms": after["predict"]["ms"]}
         details["while_training"] = training
+        codes = cluster.stop_all()  # the next cluster runs alone
+        details["exit_codes"] = {f"{r}-{i}": c for (r, i), c in codes.items()}
+
+        # 4. the same with a CPU reserved for serving ([cluster] serving_cpus): the replica on
+        # it, shards and the worker on the others
+        serving_cpus = cpu_to_reserve()
+        reserved = (reads_on_reserved_cpus(workdir / "cluster-reserved", spec_text, train_events,
+                                           instances, step_s, serving_cpus, log)
+                    if serving_cpus is not None else None)
+        details["reserved"] = reserved
         details["load_avg"] = list(os.getloadavg())
     finally:
-        codes = cluster.stop_all()
-        details["exit_codes"] = {f"{r}-{i}": c for (r, i), c in codes.items()}
+        if cluster is not None:
+            cluster.stop_all()
+            shutil.rmtree(cluster.dir, ignore_errors=True)
         if own_dir:
             shutil.rmtree(workdir, ignore_errors=True)
-        else:
-            shutil.rmtree(cluster.dir, ignore_errors=True)
 
     conf = {"shards": SHARDS, "replicas": REPLICAS, "model": MODEL, "trained_events": train_events,
             "seconds_per_step": step_s, "transport": "tcp loopback",
@@ -425,7 +493,19 @@ def run(ctx) -> dict:
                     None, c),
              figure("reads.training_niced.p99_ms", niced["p99_ms"], "ms", LOWER, cn),
              figure("reads.training_niced.worker_events_per_s", trained_niced["events_per_s"],
-                    "events/s", None, cn)]
+                    "events/s", None, cn),
+             figure("reads.training_niced.p99_vs_idle", _ratio(niced, idle), "x", LOWER, cn)]
+    if reserved is not None:
+        cr = {**cn, "serving_cpus": reserved["serving_cpus"],
+              "worker_nice": reserved["worker_niced"]["nice"]}
+        r_idle, r_niced = reserved["idle"], reserved["training_niced"]
+        figs += [figure("reads.reserved.idle.p99_ms", r_idle["p99_ms"], "ms", LOWER, cr),
+                 figure("reads.reserved.training_niced.p99_ms", r_niced["p99_ms"], "ms", LOWER,
+                        cr),
+                 figure("reads.reserved.training_niced.worker_events_per_s",
+                        reserved["worker_niced"]["events_per_s"], "events/s", None, cr),
+                 figure("reads.reserved.training_niced.p99_vs_idle", _ratio(r_niced, r_idle),
+                        "x", LOWER, cr)]
     def single(label: str, s: dict) -> list:
         return [label, s["p50_ms"], s["p99_ms"], s["p999_ms"], s["from_actual_send"]["p99_ms"],
                 s["send_lag"]["p99_ms"], s["achieved_per_s"], s["errors"] + s["lost"]]
@@ -435,6 +515,13 @@ def run(ctx) -> dict:
     rows += [single(f"single instance, {TRAINING_RATE} req/s, worker training at nice "
                     f"{worker['nice']} ({worker['events_per_s']:,.0f} ev/s)", reads)
              for reads, worker in ((busy, trained), (niced, trained_niced))]
+    if reserved is not None:
+        cpu, w = reserved["serving_cpus"], reserved["worker_niced"]
+        rows += [single(f"single instance, {TRAINING_RATE} req/s, idle, CPU {cpu} reserved for "
+                        "serving", reserved["idle"]),
+                 single(f"single instance, {TRAINING_RATE} req/s, worker training at nice "
+                        f"{w['nice']} ({w['events_per_s']:,.0f} ev/s), CPU {cpu} reserved for "
+                        "serving", reserved["training_niced"])]
     rows += [[f"batch of {BATCH} ({k}), 2 in flight: {batched[k]['instances_per_s']:,.0f} "
               f"inst/s = {ratio[k]}x in-process ({inproc[k]:,.0f} inst/s)",
               batched[k]["p50_ms"], batched[k]["p99_ms"], batched[k]["p999_ms"], "", "",
@@ -463,6 +550,13 @@ def run(ctx) -> dict:
              "contention with each other. Read p99 while training: "
              f"{_ratio(busy, idle)}x idle at nice {trained['nice']}, "
              f"{_ratio(niced, idle)}x at nice {trained_niced['nice']} (target: at most 2x).",
+             ("With a CPU reserved for serving ([cluster] serving_cpus = "
+              f"\"{reserved['serving_cpus']}\"; a second cluster trained the same way), the "
+              "replica runs on that CPU and the shards and the worker on the others; the load "
+              "generator, standing in for a remote client, runs on the reserved CPU too. Read "
+              f"p99 while training: {_ratio(reserved['training_niced'], reserved['idle'])}x "
+              "idle." if reserved is not None else
+              "No CPU reserved for serving: this machine lets the benchmark use only one."),
              f"Served answers equal in-process scores bit for bit: "
              f"{details['served_equals_inprocess']}."]
     return {"figures": figs,

@@ -15,6 +15,7 @@ from typing import Any
 
 from common.errors import ConfigError, find_model
 from common.features import FeatureSpec, Transform
+from common.placement import parse_cpu_list
 from common.priority import MAX_SLICE_MS, MIN_SLICE_MS
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
@@ -66,6 +67,7 @@ class ClusterSpec:
     prediction_cache_entries: int = 10000
     worker_nice: int = 10  # CPU niceness `deltaps train` runs at (Linux nice, 0..19)
     replica_slice_ms: float = 0.1  # time slice replicas ask the kernel for; 0: its default
+    serving_cpus: str = ""  # CPUs reserved for replicas ("1", "2-3"); "": shared with training
     transforms: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
 
@@ -174,6 +176,11 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
     if spec.replica_slice_ms and not MIN_SLICE_MS <= spec.replica_slice_ms <= MAX_SLICE_MS:
         raise ConfigError(f"[cluster] replica_slice_ms = {spec.replica_slice_ms}: must be 0 or "
                           f"between {MIN_SLICE_MS} and {MAX_SLICE_MS}")
+    try:
+        parse_cpu_list(spec.serving_cpus)
+    except ValueError as exc:
+        raise ConfigError(f"[cluster] serving_cpus = {spec.serving_cpus!r}: {exc}; expected CPU "
+                          f"numbers and ranges such as \"1\" or \"2-3,6\"") from None
     return spec
 
 

@@ -29,7 +29,7 @@ _SCHED_OTHER = 0
 MIN_SLICE_MS, MAX_SLICE_MS = 0.1, 100.0  # the kernel clamps a requested slice to this range
 
 
-def _threads() -> list[int]:
+def own_threads() -> list[int]:
     """Ids of this process's threads; [0] (the process itself) where /proc does not list them."""
     try:
         return [int(tid) for tid in os.listdir("/proc/self/task")]
@@ -43,7 +43,7 @@ def lower_cpu_priority(nice: int) -> int:
     Only ever lowers priority: a process already nicer is left as it is (raising priority back
     needs privileges a worker should not have).
     """
-    for tid in _threads():
+    for tid in own_threads():
         if os.getpriority(os.PRIO_PROCESS, tid) < nice:
             os.setpriority(os.PRIO_PROCESS, tid, nice)
     return os.getpriority(os.PRIO_PROCESS, 0)
@@ -79,7 +79,7 @@ def request_time_slice(slice_ms: float) -> float | None:
     syscall, numbers = _libc_syscall()
     if syscall is None:
         return None
-    for tid in _threads():
+    for tid in own_threads():
         try:
             if os.sched_getscheduler(tid) != _SCHED_OTHER:
                 continue

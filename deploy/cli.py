@@ -17,6 +17,7 @@ import click
 
 from common.config import ClusterFile, load_spec
 from common.errors import DeltapsError
+from common.placement import cpus_for
 from deploy.admin import cluster_status, take_snapshots, verify, wait_ready
 from deploy.layout import cluster_file_path, plan_cluster
 from ps.__main__ import main as shard_command
@@ -65,6 +66,8 @@ def up(spec_file, shards, replicas, data_dir, timeout):
     """Start a local cluster in the background and wait until every replica is ready."""
     try:
         spec = load_spec(spec_file)
+        for role in ("replica", "shard"):  # a reservation this machine cannot honour fails here
+            cpus_for(role, spec.serving_cpus)
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
     spec.shards = shards or spec.shards

@@ -1,13 +1,18 @@
 """`deltaps shard` / `python -m ps`: run one shard node until SIGTERM."""
 from __future__ import annotations
 
+import logging
+
 import click
 
 from common.allocator import keep_message_buffers_on_heap
 from common.errors import DeltapsError
 from common.logs import setup_logging
 from common.nodeopts import node_options, resolve_node
+from common.placement import format_cpu_list, place
 from ps.shard import ShardNode
+
+log = logging.getLogger("deltaps.shard")
 
 
 @click.command("shard")
@@ -19,8 +24,12 @@ def main(cluster_file, spec_file, index, listen, publish):
     keep_message_buffers_on_heap()
     try:
         spec, node, _ = resolve_node("shard", cluster_file, spec_file, index, listen)
+        cpus = place("shard", spec.serving_cpus)
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
+    if cpus is not None:
+        log.info("running on CPU(s) %s; %s kept for replicas", format_cpu_list(cpus),
+                 spec.serving_cpus)
     if not 0 <= index < spec.shards:
         raise click.UsageError(f"--index {index} is outside 0..{spec.shards - 1}")
     pub = publish or node.pub_address

@@ -9,6 +9,7 @@ from common.allocator import keep_message_buffers_on_heap
 from common.errors import DeltapsError
 from common.logs import setup_logging
 from common.nodeopts import node_options, resolve_node
+from common.placement import format_cpu_list, place
 from common.priority import request_time_slice
 from serving.replica import ReplicaNode
 
@@ -57,6 +58,12 @@ def main(cluster_file, spec_file, index, listen, shard_addresses, http):
         http_listen = parse_listen(http) if http else None
     except ValueError as exc:
         raise click.UsageError(f"--http: {exc}")
+    try:
+        cpus = place("replica", spec.serving_cpus)
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
+    if cpus is not None:
+        log.info("running on reserved CPU(s) %s", format_cpu_list(cpus))
     ask_for_short_slice(spec.replica_slice_ms)
     try:
         ReplicaNode(spec, index, node.address, shards, http=http_listen).run()

@@ -10,6 +10,7 @@ import click
 from common.allocator import keep_message_buffers_on_heap
 from common.config import ClusterFile
 from common.errors import DeltapsError
+from common.placement import place
 from common.priority import lower_cpu_priority
 from worker.ps_client import PSClient
 from worker.sources import open_source
@@ -49,6 +50,7 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
     try:
         cluster = ClusterFile.load(cluster_file)
         lower_cpu_priority(cluster.spec.worker_nice if nice is None else nice)
+        place("worker", cluster.spec.serving_cpus)
         model = model or cluster.default_model()
         cluster.spec.model(model)
         src = open_source(source, fmt=fmt, schema=schema)

@@ -135,9 +135,14 @@ def thread_nices(pid: int) -> set[int]:
     return {os.getpriority(os.PRIO_PROCESS, int(tid)) for tid in os.listdir(f"/proc/{pid}/task")}
 
 
-def nices_while_training(workdir, *args, env=None) -> set[int]:
-    """Start `deltaps train` on an endless stream, read its threads' nice values once it has
-    reported progress (every thread it starts exists by then), stop it."""
+def thread_cpus(pid: int) -> set[frozenset[int]]:
+    """The CPU affinity of every thread of `pid`."""
+    return {frozenset(os.sched_getaffinity(int(tid))) for tid in os.listdir(f"/proc/{pid}/task")}
+
+
+def nices_while_training(workdir, *args, env=None, look=thread_nices):
+    """Start `deltaps train` on an endless stream, `look` at its threads (their nice values)
+    once it has reported progress (every thread it starts exists by then), stop it."""
     proc = subprocess.Popen(deltaps_cmd() + ["train", "synthetic:1000000000:1", *args],
                             cwd=workdir, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
                             text=True, env={**os.environ, "PYTHONPATH": str(REPO), **(env or {})})
@@ -145,7 +150,7 @@ def nices_while_training(workdir, *args, env=None) -> set[int]:
         assert select.select([proc.stderr], [], [], 60)[0], "no progress from deltaps train"
         line = proc.stderr.readline()  # the first progress line, ~2 s in
         assert "events" in line, line + proc.stderr.read()
-        nices = thread_nices(proc.pid)
+        nices = look(proc.pid)
         cluster = ClusterFile.load(workdir / ".deltaps" / "cluster.json")
         # niceness orders processes within one scheduling group only: the cluster must share it
         assert scheduling_group(proc.pid) == scheduling_group(cluster.shards()[0].pid)
@@ -188,4 +193,25 @@ def test_training_yields_the_cpu_and_replicas_ask_for_short_slices(workdir):
         replica = next(n for n in cluster.nodes if n.role == "replica")
         assert thread_slices(replica.pid) == {0.1}  # defaults.toml replica_slice_ms
         assert thread_slices(cluster.shards()[0].pid) == {time_slice_ms()}  # shards: default
+    run("down", cwd=workdir)
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="needs 2 CPUs: one to reserve")
+def test_serving_cpus_keeps_replicas_and_training_apart(workdir):
+    allowed = frozenset(os.sched_getaffinity(0))
+    reserved = max(allowed)
+    spec = workdir / "spec.toml"
+    spec.write_text(f'[cluster]\nserving_cpus = "{reserved + 1}"\n')
+    refused = run("up", "--spec", str(spec), cwd=workdir, check=False)
+    assert refused.returncode != 0 and f"names CPU(s) {reserved + 1}" in refused.stderr
+    assert not (workdir / ".deltaps" / "cluster.json").exists()  # nothing was started
+
+    spec.write_text(f'[cluster]\nserving_cpus = "{reserved}"\n')
+    run("up", "--spec", str(spec), "--shards", "1", "--replicas", "1", cwd=workdir)
+    cluster = ClusterFile.load(workdir / ".deltaps" / "cluster.json")
+    assert thread_cpus(cluster.replicas()[0].pid) == {frozenset({reserved})}
+    assert thread_cpus(cluster.shards()[0].pid) == {allowed - {reserved}}
+    assert nices_while_training(workdir, look=thread_cpus) == {allowed - {reserved}}
+    run("train", "synthetic:3000:1", "--batch-size", "500", cwd=workdir)
+    assert "all 1 replica/model/shard copies match" in run("verify", cwd=workdir).stdout
     run("down", cwd=workdir)

@@ -87,6 +87,8 @@ def test_auc_matches_pairwise_definition():
     ("[cluster", "cannot read spec"),
     ("[cluster]\nworker_nice = 25", "worker_nice = 25: must be between 0 and 19"),
     ("[cluster]\nreplica_slice_ms = 0.01", "replica_slice_ms = 0.01: must be 0 or between 0.1"),
+    ("[cluster]\nserving_cpus = '1-'", "serving_cpus = '1-': '1-' is not a CPU number"),
+    ("[cluster]\nserving_cpus = 1", "serving_cpus = 1: expected str"),
 ])
 def test_spec_errors_name_the_problem(text, err):
     with pytest.raises(ConfigError, match=err):
