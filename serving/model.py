@@ -134,8 +134,10 @@ class ServingModel:
     def score_features(self, features: Features) -> np.ndarray:
         """Probabilities for features already hashed (one vectorized pass over the batch)."""
         self.check_ready()
-        slots = slots_of(features.ids, self.spec.bits)
-        return sigmoid(margins(features, self.weights[slots])).astype(np.float32)
+        # slots are below 2**32: as int64 (the same bits), take() gathers without the
+        # per-element index cast that indexing with uint64 costs (about 2x faster)
+        slots = slots_of(features.ids, self.spec.bits).view(np.int64)
+        return sigmoid(margins(features, self.weights.take(slots))).astype(np.float32)
 
 
 def check_csr(offsets: np.ndarray, ids: np.ndarray, max_instances: int) -> Features:
