@@ -417,6 +417,12 @@ def run(ctx) -> dict:
         for b in dict_batches:
             features = featurizer.featurize(columnarize(b, with_labels=False))
             id_reqs.append(ids_message(MODEL, features))
+        ch = Channel(address, max_bytes=1 << 30)
+        details["served_ids_equal_inprocess"] = bool(np.array_equal(
+            ch.request(id_reqs[0], 30.0).probabilities,
+            model.score_features(featurizer.featurize(columnarize(dict_batches[0],
+                                                                  with_labels=False)))))
+        ch.close()
         batched = {"dicts": in_child("closed_loop", address, dict_reqs, step_s, 2),
                    "ids": in_child("closed_loop", address, id_reqs, step_s, 2)}
         inproc = _inprocess(model, dict_batches, featurizer, step_s)
@@ -533,10 +539,12 @@ def run(ctx) -> dict:
              "Open loop: latency counts from each request's scheduled send time, so stalls are "
              "charged to every request they delay ('from send': from the moment it left; "
              "'send lag': how late the generator itself was).",
-             "'ids' requests carry pre-hashed feature ids (PredictIds: CSR offsets + 64-bit "
-             "ids, 8 bytes a feature); the client featurized them beforehand (not timed). "
-             "In-process = ServingModel.score / score_features on the same batches in the "
-             "benchmark's process.",
+             "'ids' requests carry pre-hashed feature ids (PredictIds: CSR offsets + the low 32 "
+             "bits of each id, 4 bytes a feature); the client featurized them beforehand (not "
+             "timed). "
+             "In-process = ServingModel.score (dicts) / score_features (the featurizer's "
+             "Features, field by field) on the same batches in the benchmark's process; the "
+             "replica scores the CSR form with score_csr, bit for bit the same.",
              "While training, a worker process trains at full speed against the same 2 shards; "
              "on 2 cores the shards, replica, worker and load generator share the CPU, so the "
              "difference is mostly CPU contention rather than update application "
@@ -558,7 +566,8 @@ def run(ctx) -> dict:
               "idle." if reserved is not None else
               "No CPU reserved for serving: this machine lets the benchmark use only one."),
              f"Served answers equal in-process scores bit for bit: "
-             f"{details['served_equals_inprocess']}."]
+             f"{details['served_equals_inprocess']} (dicts), "
+             f"{details['served_ids_equal_inprocess']} (pre-hashed ids)."]
     return {"figures": figs,
             "table": {"columns": ["reads", "p50 ms", "p99 ms", "p99.9 ms", "p99 ms from send",
                                   "send lag p99 ms", "requests/s", "errors"], "rows": rows},

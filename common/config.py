@@ -158,7 +158,7 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
         opt = merged.pop("optimizer")
         if opt["name"] not in OPTIMIZERS:
             raise ConfigError(f"[models.{name}.optimizer] name must be one of {OPTIMIZERS}")
-        if not 1 <= merged["bits"] <= 32:
+        if not 1 <= merged["bits"] <= 32:  # pre-hashed reads carry 32 bits of an id
             raise ConfigError(f"[models.{name}] bits must be between 1 and 32")
         for tname in merged["transforms"]:
             if tname not in transforms:

@@ -74,18 +74,11 @@ class Features:
 
     def to_csr(self) -> tuple[np.ndarray, np.ndarray]:
         """(offsets, ids): event i's ids are ``ids[offsets[i]:offsets[i + 1]]``, in the order
-        they have here. Half the bytes of (row, id) pairs: the wire form of pre-hashed reads.
-        Rows must lie in [0, n)."""
+        they have here: the form pre-hashed reads travel in (`PredictIds`). Rows must lie in
+        [0, n)."""
         offsets = np.zeros(self.n + 1, np.int64)
         np.cumsum(np.bincount(self.rows, minlength=self.n), out=offsets[1:])
         return offsets, self.ids[np.argsort(self.rows, kind="stable")]
-
-    @classmethod
-    def from_csr(cls, offsets: np.ndarray, ids: np.ndarray) -> "Features":
-        """The inverse of `to_csr` (offsets already checked: from 0 to len(ids), never down).
-        Each event's ids keep their order, so margins sum in the same order as before."""
-        n = offsets.size - 1
-        return cls(n, np.repeat(np.arange(n, dtype=np.int64), np.diff(offsets)), ids)
 
 
 @dataclass

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL = 2
+PROTOCOL = 3
 REGISTRY: dict[str, type["Message"]] = {}
 
 
@@ -198,11 +198,15 @@ class Predict(Message):
 @message("predict_ids")
 class PredictIds(Message):
     """Instances already featurized by the caller, in CSR form: instance i has the feature ids
-    ``ids[offsets[i]:offsets[i + 1]]`` (64-bit ids as `common.features.Featurizer` makes them,
-    bias id included when the model has one). `offsets` has one entry per instance and one
-    more: it starts at 0, never decreases and ends at len(ids). One vectorized scoring pass."""
+    ``ids[offsets[i]:offsets[i + 1]]`` (the ids `common.features.Featurizer` makes, bias id
+    included when the model has one). `offsets` has one entry per instance and one more: it
+    starts at 0, never decreases and ends at len(ids). One vectorized scoring pass.
 
-    ARRAYS = {"offsets": "int64", "ids": "uint64"}
+    Only the low 32 bits of each 64-bit id travel: a model reads the slot ``id % 2**bits``
+    and no model has more than 32 bits (`common.config`), so they are all it needs, in half
+    the bytes."""
+
+    ARRAYS = {"offsets": "int64", "ids": "uint32"}
     model: str
     offsets: np.ndarray
     ids: np.ndarray

@@ -173,7 +173,7 @@ def ids_message(model: str, rows, ids=None, n: int | None = None) -> m.PredictId
     features = check_features(n, np.asarray(rows, dtype=np.int64),
                               np.asarray(ids, dtype=np.uint64), MAX_PREHASHED_INSTANCES)
     offsets, ids = features.to_csr()
-    return m.PredictIds(model, offsets, ids)
+    return m.PredictIds(model, offsets, ids.astype(np.uint32))  # low 32 bits: see PredictIds
 
 
 class _Failover:

@@ -15,7 +15,7 @@ from common.checksum import weights_checksum
 from common.config import ModelSpec
 from common.errors import InvalidInstance, InvalidValue, NotReady
 from common.features import Batch, Features, FeatureSpec, Featurizer
-from common.linear import margins, sigmoid
+from common.linear import instance_margins, margins, sigmoid
 from common.messages import Update
 from common.sharding import slots_of
 from serving.sync import ShardSync
@@ -134,13 +134,21 @@ class ServingModel:
     def score_features(self, features: Features) -> np.ndarray:
         """Probabilities for features already hashed (one vectorized pass over the batch)."""
         self.check_ready()
+        return sigmoid(margins(features, self._weights_of(features.ids))).astype(np.float32)
+
+    def score_csr(self, offsets: np.ndarray, ids: np.ndarray) -> np.ndarray:
+        """Probabilities for pre-hashed instances in CSR form (checked by `check_csr`): bit for
+        bit what `score_features` gives for the same instances."""
+        self.check_ready()
+        return sigmoid(instance_margins(offsets, self._weights_of(ids))).astype(np.float32)
+
+    def _weights_of(self, ids: np.ndarray) -> np.ndarray:
         # slots are below 2**32: as int64 (the same bits), take() gathers without the
         # per-element index cast that indexing with uint64 costs (about 2x faster)
-        slots = slots_of(features.ids, self.spec.bits).view(np.int64)
-        return sigmoid(margins(features, self.weights.take(slots))).astype(np.float32)
+        return self.weights.take(slots_of(ids, self.spec.bits).view(np.int64))
 
 
-def check_csr(offsets: np.ndarray, ids: np.ndarray, max_instances: int) -> Features:
+def check_csr(offsets: np.ndarray, ids: np.ndarray, max_instances: int) -> None:
     """Validate pre-hashed instances as they arrive (`PredictIds`, CSR form); raises
     InvalidInstance naming what is wrong."""
     if offsets.ndim != 1 or ids.ndim != 1:
@@ -158,7 +166,6 @@ def check_csr(offsets: np.ndarray, ids: np.ndarray, max_instances: int) -> Featu
         i = int(np.flatnonzero(steps < 0)[0])
         raise InvalidInstance(f"offsets must never decrease: instance {i} ends before it starts "
                               f"({int(offsets[i])} > {int(offsets[i + 1])})")
-    return Features.from_csr(offsets, ids)
 
 
 def check_features(n, rows: np.ndarray, ids: np.ndarray, max_instances: int) -> Features:

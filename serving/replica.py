@@ -246,12 +246,12 @@ class ReplicaNode:
         t0 = time.perf_counter()
         try:
             model = self.model(msg.model)
-            features = check_csr(msg.offsets, msg.ids, self.spec.max_message_bytes // 8)
+            check_csr(msg.offsets, msg.ids, self.spec.max_message_bytes // 8)
             model.check_ready()
             key = ids_key(msg.offsets, msg.ids) if self.cache.enabled else None
             probabilities = self.cache.get(msg.model, key, model.version_key())
             if probabilities is None:
-                probabilities = model.score_features(features)
+                probabilities = model.score_csr(msg.offsets, msg.ids)
                 self.cache.put(msg.model, key, model.version_key(), probabilities)
             return self._reply(msg.model, model, probabilities, t0)
         except DeltapsError:

@@ -130,7 +130,7 @@ def test_bad_prehashed_pairs_are_refused_before_sending(cluster, n, rows, ids, t
         assert ok.probabilities.shape == (1,)
 
 
-def raw_predict_ids(offsets=b"", ids=b"", offsets_spec=("<i8", [3]), ids_spec=("<u8", [2]),
+def raw_predict_ids(offsets=b"", ids=b"", offsets_spec=("<i8", [3]), ids_spec=("<u4", [2]),
                     **fields):
     """Frames of a predict_ids request built by hand (header + one frame per array)."""
     header = {"op": "predict_ids", "v": m.PROTOCOL, "rid": 1, "model": "ctr",
@@ -139,13 +139,13 @@ def raw_predict_ids(offsets=b"", ids=b"", offsets_spec=("<i8", [3]), ids_spec=("
 
 
 OFFSETS = np.array([0, 1, 2], np.int64).tobytes()
-IDS = np.array([5, 6], np.uint64).tobytes()
+IDS = np.array([5, 6], np.uint32).tobytes()
 
 
 @pytest.mark.parametrize("frames, text", [
     (raw_predict_ids(np.array([0, 1, 2], np.int32).tobytes(), IDS), "needs 24"),
-    (raw_predict_ids(OFFSETS, IDS, ("<i8", [3, 1]), ("<u8", [2, 1])), "must be 1-D"),
-    (raw_predict_ids(OFFSETS, IDS, ids_spec=("<f8", [2])), "must be <u8"),
+    (raw_predict_ids(OFFSETS, IDS, ("<i8", [3, 1]), ("<u4", [2, 1])), "must be 1-D"),
+    (raw_predict_ids(OFFSETS, IDS, ids_spec=("<f8", [2])), "must be <u4"),
     (raw_predict_ids(np.array([0, 2, 1], np.int64).tobytes(), IDS), "end at len"),
     (raw_predict_ids(np.array([0, 2, 1, 2], np.int64).tobytes(), IDS, ("<i8", [4])),
      "never decrease: instance 1"),

@@ -53,7 +53,7 @@ def test_reads_between_chunks_declare_the_last_fully_written_version(node):
     queue(node, 1, 1.0)
     # slot 0 is in the first chunk, slot N_KEYS-1 in the last one
     rid = client.send(m.PredictIds("m", np.array([0, 1, 2], np.int64),
-                                   np.array([0, N_KEYS - 1], np.uint64)))
+                                   np.array([0, N_KEYS - 1], np.uint32)))
     wait_waiting(node)
     node.apply_pending()
     reply = client.recv(rid, 5.0)
@@ -70,7 +70,7 @@ def test_reads_are_answered_between_update_messages(node):
     updates = [m.Update("m", 0, 1, seq, np.array([0], np.uint64), np.array([v], np.float32))
                for seq, v in ((1, 1.0), (2, 2.0))]
     node.subscriber.drain = lambda: updates  # two small updates arrived together
-    rid = client.send(m.PredictIds("m", np.array([0, 1], np.int64), np.array([0], np.uint64)))
+    rid = client.send(m.PredictIds("m", np.array([0, 1], np.int64), np.array([0], np.uint32)))
     wait_waiting(node)
     node.on_updates()
     reply = client.recv(rid, 5.0)

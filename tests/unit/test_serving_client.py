@@ -120,10 +120,10 @@ def test_balancer_avoids_a_failed_replica_for_a_growing_back_off():
 
 
 def test_ids_message_takes_features_or_arrays():
-    f = Features(2, np.array([0, 1]), np.array([7, 9], np.uint64))
+    f = Features(2, np.array([0, 1]), np.array([7, (5 << 32) + 9], np.uint64))
     msg = ids_message("m", f)
     assert msg.offsets.tolist() == [0, 1, 2] and msg.offsets.dtype == np.int64
-    assert msg.ids.tolist() == [7, 9] and msg.ids.dtype == np.uint64
+    assert msg.ids.tolist() == [7, 9] and msg.ids.dtype == np.uint32  # the low 32 bits
     # (row, id) pairs in any order: sent in CSR form, each instance's ids in their order
     msg = ids_message("m", [2, 0, 2, 0], [1, 2, 3, 4], np.int64(4))
     assert msg.offsets.tolist() == [0, 2, 2, 4, 4] and msg.ids.tolist() == [2, 4, 1, 3]

@@ -12,6 +12,7 @@ from common.messages import Update
 from deploy.layout import plan_cluster
 from serving.cache import PredictionCache, ids_key, instances_key
 from serving.http import parse_listen
+from serving.client import ids_message
 from serving.model import ServingModel, check_csr, check_features
 
 SPEC = "[models.m]\nbits = 10\ncrosses = [['user', 'item']]\n"
@@ -64,11 +65,12 @@ def test_csr_form_scores_bit_identically_to_the_pairs():
     spec, model = ready_model()
     batch = columnarize(INSTANCES * 5, with_labels=False)
     features = Featurizer(spec.feature_spec("m")).featurize(batch)  # field by field
-    offsets, ids = features.to_csr()
-    assert offsets.tolist() == np.concatenate([[0], np.cumsum(np.bincount(
+    assert int(features.ids.max()) >= 2 ** 32  # the wire keeps only the low 32 bits
+    msg = ids_message("m", features)
+    assert msg.offsets.tolist() == np.concatenate([[0], np.cumsum(np.bincount(
         features.rows, minlength=features.n))]).tolist()
-    np.testing.assert_array_equal(model.score_features(check_csr(offsets, ids, 100)),
-                                  model.score(batch))
+    check_csr(msg.offsets, msg.ids, 100)
+    np.testing.assert_array_equal(model.score_csr(msg.offsets, msg.ids), model.score(batch))
 
 
 @pytest.mark.parametrize("offsets, ids, text", [
@@ -81,15 +83,16 @@ def test_csr_form_scores_bit_identically_to_the_pairs():
 ])
 def test_prehashed_requests_in_csr_form_are_validated(offsets, ids, text):
     with pytest.raises(InvalidInstance, match=text):
-        check_csr(np.array(offsets, np.int64), np.array(ids, np.uint64), 100)
+        check_csr(np.array(offsets, np.int64), np.array(ids, np.uint32), 100)
 
 
 def test_instances_without_any_feature_are_fine():
     _, model = ready_model()
     got = model.score_features(check_features(3, np.zeros(0, np.int64), np.zeros(0, np.uint64), 10))
     np.testing.assert_array_equal(got, np.full(3, 0.5, np.float32))
-    got = model.score_features(check_csr(np.zeros(4, np.int64), np.zeros(0, np.uint64), 10))
-    np.testing.assert_array_equal(got, np.full(3, 0.5, np.float32))
+    offsets, ids = np.zeros(4, np.int64), np.zeros(0, np.uint32)
+    check_csr(offsets, ids, 10)
+    np.testing.assert_array_equal(model.score_csr(offsets, ids), np.full(3, 0.5, np.float32))
 
 
 def upd(seq, keys, values, shard=0, epoch=1):
