@@ -6,9 +6,9 @@ call, or behind the other tasks a wake-up has to queue after. Reserving CPUs rem
 sharing: with `[cluster] serving_cpus` set, every replica pins itself to those CPUs and every
 shard and training worker (`deltaps train`) to the CPUs left, so a read's path (the replica's
 threads and the network work they do) never queues behind training. What it costs: training
-has fewer CPUs. On 2 cores, with one reserved, read p99 while a worker trains went from ~2.5x
-to ~1.5x idle, and the worker trained ~5% slower (one worker uses about one core anyway); see
-bench/reads.py.
+has fewer CPUs. On 2 cores, with one reserved, read p99 while a worker trains went from
+2.1-2.8x to 1.2-1.4x idle, and the worker trained within 10% of its shared-core speed (one
+worker uses about one core anyway); see bench/reads.py.
 
 Pinning applies to every thread of the process (Linux keeps affinity per thread, and threads
 started at import, such as OpenBLAS's, exist already); threads started later inherit it.
