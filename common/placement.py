@@ -78,6 +78,11 @@ def cpus_for(role: str, serving_cpus: str, allowed=None) -> frozenset[int] | Non
     return left
 
 
+def current_cpus() -> str:
+    """The CPUs this process may run on, in list format (what a node reports in its status)."""
+    return format_cpu_list(os.sched_getaffinity(0))
+
+
 def pin_to_cpus(cpus) -> frozenset[int]:
     """Run every thread of this process (and threads it starts later) on `cpus` only;
     returns the affinity now in effect."""

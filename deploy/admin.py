@@ -32,8 +32,9 @@ def cluster_status(cluster: ClusterFile, timeout: float = 1.0) -> list[dict]:
     for node, info in infos:
         row = {"role": node.role, "index": node.index, "address": node.address,
                "http": node.http_address,
-               "pid": node.pid, "restarts": node.restarts,
-               "state": info["state"] if info else "down", "models": {}}
+               "pid": node.pid, "cpus": info.get("cpus") if info else None,
+               "restarts": node.restarts, "state": info["state"] if info else "down",
+               "models": {}}
         if info:
             for model, st in info["models"].items():
                 if node.role == "shard":

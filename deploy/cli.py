@@ -123,7 +123,7 @@ def down(cluster_file, timeout):
 
 
 def _status_table(rows: list[dict]) -> str:
-    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'HTTP':<22} {'PID':>7} {'RESTARTS':>8} "
+    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'HTTP':<22} {'PID':>7} {'CPUS':<6} {'RESTARTS':>8} "
              f"{'STATE':<8} MODELS"]
     for r in rows:
         models = "; ".join(
@@ -131,7 +131,7 @@ def _status_table(rows: list[dict]) -> str:
             f"{name} v={st['version']} lag={st['lag']} stale={st['staleness_ms']:.0f}ms"
             for name, st in r["models"].items())
         lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<22} "
-                     f"{r.get('http') or '-':<22} {r['pid']:>7} "
+                     f"{r.get('http') or '-':<22} {r['pid']:>7} {r.get('cpus') or '-':<6} "
                      f"{r['restarts']:>8} {r['state']:<8} {models}")
     return "\n".join(lines)
 
@@ -140,7 +140,7 @@ def _status_table(rows: list[dict]) -> str:
 @CLUSTER_OPTION
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(cluster_file, as_json):
-    """Every node of the cluster: role, address, pid, state, sequence numbers, lag."""
+    """Every node of the cluster: role, address, pid, CPUs, state, sequence numbers, lag."""
     try:
         rows = cluster_status(ClusterFile.load(cluster_file))
     except DeltapsError as exc:

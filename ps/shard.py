@@ -19,6 +19,7 @@ from common import messages as m
 from common.checksum import weights_checksum
 from common.config import ClusterSpec
 from common.errors import InvalidValue, ProtocolMismatch, StalePull
+from common.placement import current_cpus
 from common.transport import EventLoop, Publisher, RequestServer
 from ps.durable import ShardState
 from ps.publisher import Coalescer
@@ -114,7 +115,7 @@ class ShardNode:
     def on_status(self, _msg: m.StatusRequest) -> m.StatusReply:
         r = self.recovery
         return m.StatusReply({
-            "role": "shard", "index": self.index, "pid": os.getpid(),
+            "role": "shard", "index": self.index, "pid": os.getpid(), "cpus": current_cpus(),
             "address": self.server.address, "pub_address": self.publisher.address,
             "state": "serving", "epoch": self.epoch,
             "uptime_s": round(time.time() - self.started, 1),

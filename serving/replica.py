@@ -40,6 +40,7 @@ import numpy as np
 from common import messages as m
 from common.config import ClusterSpec, NodeInfo
 from common.errors import DeltapsError, ProtocolMismatch, find_model
+from common.placement import current_cpus
 from common.transport import Channel, EventLoop, RequestServer, Subscriber
 from serving.cache import PredictionCache, ids_key, instances_key
 from serving.model import ServingModel, check_csr
@@ -277,7 +278,7 @@ class ReplicaNode:
 
     def on_status(self, _msg: m.StatusRequest) -> m.StatusReply:
         return m.StatusReply({
-            "role": "replica", "index": self.index, "pid": os.getpid(),
+            "role": "replica", "index": self.index, "pid": os.getpid(), "cpus": current_cpus(),
             "address": self.server.address,
             "http_address": self.http.url if self.http else "",
             "state": "ready" if all(mm.ready for mm in self.models.values()) else "syncing",

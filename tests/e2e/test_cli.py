@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from common.config import ClusterFile
+from common.placement import format_cpu_list
 from common.priority import time_slice_ms
 
 REPO = Path(__file__).resolve().parents[2]
@@ -212,6 +213,9 @@ def test_serving_cpus_keeps_replicas_and_training_apart(workdir):
     assert thread_cpus(cluster.replicas()[0].pid) == {frozenset({reserved})}
     assert thread_cpus(cluster.shards()[0].pid) == {allowed - {reserved}}
     assert nices_while_training(workdir, look=thread_cpus) == {allowed - {reserved}}
+    rows = json.loads(run("status", "--json", cwd=workdir).stdout)
+    assert {(r["role"], r["cpus"]) for r in rows} == {
+        ("replica", str(reserved)), ("shard", format_cpu_list(allowed - {reserved}))}
     run("train", "synthetic:3000:1", "--batch-size", "500", cwd=workdir)
     assert "all 1 replica/model/shard copies match" in run("verify", cwd=workdir).stdout
     run("down", cwd=workdir)
