@@ -40,7 +40,7 @@ from common import messages as m
 from common.allocator import keep_message_buffers_on_heap
 from common.config import load_spec
 from common.features import Batch, Featurizer, columnarize
-from common.placement import cpus_for, place, pin_to_cpus
+from common.placement import place
 from common.priority import lower_cpu_priority, request_time_slice
 from common.transport import Channel, readable
 from deploy.admin import node_status
@@ -108,16 +108,15 @@ def _drain(ch: Channel, sent: dict, latencies: list, errors: list,
 
 
 def open_loop(address: str, instances: list[dict], rate: float, seconds: float,
-              cpus: list[int] | None = None) -> dict:
+              serving_cpus: str = "") -> dict:
     """Send single-instance predicts at `rate` per second on a fixed schedule.
 
     The generator stands in for a client on another machine, so it asks for the replica's
-    short time slice (and runs on the replica's reserved `cpus`, when the cluster reserves
-    some): on these 2 shared cores, its own wake-ups behind a training process would otherwise
-    be counted as the replica's latency."""
+    short time slice, and runs where the replica does when `serving_cpus` reserves CPUs: on
+    these 2 shared cores, its own wake-ups behind a training process would otherwise be
+    counted as the replica's latency."""
     request_time_slice(CLIENT_SLICE_MS)
-    if cpus:
-        pin_to_cpus(cpus)
+    place("replica", serving_cpus)
     ch = Channel(address)
     fd = ch.fileno()
     for i in range(200):  # warm up: connection, replica caches
@@ -252,8 +251,7 @@ def reads_while_training(address: str, instances: list[dict], shards: list, spec
     worker.start()
     child.close()
     time.sleep(1.5)  # training in full swing before reads start
-    reads = in_child("open_loop", address, instances, TRAINING_RATE, seconds,
-                     reader_cpus(serving_cpus))
+    reads = in_child("open_loop", address, instances, TRAINING_RATE, seconds, serving_cpus)
     if not parent.poll(120):
         raise TimeoutError("training process did not finish")
     status, trained = parent.recv()
@@ -261,13 +259,6 @@ def reads_while_training(address: str, instances: list[dict], shards: list, spec
     if status != "ok":
         raise RuntimeError(f"training process failed: {trained}")
     return reads, trained
-
-
-def reader_cpus(serving_cpus: str) -> list[int] | None:
-    """Where the load generator runs: on the CPUs reserved for serving, if any (it stands in for
-    a client on another machine, which training would not slow down)."""
-    cpus = cpus_for("replica", serving_cpus)
-    return None if cpus is None else sorted(cpus)
 
 
 def cpu_to_reserve() -> str | None:
@@ -307,8 +298,7 @@ def reads_on_reserved_cpus(directory: Path, spec_text: str, events: int, instanc
     cluster = trained_cluster(directory, spec_text, events, log, serving_cpus=serving_cpus)
     try:
         address = cluster.address("replica", 0)
-        idle = in_child("open_loop", address, instances, TRAINING_RATE, seconds,
-                        reader_cpus(serving_cpus))
+        idle = in_child("open_loop", address, instances, TRAINING_RATE, seconds, serving_cpus)
         reads, worker = reads_while_training(address, instances, cluster.cluster.shards(),
                                              spec_text, seconds, cluster.spec.worker_nice,
                                              serving_cpus)

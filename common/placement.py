@@ -27,10 +27,10 @@ TRAINING_ROLES = ("shard", "worker")
 def parse_cpu_list(text: str) -> frozenset[int]:
     """CPUs in the kernel's list format ("1", "2-3", "0,4-7"); empty text: none. Raises
     ValueError naming the part that is wrong."""
+    if not text.strip():
+        return frozenset()
     cpus: set[int] = set()
     for part in (p.strip() for p in text.split(",")):
-        if not part and not text.strip():
-            continue
         lo, dash, hi = part.partition("-")
         try:
             first, last = int(lo), int(hi) if dash else int(lo)
