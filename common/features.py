@@ -20,6 +20,7 @@ import numpy as np
 
 from common.errors import InvalidInstance
 from common.hashing import combine, hash_ints, hash_string, hash_strings
+from common.unique import sorted_unique
 
 CATEGORICAL = "cat"
 NUMERIC = "num"
@@ -297,7 +298,7 @@ class Featurizer:
         if which.size == 0 or bool((which == first).all()):
             return transforms[first].bucketize(values)
         buckets = np.empty(values.size, np.int64)
-        for k in np.unique(which).tolist():
+        for k in sorted_unique(which).tolist():
             mask = which == k
             buckets[mask] = transforms[k].bucketize(values[mask])
         return buckets

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from common.messages import Heartbeat, Update
+from common.unique import sorted_unique
 from ps.store import ModelShard
 
 MAX_KEYS_PER_UPDATE = 1 << 20
@@ -39,7 +40,7 @@ class Coalescer:
                 continue
             store = self.stores[model]
             # one push's rows are already unique and sorted; several need merging
-            rows = parts[0] if len(parts) == 1 else np.unique(np.concatenate(parts))
+            rows = parts[0] if len(parts) == 1 else sorted_unique(np.concatenate(parts))
             self.pending[model] = []
             for start in range(0, rows.size, MAX_KEYS_PER_UPDATE):
                 chunk = rows[start:start + MAX_KEYS_PER_UPDATE]
