@@ -50,8 +50,8 @@ class Context:
     movielens_limit: int | None = None
     repeats: int = 3  # speed rounds: VW and deltaps timed in alternation (bench.training)
     vw_grid: dict = field(default_factory=lambda: dict(vw.GRID))
-    planted_batches: tuple = training.PLANTED_BATCHES
-    movielens_batches: tuple = training.MOVIELENS_BATCHES
+    planted_settings: tuple = training.PLANTED_SETTINGS
+    movielens_settings: tuple = training.MOVIELENS_SETTINGS
     movielens_caps: dict = field(default_factory=dict)  # batch size -> at most this many events
 
     def log(self, msg: str) -> None:

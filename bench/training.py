@@ -20,7 +20,9 @@ round r). Quality is taken from one round: a single worker learns the same weigh
 
 Two sections:
 - planted: the seeded Criteo-like stream (worker.synthetic) at large batch sizes: throughput,
-  and logloss against the Bayes-optimal floor the planted model gives.
+  and logloss against the Bayes-optimal floor the planted model gives; batch 4096 also with
+  bounded delay 1 (`Setting`), to show what overlapping the shards' work with the worker's buys
+  and what the staler gradients cost.
 - movielens: MovieLens-100k at batch sizes 1..256: what mini-batching costs in quality
   (users rate in bursts, so stale weights within a batch hurt). One round only: its small
   batches take minutes a round, and its speed figures are context.
@@ -35,6 +37,7 @@ import shutil
 import statistics
 import time
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 
@@ -51,8 +54,22 @@ from worker.synthetic import SyntheticStream, synthetic_spec_toml
 from worker.trainer import Trainer
 
 SHARDS, REPLICAS = 2, 1
-PLANTED_BATCHES = (1024, 4096)
-MOVIELENS_BATCHES = (1, 8, 32, 256)
+
+
+class Setting(NamedTuple):
+    """How one deltaps run trains: its batch size and bounded delay (`worker.trainer`)."""
+
+    batch_size: int
+    max_delay: int = 0
+
+    @property
+    def label(self) -> str:
+        """b4096, or b4096.delay1 for a bounded-delay run: part of its figures' names."""
+        return f"b{self.batch_size}" + (f".delay{self.max_delay}" if self.max_delay else "")
+
+
+PLANTED_SETTINGS = (Setting(1024), Setting(4096), Setting(4096, max_delay=1))
+MOVIELENS_SETTINGS = tuple(Setting(bs) for bs in (1, 8, 32, 256))
 MOVIELENS_ROUNDS = 1  # its batch-1..32 runs take ~2 minutes a round; speed there is context
 SEED = 0
 CHUNK = 65536
@@ -115,13 +132,15 @@ def _wait_replica(address: str, model: str, seqs: dict, timeout: float = 60.0) -
 
 
 def train_deltaps(ctx, name: str, spec_text: str, model: str, chunks: list[Batch],
-                  batch_size: int) -> dict:
+                  setting: Setting) -> dict:
     """One training run over `chunks` on a fresh cluster: summary and CPU per process."""
+    batch_size = setting.batch_size
     cluster = LocalCluster(ctx.workdir / f"cluster-{name}", spec_text, SHARDS, REPLICAS)
     try:
         cluster.start_all()
         client = PSClient(cluster.cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
-        trainer = Trainer(client, cluster.spec, model, batch_size)
+        trainer = Trainer(client, cluster.spec, model, batch_size,
+                          max_delay=setting.max_delay)
         pids = {f"{role}-{i}": p.pid for (role, i), p in cluster.procs.items()}
         me = psutil.Process()
         cpu0 = {k: _cpu(pid) for k, pid in pids.items()}
@@ -138,12 +157,14 @@ def train_deltaps(ctx, name: str, spec_text: str, model: str, chunks: list[Batch
     s = summary.as_dict()
     s.pop("last_seqs", None)
     m = cluster.spec.model(model)
-    out = {**s, "batch_size": batch_size, "replica_catch_up_s": round(catch_up, 3),
+    out = {**s, "batch_size": batch_size, "max_delay": setting.max_delay,
+           "label": setting.label, "replica_catch_up_s": round(catch_up, 3),
            "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
            "cpu_s_per_1m_events": {k: round(v * 1e6 / max(summary.events, 1), 1)
                                    for k, v in cpu.items()},
            "config": {"shards": SHARDS, "replicas": REPLICAS, "workers": 1,
-                      "batch_size": batch_size, "model": model, "bits": m.bits,
+                      "batch_size": batch_size, "max_delay": setting.max_delay,
+                      "model": model, "bits": m.bits,
                       "optimizer": vars(m.optimizer), "fsync": cluster.spec.fsync,
                       "publish_window_ms": cluster.spec.publish_window_ms},
            # an implementation detail, not a setting of the benchmark: kept out of "config"
@@ -157,8 +178,9 @@ def train_deltaps(ctx, name: str, spec_text: str, model: str, chunks: list[Batch
 
 
 def vw_and_deltaps(ctx, name: str, chunks: list[Batch], spec_text: str, model: str,
-                   parts: dict[int, list[Batch]], rounds: int) -> tuple[dict, dict[int, dict]]:
-    """Every VW figure on `chunks`, and deltaps at each batch size on its events (`parts`),
+                   parts: dict[Setting, list[Batch]], rounds: int
+                   ) -> tuple[dict, dict[Setting, dict]]:
+    """Every VW figure on `chunks`, and deltaps in each setting on its events (`parts`),
     timed in `rounds` interleaved rounds (see the module docstring); VW's text is written
     first, untimed."""
     spec = load_spec(text=spec_text)
@@ -167,12 +189,13 @@ def vw_and_deltaps(ctx, name: str, chunks: list[Batch], spec_text: str, model: s
     events, labels = write_vw(chunks, spec.feature_spec(model), data)
     ctx.log(f"  VW text for {name}: {events:,d} events, {data.stat().st_size / 1e6:.0f} MB "
             f"in {time.perf_counter() - t0:.1f}s (untimed)")
-    runs = {bs: [] for bs in parts}
+    runs = {setting: [] for setting in parts}
 
     def deltaps_round(r: int) -> None:
         ctx.log(f"  round {r + 1} of {rounds}")
-        for bs, part in parts.items():
-            runs[bs].append(train_deltaps(ctx, f"{name}-b{bs}", spec_text, model, part, bs))
+        for setting, part in parts.items():
+            runs[setting].append(train_deltaps(ctx, f"{name}-{setting.label}", spec_text, model,
+                                               part, setting))
 
     opt = spec.model(model).optimizer
     res = vw.benchmark(data, labels, ctx.workdir, rounds=rounds, between=deltaps_round,
@@ -185,7 +208,7 @@ def vw_and_deltaps(ctx, name: str, chunks: list[Batch], spec_text: str, model: s
             f"{c['events_per_s']:,.0f} from cache {c['all_events_per_s']}; logloss default "
             f"{d['logloss']:.4f}, same settings {res['same_hparams']['logloss']:.4f}, best of "
             f"grid {res['best_of_grid']['logloss']:.4f}")
-    return res, {bs: over_rounds(rs, res) for bs, rs in runs.items()}
+    return res, {setting: over_rounds(rs, res) for setting, rs in runs.items()}
 
 
 def over_rounds(runs: list[dict], vw_res: dict) -> dict:
@@ -230,7 +253,8 @@ COLUMNS = ["run", "batch", "events", "events/s (median)", "events/s by round", "
 def _deltaps_row(r: dict, vw_res: dict) -> list:
     at = vw.on_prefix(vw_res, r["events"])
     cpu = r["cpu_s_per_1m_events"]
-    return [f"deltaps ({SHARDS} shards, {REPLICAS} replica, 1 worker)", r["batch_size"],
+    delay = f", bounded delay {r['max_delay']}" if r["max_delay"] else ""
+    return [f"deltaps ({SHARDS} shards, {REPLICAS} replica, 1 worker{delay})", r["batch_size"],
             r["events"], r["events_per_s"], _by_round(r["per_round"]["events_per_s"]),
             r["logloss"], r["auc"],
             round(r["logloss"] - at["default"]["logloss"], 4),
@@ -273,7 +297,7 @@ def _hp(r: dict) -> str:
                             for k, v in pick.items()) + ")"
 
 
-def _figures(prefix: str, runs: dict[int, dict], vw_res: dict) -> list[dict]:
+def _figures(prefix: str, runs: dict[Setting, dict], vw_res: dict) -> list[dict]:
     d, c = vw_res["default_text"], vw_res["default_cache"]
     best, same = vw_res["best_of_grid"], vw_res["same_hparams"]
     n = d["events"]
@@ -294,8 +318,8 @@ def _figures(prefix: str, runs: dict[int, dict], vw_res: dict) -> list[dict]:
                    cmd(same), reference=True, band=0.01),
             figure(f"{prefix}.vw.best_of_grid.logloss", best["logloss"], "nats", LOWER,
                    cmd(best), reference=True, band=0.01)]
-    for bs, r in runs.items():
-        p = f"{prefix}.deltaps.b{bs}"
+    for setting, r in runs.items():
+        p = f"{prefix}.deltaps.{setting.label}"
         conf = {"command": "bench.training.train_deltaps", "events": r["events"],
                 **r["config"]}
         at = vw.on_prefix(vw_res, r["events"])
@@ -322,20 +346,21 @@ def _public(vw_res: dict) -> dict:
     return {k: v for k, v in vw_res.items() if not k.startswith("_")}
 
 
-def _notes(vw_res: dict, runs: dict[int, dict]) -> list[str]:
+def _notes(vw_res: dict, runs: dict[Setting, dict]) -> list[str]:
     """How speed, CPU and quality were measured, and any warning the runs raised."""
     d = vw_res["default_text"]
     rounds = len(d["all_seconds"])
     same = vw_res["default_cache"]["same_predictions_as_text"]
-    varied = [bs for bs, r in runs.items() if not r["same_quality_every_round"]]
+    varied = [s.label for s, r in runs.items() if not r["same_quality_every_round"]]
     notes = [f"Speed in {rounds} interleaved round{'s' if rounds > 1 else ''}, each VW from "
-             f"text, deltaps at batch size {', '.join(map(str, runs))} (a fresh cluster each), "
+             f"text, deltaps as {', '.join(s.label for s in runs)} (batch size, and bounded "
+             "delay where not 0; a fresh cluster each), "
              "then VW from its cache: this shared 2-core VM drifts by up to ±30% within a "
              "minute, so each deltaps run is set against VW runs seconds away. events/s is the "
              "median over rounds; 'speed / VW ...' and 'CPU / VW ...' are medians of per-round "
              "ratios (deltaps in round r over VW in round r). Speed / VW text by round: "
-             + "; ".join(f"batch {bs}: {_by_round(r['per_round']['speed_vs_vw_text'])}"
-                         for bs, r in runs.items()) + ".",
+             + "; ".join(f"{s.label}: {_by_round(r['per_round']['speed_vs_vw_text'])}"
+                         for s, r in runs.items()) + ".",
              "CPU: user+system seconds per 1M events, deltaps' summed over its processes "
              f"(worker, {SHARDS} shards, {REPLICAS} replica; medians over rounds), VW's over its "
              "parser and learner threads; far less sensitive to the machine's drift than "
@@ -348,8 +373,8 @@ def _notes(vw_res: dict, runs: dict[int, dict]) -> list[str]:
                 " WARNING: VW's own loss differs from the logloss of its predictions, so the "
                 "grid (ranked by VW's loss) may be ranked wrongly.")]
     if varied:
-        notes.append("WARNING: deltaps' logloss or AUC differed between rounds at batch size "
-                     + ", ".join(map(str, varied)) + " (a single worker should learn the same "
+        notes.append("WARNING: deltaps' logloss or AUC differed between rounds in "
+                     + ", ".join(varied) + " (a single worker should learn the same "
                      "weights every time); the table shows round 1's, details.deltaps every "
                      "round's.")
     elif rounds > 1:
@@ -366,20 +391,21 @@ def planted(ctx) -> dict:
     chunks = take(stream, None)
     bayes = stream.bayes_logloss
     vw_res, runs = vw_and_deltaps(ctx, "planted", chunks, synthetic_spec_toml(), "ctr",
-                                  {bs: chunks for bs in ctx.planted_batches}, ctx.repeats)
+                                  {s: chunks for s in ctx.planted_settings}, ctx.repeats)
     rows = [_deltaps_row(r, vw_res) for r in runs.values()] + _vw_rows(vw_res, n)
     rows.append(["Bayes-optimal (the planted model itself)", "", n, "", "", bayes] + [""] * 8)
     stream_cfg = {"stream": f"synthetic:{n}:{SEED}", "events": n}
     figs = _figures("planted", runs, vw_res)
     figs.append(figure("planted.bayes_logloss", bayes, "nats", None, stream_cfg))
-    figs += [figure(f"planted.deltaps.b{bs}.excess_over_bayes", round(r["logloss"] - bayes, 5),
-                    "nats", LOWER, stream_cfg, band=0.1) for bs, r in runs.items()]
+    figs += [figure(f"planted.deltaps.{s.label}.excess_over_bayes",
+                    round(r["logloss"] - bayes, 5), "nats", LOWER, stream_cfg, band=0.1)
+             for s, r in runs.items()]
     notes = [f"Stream synthetic:{n}:{SEED} (worker.synthetic), model spec "
              "synthetic_spec_toml() (FTRL alpha 0.05, beta 1, 22 bits); events served from "
              "memory to deltaps, from a text file or VW's cache to VW."] + _notes(vw_res, runs)
     return {"figures": figs, "table": {"columns": COLUMNS, "rows": rows}, "notes": notes,
             "details": {"vw": _public(vw_res),
-                        "deltaps": {str(k): v for k, v in runs.items()}}}
+                        "deltaps": {k.label: v for k, v in runs.items()}}}
 
 
 def movielens(ctx) -> dict:
@@ -390,16 +416,16 @@ def movielens(ctx) -> dict:
     chunks = take(MovieLensSource(directory), ctx.movielens_limit)
     events = sum(c.n for c in chunks)
     parts = {}
-    for bs in ctx.movielens_batches:
-        cap = ctx.movielens_caps.get(bs)
-        parts[bs] = take(MemorySource(chunks), cap) if cap and cap < events else chunks
+    for setting in ctx.movielens_settings:
+        cap = ctx.movielens_caps.get(setting.batch_size)
+        parts[setting] = take(MemorySource(chunks), cap) if cap and cap < events else chunks
     vw_res, runs = vw_and_deltaps(ctx, "movielens", chunks, MOVIELENS_SPEC_TOML, "movielens",
                                   parts, MOVIELENS_ROUNDS)
     rows = [_deltaps_row(r, vw_res) for r in runs.values()] + _vw_rows(vw_res, events)
     notes = [f"{directory}: {events:,d} ratings in timestamp order, label rating >= 4, spec "
              "MOVIELENS_SPEC_TOML (FTRL alpha 0.2, beta 1, l2 1; 4 crosses, written out for VW "
              "as explicit pair features)."] + _notes(vw_res, runs)
-    capped = {bs: r["events"] for bs, r in runs.items() if r["events"] < events}
+    capped = {s.batch_size: r["events"] for s, r in runs.items() if r["events"] < events}
     if capped:
         notes.append("Runs on a prefix only, to bound the time (compare their logloss with "
                      "VW's on the same prefix, not with the other rows): "
@@ -407,4 +433,4 @@ def movielens(ctx) -> dict:
     return {"figures": _figures("movielens", runs, vw_res),
             "table": {"columns": COLUMNS, "rows": rows}, "notes": notes,
             "details": {"vw": _public(vw_res),
-                        "deltaps": {str(k): v for k, v in runs.items()}}}
+                        "deltaps": {k.label: v for k, v in runs.items()}}}

@@ -38,11 +38,15 @@ def _print_progress(p: dict) -> None:
 @click.option("--pipeline/--no-pipeline", default=True, show_default=True,
               help="Featurize the next batch while the last push is in flight (same weights "
                    "either way for a single worker).")
+@click.option("--max-delay", default=0, show_default=True, type=click.IntRange(0, 64),
+              help="Bounded delay: how many of its own latest pushes a batch's pulled weights "
+                   "may miss, so shards and worker never wait on each other (0: exact).")
 @click.option("--nice", default=None, type=click.IntRange(0, 19),
               help="CPU niceness to train at, so serving and shards on the same machine come "
                    "first (default: [cluster] worker_nice of the spec).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
-def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, nice, as_json):
+def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, max_delay, nice,
+         as_json):
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl), '-' for stdin, a
     MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted stream."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
@@ -55,7 +59,7 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
         cluster.spec.model(model)
         src = open_source(source, fmt=fmt, schema=schema)
         client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
-        trainer = Trainer(client, cluster.spec, model, batch_size, pipeline)
+        trainer = Trainer(client, cluster.spec, model, batch_size, pipeline, max_delay)
         summary = trainer.train(src, limit, progress=_print_progress)
         client.close()
     except (DeltapsError, ValueError, OSError) as exc:

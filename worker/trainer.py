@@ -10,12 +10,21 @@ main thread mostly waits on the shards); its pull is sent once push i is out. Ea
 answers one worker's requests in order, so that pull still sees push i applied: a single
 worker gets exactly the weights of the unpipelined loop (bit for bit), only sooner. One thread
 at a time touches the source, the featurizer and the key indexer.
+
+Bounded delay (`max_delay=k`, Li et al., "Scaling Distributed Machine Learning with the
+Parameter Server", OSDI 2014): the pulls of the next k batches are already out when batch i is
+pushed, so batch i is scored and learned with weights that may miss this worker's last k pushes
+(and no others). The shards then serve those pulls while the worker computes instead of after
+it, so neither side waits for the other; the price is staler gradients. k = 0 is the exact
+loop above. A single worker's run stays deterministic for every k: the order in which a shard
+sees its pulls and pushes is fixed.
 """
 from __future__ import annotations
 
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
@@ -61,8 +70,13 @@ class _Prepared:
 
 class Trainer:
     def __init__(self, client: PSClient, spec: ClusterSpec, model: str, batch_size: int = 512,
-                 pipeline: bool = True):
+                 pipeline: bool = True, max_delay: int = 0):
+        if max_delay < 0:
+            raise ValueError(f"max_delay must be >= 0, not {max_delay}")
+        if max_delay and not pipeline:
+            raise ValueError("max_delay > 0 needs the pipelined loop (pipeline=True)")
         self.client = client
+        self.max_delay = max_delay
         self.model = spec.model(model)
         self.featurizer = Featurizer(spec.feature_spec(model))
         self.indexer = KeyIndexer(self.model.bits)
@@ -134,14 +148,20 @@ class Trainer:
         else:
             helper = _Helper()
             try:
-                prepared = next_batch()
-                while prepared is not None:
+                # pulls out ahead of the batch being learned: max_delay of them
+                ahead: deque[_Prepared] = deque()
+                while len(ahead) <= self.max_delay and (prepared := next_batch()) is not None:
+                    ahead.append(prepared)
+                pushes: deque[Pending] = deque()
+                while ahead:
                     helper.submit(read_and_index)  # overlaps the learning below
-                    push = self.learn(prepared)
+                    pushes.append(self.learn(ahead.popleft()))
                     ready = helper.result()
-                    # sent after the push: the shard applies them in this order
-                    prepared = self.send_pull(ready) if ready else None
-                    self.last_seqs.update(push.wait())
+                    if ready:
+                        # sent after the push: the shard applies them in this order
+                        ahead.append(self.send_pull(ready))
+                    while len(pushes) > self.max_delay or (pushes and not ahead):
+                        self.last_seqs.update(pushes.popleft().wait())
                     tick()
             finally:
                 helper.close()

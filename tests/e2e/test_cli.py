@@ -102,7 +102,10 @@ def test_cluster_lifecycle_as_a_user_runs_it(workdir):
 def test_supervisor_restarts_a_killed_node_and_status_shows_it(workdir):
     import signal
     run("up", "--shards", "2", "--replicas", "1", cwd=workdir)
-    run("train", "synthetic:5000:1", "--batch-size", "500", cwd=workdir)
+    run("train", "synthetic:5000:1", "--batch-size", "500", "--max-delay", "2", cwd=workdir)
+    refused = run("train", "synthetic:500:1", "--no-pipeline", "--max-delay", "1", cwd=workdir,
+                  check=False)
+    assert refused.returncode != 0 and "needs the pipelined loop" in refused.stderr
     cluster = ClusterFile.load(workdir / ".deltaps" / "cluster.json")
     victim = cluster.shards()[1].pid
     os.kill(victim, signal.SIGKILL)

@@ -98,3 +98,57 @@ def test_pipelined_training_gives_bit_identical_weights(local_cluster):
         c.stop_all()
     np.testing.assert_array_equal(results[0][0], results[1][0])
     assert results[0][1] == results[1][1]
+
+
+def test_bounded_delay_learns_each_batch_without_just_the_push_before_it(local_cluster):
+    """max_delay=1 is exactly the schedule pull 0, pull 1, push 0, pull 2, push 1, ...: batch
+    i is learned from weights with every push but i-1 applied, and differs from the exact loop."""
+    events = planted_events(3000, seed=4)
+
+    def trained(run) -> tuple[np.ndarray, float]:
+        c = local_cluster(SMALL_SPEC, shards=2, replicas=0).start_all()
+        client = PSClient(c.cluster.shards())
+        try:
+            logloss = run(client, c.spec)
+            return shard_weights(client, "ctr", 16), logloss
+        finally:
+            client.close()
+            c.stop_all()
+
+    def delayed(client, spec):
+        return Trainer(client, spec, "ctr", 50, max_delay=1).train(ListSource(events)).logloss
+
+    def by_hand(client, spec):
+        trainer = Trainer(client, spec, "ctr", 50, pipeline=False)
+        source = ListSource(events)
+        batches = list(iter(lambda: source.read(50), None))
+        ahead = [trainer.prepare(batches[0]), trainer.prepare(batches[1])]
+        for i in range(len(batches)):
+            push = trainer.learn(ahead[i])
+            if i + 2 < len(batches):
+                ahead.append(trainer.prepare(batches[i + 2]))
+            push.wait()
+        return trainer.metrics.logloss
+
+    def exact(client, spec):
+        return Trainer(client, spec, "ctr", 50).train(ListSource(events)).logloss
+
+    weights, logloss = trained(delayed)
+    hand_weights, hand_logloss = trained(by_hand)
+    exact_weights, exact_logloss = trained(exact)
+    np.testing.assert_array_equal(weights, hand_weights)
+    assert logloss == hand_logloss
+    assert not np.array_equal(weights, exact_weights)
+    assert abs(logloss - exact_logloss) < 0.02
+
+
+def test_bounded_delay_is_refused_without_the_pipeline_and_below_zero(local_cluster):
+    c = local_cluster(SMALL_SPEC, shards=1, replicas=0).start_all()
+    client = PSClient(c.cluster.shards())
+    try:
+        with pytest.raises(ValueError, match="needs the pipelined loop"):
+            Trainer(client, c.spec, "ctr", 50, pipeline=False, max_delay=1)
+        with pytest.raises(ValueError, match="max_delay must be >= 0"):
+            Trainer(client, c.spec, "ctr", 50, max_delay=-1)
+    finally:
+        client.close()
