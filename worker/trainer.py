@@ -4,9 +4,10 @@ Progressive validation comes for free: each batch is scored with the weights pul
 before its own gradients are pushed. Several trainers may run against the same model at once
 (asynchronous, Hogwild-style); shards apply whatever arrives.
 
-Pipelining: batch i+1 is read, featurized and its keys indexed on a helper thread while batch
+Pipelining: batch i+2 is read, featurized and its keys indexed on a helper thread while batch
 i is scored and its gradients pushed (numpy releases the GIL for most of that work, and the
-main thread mostly waits on the shards); its pull is sent once push i is out. Each shard
+main thread mostly waits on the shards), so batch i+1 is ready the moment push i is out and its
+pull follows at once. Each shard
 answers one worker's requests in order, so that pull still sees push i applied: a single
 worker gets exactly the weights of the unpipelined loop (bit for bit), only sooner. One thread
 at a time touches the source, the featurizer and the key indexer.
@@ -152,14 +153,19 @@ class Trainer:
                 ahead: deque[_Prepared] = deque()
                 while len(ahead) <= self.max_delay and (prepared := next_batch()) is not None:
                     ahead.append(prepared)
+                # the batch after those, featurized; the helper works one batch further on
+                ready = read_and_index() if ahead else None
+                if ready:
+                    helper.submit(read_and_index)
                 pushes: deque[Pending] = deque()
                 while ahead:
-                    helper.submit(read_and_index)  # overlaps the learning below
                     pushes.append(self.learn(ahead.popleft()))
-                    ready = helper.result()
                     if ready:
                         # sent after the push: the shard applies them in this order
                         ahead.append(self.send_pull(ready))
+                        ready = helper.result()  # featurized while the last batch was learned
+                        if ready:
+                            helper.submit(read_and_index)
                     while len(pushes) > self.max_delay or (pushes and not ahead):
                         self.last_seqs.update(pushes.popleft().wait())
                     tick()
