@@ -4,7 +4,9 @@
 For models up to 2**24 slots, a reusable scratch table indexed by slot does the same job with
 three scatter/gathers and a sort of the (much shorter) unique list: about 4x faster. The slots
 index the table as int64 (a view of the uint64 slots): numpy converts a uint64 index array to
-intp with a copy on every use, which made the indexer ~1.7x slower.
+intp with a copy on every use, which made the indexer ~1.7x slower. Gathers use `take` and the
+selection `compress` (numpy's fancy indexing by an index array or a boolean mask is slower
+at the same job: 0.80 -> 0.56 ms for 145k entries).
 """
 from __future__ import annotations
 
@@ -30,6 +32,7 @@ class KeyIndexer:
         self.bits = bits
         # np.zeros is lazily backed by the OS: untouched pages cost nothing
         self._table = np.zeros(1 << bits, np.int32) if bits <= DENSE_MAX_BITS else None
+        self._arange = np.arange(0, dtype=np.int32)
 
     def index(self, ids: np.ndarray) -> BatchKeys:
         slots = slots_of(ids, self.bits)
@@ -38,8 +41,14 @@ class KeyIndexer:
             return BatchKeys(uniq, inverse.ravel())
         table = self._table
         index = slots.view(np.int64)  # slots < 2**24: the same numbers
-        positions = np.arange(index.size, dtype=np.int32)
+        positions = self._positions(index.size)
         table[index] = positions  # the last entry of each slot wins
-        uniq = np.sort(index[table[index] == positions])
-        table[uniq] = np.arange(uniq.size, dtype=np.int32)
-        return BatchKeys(uniq.view(np.uint64), table[index])
+        uniq = np.sort(np.compress(table.take(index) == positions, index))
+        table[uniq] = positions[:uniq.size]
+        return BatchKeys(uniq.view(np.uint64), table.take(index))
+
+    def _positions(self, n: int) -> np.ndarray:
+        """0..n-1 as int32, sliced from one array kept across batches."""
+        if self._arange.size < n:
+            self._arange = np.arange(max(n, 2 * self._arange.size), dtype=np.int32)
+        return self._arange[:n]
