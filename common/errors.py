@@ -47,10 +47,10 @@ class InvalidInstance(DeltapsError):
     code = "invalid_instance"
 
 
-class StalePull(DeltapsError):
-    """A pull that arrived before a push it must follow (the push was lost in a reconnect)."""
+class MissingPush(DeltapsError):
+    """A pull or push that arrived before a push it must follow (lost in a reconnect)."""
 
-    code = "stale_pull"
+    code = "missing_push"
 
 
 class NotReady(DeltapsError):
@@ -68,7 +68,7 @@ class ConfigError(DeltapsError):
 
 
 _BY_CODE = {cls.code: cls for cls in (DeltapsError, MalformedMessage, UnknownOp, UnknownModel,
-                                      ProtocolMismatch, InvalidValue, InvalidInstance, NotReady, StalePull,
+                                      ProtocolMismatch, InvalidValue, InvalidInstance, NotReady, MissingPush,
                                       Timeout, ConfigError)}
 
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL = 3
+PROTOCOL = 4
 REGISTRY: dict[str, type["Message"]] = {}
 
 
@@ -106,7 +106,7 @@ class Pull(Message):
 
     Requests are ordered on one connection, but not across a reconnect: a push written into a
     connection that died is lost while a later pull still queued goes out on the new one. The
-    shard refuses such a pull (`stale_pull`) instead of answering it without the push.
+    shard refuses such a pull (`missing_push`) instead of answering it without the push.
     """
 
     ARRAYS = {"keys": "uint64"}
@@ -126,7 +126,13 @@ class PullReply(Message):
 
 @message("push")
 class Push(Message):
-    """Sparse gradients summed per key over a mini-batch."""
+    """Sparse gradients summed per key over a mini-batch.
+
+    `after`: the worker's push to this shard before this one. With several pushes in flight, a
+    reconnect can lose push n while push n+1 reaches the restarted shard first; applying n+1
+    would make the retry of n look like a duplicate. The shard refuses such a push
+    (`missing_push`), so a worker's pushes to a shard are applied exactly once and in order.
+    """
 
     ARRAYS = {"keys": "uint64", "grads": "float32"}
     FINITE = ("grads",)
@@ -135,6 +141,7 @@ class Push(Message):
     grads: np.ndarray
     worker: str = ""  # with push_no: identifies a retried push so it is applied once
     push_no: int = 0  # increasing per worker; 0 = no duplicate detection
+    after: int = 0
 
 
 @message("push_ack")

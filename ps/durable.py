@@ -1,6 +1,7 @@
 """A shard's durable state: model stores, write-ahead log, snapshots, duplicate detection.
 
-The order for every push is: validate -> skip if already applied -> append to the log ->
+The order for every push is: validate -> skip if already applied -> refuse if the worker's
+push before it is not applied yet -> append to the log ->
 apply -> (acknowledge after the group commit). Recovery loads the newest good snapshot and
 replays the log after it through the same apply path, so a recovered shard is bit-identical to
 one that never stopped. The duplicate table (highest push number applied per worker) is saved
@@ -18,7 +19,7 @@ import msgpack
 import numpy as np
 
 from common.config import ClusterSpec
-from common.errors import ConfigError, find_model
+from common.errors import ConfigError, MissingPush, find_model
 from ps.snapshot import load_newest_good, write_snapshot
 from ps.store import ModelShard
 from ps.wal import ReadReport, WriteAheadLog
@@ -81,13 +82,17 @@ class ShardState:
     # --- pushes -------------------------------------------------------------------------------
 
     def push(self, model: str, keys: np.ndarray, grads: np.ndarray, worker: str = "",
-             push_no: int = 0) -> np.ndarray | None:
-        """Apply a push durably; returns rows changed, or None for a duplicate."""
+             push_no: int = 0, after: int = 0) -> np.ndarray | None:
+        """Apply a push durably; returns rows changed, or None for a duplicate. `after` is the
+        worker's previous push here: refusing to skip it keeps "highest applied" exact."""
         store = self.store(model)
         rows = store.check_push(keys, grads)
         if worker and push_no <= self.applied.get(worker, 0):
             self.duplicates += 1
             return None
+        if worker and self.applied.get(worker, 0) < after:
+            raise MissingPush(f"push {push_no} follows push {after} of worker {worker}, "
+                              "which has not arrived")
         self.last_lsn = self.wal.append(encode_push(model, worker, push_no, keys, grads))
         store.apply(rows, grads)
         if worker:

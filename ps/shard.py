@@ -18,7 +18,7 @@ from pathlib import Path
 from common import messages as m
 from common.checksum import weights_checksum
 from common.config import ClusterSpec
-from common.errors import InvalidValue, ProtocolMismatch, StalePull
+from common.errors import InvalidValue, MissingPush, ProtocolMismatch
 from common.placement import current_cpus
 from common.transport import EventLoop, Publisher, RequestServer
 from ps.durable import ShardState
@@ -84,7 +84,7 @@ class ShardNode:
 
     def on_pull(self, msg: m.Pull) -> m.PullReply:
         if msg.worker and self.state.applied.get(msg.worker, 0) < msg.after:
-            raise StalePull(f"pull follows push {msg.after} of worker {msg.worker}, "
+            raise MissingPush(f"pull follows push {msg.after} of worker {msg.worker}, "
                             "which has not arrived")
         return m.PullReply(msg.model, self.coalescer.seq.get(msg.model, 0),
                            self.state.store(msg.model).pull(msg.keys))
@@ -92,7 +92,8 @@ class ShardNode:
     def on_push(self, msg: m.Push) -> m.PushAck:
         if msg.push_no < 0:
             raise InvalidValue("push_no must be >= 0")
-        rows = self.state.push(msg.model, msg.keys, msg.grads, msg.worker, msg.push_no)
+        rows = self.state.push(msg.model, msg.keys, msg.grads, msg.worker, msg.push_no,
+                               msg.after)
         if rows is None:  # a retry of a push already applied
             return m.PushAck(msg.model, self.coalescer.seq[msg.model])
         return m.PushAck(msg.model, self.coalescer.mark(msg.model, rows))

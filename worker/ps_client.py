@@ -8,7 +8,8 @@ applied, which keeps a single worker's run deterministic however far it pipeline
 A shard that stays silent for `retry_s` (growing to 8 s) is sent every request still
 outstanding on its socket again, in their original order, until `timeout`: the worker blocks
 while a shard restarts instead of dropping work. Pushes carry (worker id, push number), so a
-push whose acknowledgement was lost and that is sent again is applied once.
+push whose acknowledgement was lost and that is sent again is applied once; pulls and pushes
+name the last push sent to their shard, which the shard must have applied first.
 """
 from __future__ import annotations
 
@@ -23,7 +24,7 @@ import numpy as np
 
 from common import messages as m
 from common.config import NodeInfo
-from common.errors import DeltapsError, ProtocolMismatch, StalePull, Timeout
+from common.errors import DeltapsError, MissingPush, ProtocolMismatch, Timeout
 from common.sharding import split_by_shard
 from common.transport import Channel, readable
 
@@ -133,9 +134,9 @@ class PSClient:
             try:
                 req.reply = ch.unwrap(msg)
             except DeltapsError as exc:
-                if getattr(exc, "remote_code", None) == StalePull.code:
-                    # a push before this pull was lost in a reconnect: send it and the pull
-                    # again, in order
+                if getattr(exc, "remote_code", None) == MissingPush.code:
+                    # a push before this request was lost in a reconnect: send it and
+                    # everything after it again, in order
                     self._resend(shard, time.monotonic())
                     continue
                 req.error = exc
@@ -175,7 +176,7 @@ class PSClient:
         self.push_no += 1
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
         tokens = [self._send(k, m.Push(model, keys[idx], grads[idx], self.worker_id,
-                                       self.push_no)) for k, idx in parts]
+                                       self.push_no, self._last_push[k])) for k, idx in parts]
         for k, _idx in parts:
             self._last_push[k] = self.push_no
         return Pending(self, tokens,

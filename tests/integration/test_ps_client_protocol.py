@@ -1,68 +1,91 @@
-"""The worker's PS client against a scripted shard: resends after a stale pull, in order."""
+"""The worker's PS client against a scripted shard: after a missing push it resends in order."""
 from __future__ import annotations
 
+import contextlib
 import threading
 
 import numpy as np
 
 from common import messages as m
 from common.config import NodeInfo
-from common.errors import StalePull
+from common.errors import MissingPush
 from common.transport import RequestServer
+from common.wire import encode
 from worker.ps_client import PSClient
 
+KEYS = np.array([1, 2], np.uint64)
 
-def test_stale_pull_makes_the_client_send_the_lost_push_then_the_pull_again():
+
+@contextlib.contextmanager
+def shard_that_loses_the_first_push():
+    """A one-shard server that checks `after` like a real shard and drops the first push it
+    receives, as a connection dying under it would; yields the requests it saw."""
     seen: list[tuple[str, int]] = []
     applied = {"w": 0}
-    first_push_dropped = []
 
     def on_push(msg):
         seen.append(("push", msg.push_no))
-        applied["w"] = max(applied["w"], msg.push_no)
+        if msg.push_no <= applied["w"]:
+            return m.PushAck(msg.model, 1)
+        if applied["w"] < msg.after:
+            raise MissingPush("push not arrived")
+        applied["w"] = msg.push_no
         return m.PushAck(msg.model, 1)
 
     def on_pull(msg):
         seen.append(("pull", msg.after))
         if applied["w"] < msg.after:
-            raise StalePull("push not arrived")
+            raise MissingPush("push not arrived")
         return m.PullReply(msg.model, 1, np.full(msg.keys.size, applied["w"], np.float32))
 
     handlers = {"hello": lambda msg: m.HelloReply(m.PROTOCOL, "shard", 0, 1, {"ctr": {"bits": 8}}),
                 "push": on_push, "pull": on_pull}
     server = RequestServer("tcp://127.0.0.1:0", handlers, 1 << 20)
     stop = threading.Event()
+    dropped = []
 
     def pump():
         while not stop.is_set():
             if server.sock.poll(20):
                 parts = server.sock.recv_multipart(copy=False)
-                msg_op = bytes(parts[1].buffer[:64])
-                if b"push" in msg_op and not first_push_dropped:
-                    first_push_dropped.append(True)  # lost in a dying connection
+                if b"push" in bytes(parts[1].buffer[:64]) and not dropped:
+                    dropped.append(True)
                     continue
-                server.sock.send_multipart([parts[0]] + list(_answer(server, parts[1:])))
-
-    def _answer(srv, frames):
-        from common.wire import encode
-        reply, rid = srv.dispatch([f.buffer for f in frames])
-        return encode(reply, rid)
+                reply, rid = server.dispatch([f.buffer for f in parts[1:]])
+                server.sock.send_multipart([parts[0]] + list(encode(reply, rid)))
 
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()
     try:
-        client = PSClient([NodeInfo("shard", 0, server.address)], timeout=20, retry_s=5.0,
+        yield server.address, seen
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()
+
+
+def test_a_refused_pull_makes_the_client_send_the_lost_push_then_the_pull_again():
+    with shard_that_loses_the_first_push() as (address, seen):
+        client = PSClient([NodeInfo("shard", 0, address)], timeout=20, retry_s=5.0,
                           worker_id="w")
-        keys = np.array([1, 2], np.uint64)
-        push = client.push_async("ctr", keys, np.ones(2, np.float32))
-        pull = client.pull_async("ctr", keys)
+        push = client.push_async("ctr", KEYS, np.ones(2, np.float32))
+        pull = client.pull_async("ctr", KEYS)
         values = pull.wait()
         push.wait()
         assert values.tolist() == [1.0, 1.0]  # the answer includes push 1
         assert seen[:3] == [("pull", 1), ("push", 1), ("pull", 1)]  # refused, then in order
         assert client.retries >= 2
         client.close()
-    finally:
-        stop.set()
-        thread.join(5)
-        server.close()
+
+
+def test_a_refused_push_makes_the_client_send_the_lost_push_then_itself_again():
+    with shard_that_loses_the_first_push() as (address, seen):
+        client = PSClient([NodeInfo("shard", 0, address)], timeout=20, retry_s=5.0,
+                          worker_id="w")
+        first = client.push_async("ctr", KEYS, np.ones(2, np.float32))
+        second = client.push_async("ctr", KEYS, np.ones(2, np.float32))
+        second.wait()
+        first.wait()
+        assert seen[:3] == [("push", 2), ("push", 1), ("push", 2)]  # refused, then in order
+        assert client.pull("ctr", KEYS).tolist() == [2.0, 2.0]
+        client.close()

@@ -51,6 +51,20 @@ def test_recovery_from_log_alone_is_bit_identical(tmp_path):
     assert again.applied == {"w1": 60}
 
 
+def test_a_push_that_overtakes_the_one_before_it_is_refused_and_nothing_logged(tmp_path):
+    """Were push 3 applied before push 2, the retry of 2 would look like a duplicate."""
+    from common.errors import MissingPush
+    state = make_state(tmp_path / "o")
+    (m1, k1, g1), (m2, k2, g2), (m3, k3, g3) = random_pushes(3)
+    state.push(m1, k1, g1, "w", 1, after=0)
+    with pytest.raises(MissingPush, match="push 3 follows push 2 of worker w"):
+        state.push(m3, k3, g3, "w", 3, after=2)
+    assert state.applied == {"w": 1} and state.last_lsn == 1
+    assert state.push(m2, k2, g2, "w", 2, after=1) is not None
+    assert state.push(m3, k3, g3, "w", 3, after=2) is not None
+    assert state.applied == {"w": 3} and state.last_lsn == 3
+
+
 def test_recovery_from_snapshot_plus_log_and_rotation(tmp_path):
     live = make_state(tmp_path / "s", wal_segment_mb=0)  # 0 MiB: a new segment per record
     pushes = list(random_pushes(90))
