@@ -11,6 +11,10 @@ trained on the planted stream first):
 - single-instance read latency p50/p99/p99.9 at fixed offered rates (open loop: requests are
   sent on a fixed schedule and latency is counted from the *scheduled* send time, so a stall
   is charged to every request it delays: no coordinated omission);
+- the floor under that latency: the same generator against a server that answers every read
+  at once without a model (same wire, same request loop, same time slice). It is what this
+  machine's process wake-ups and loopback cost; on a VM whose idle vCPUs wake slowly it is
+  most of a read's p99, and it drifts with the host, so the replica is judged by its ratio;
 - batched read throughput (1000 instances per request, feature dicts and pre-hashed ids,
   two requests in flight) against scoring the same batches in-process with `ServingModel`
   built from the same weights: the ratio is what the wire and the replica cost;
@@ -42,7 +46,7 @@ from common.config import load_spec
 from common.features import Batch, Featurizer, columnarize
 from common.placement import place
 from common.priority import lower_cpu_priority, request_time_slice
-from common.transport import Channel, readable
+from common.transport import Channel, RequestServer, readable
 from deploy.admin import node_status
 from deploy.local import LocalCluster
 from serving.client import ids_message
@@ -217,6 +221,37 @@ def in_child(fn: str, *args, timeout: float = 600.0) -> dict:
     if status != "ok":
         raise RuntimeError(f"load generator {fn} failed: {value}")
     return value
+
+
+def noop_server(conn, slice_ms: float) -> None:
+    """Answer every predict at once with a fixed one-instance reply until the parent sends
+    anything on `conn` (runs in its own process; sends its address first)."""
+    request_time_slice(slice_ms)  # as a replica does
+    reply = m.PredictReply(MODEL, [0] * SHARDS, 0.0, np.zeros(1, np.float32))
+    server = RequestServer("tcp://127.0.0.1:0", {"predict": lambda _msg: reply}, 1 << 20)
+    conn.send(server.address)
+    while not conn.poll(0):
+        if server.sock.poll(100):
+            server.handle_ready()
+    server.close()
+
+
+def floor_latency(instances: list[dict], rate: float, seconds: float, slice_ms: float) -> dict:
+    """Open-loop single-instance reads at `rate` against `noop_server`: the machine's floor."""
+    ctx = mp.get_context("spawn")
+    parent, child = ctx.Pipe()
+    server = ctx.Process(target=noop_server, args=(child, slice_ms), daemon=True)
+    server.start()
+    try:
+        if not parent.poll(60):
+            raise TimeoutError("the no-op server did not start")
+        return in_child("open_loop", parent.recv(), instances, rate, seconds)
+    finally:
+        parent.send("stop")
+        server.join(10)
+        if server.is_alive():
+            server.kill()
+            server.join()
 
 
 def train_for(shards: list, spec_text: str, seconds: float, seed: int, nice: int,
@@ -400,6 +435,11 @@ def run(ctx) -> dict:
                 f"p99.9 {s['p999_ms']} ms, achieved {s['achieved_per_s']}/s, "
                 f"errors {s['errors']}, lost {s['lost']}")
         details["single"] = sweep
+        details["replica_predict_ms_after_sweep"] = node_status(address, 2.0)["predict"]["ms"]
+        floor = floor_latency(instances, TRAINING_RATE, step_s, cluster.spec.replica_slice_ms)
+        details["floor"] = floor
+        log(f"  {TRAINING_RATE:>5} req/s to a no-op server (the floor): p50 {floor['p50_ms']} ms, "
+            f"p99 {floor['p99_ms']} ms, p99.9 {floor['p999_ms']} ms")
 
         # 2. batched throughput vs in-process scoring
         dict_reqs = [m.Predict(MODEL, b) for b in dict_batches]
@@ -474,6 +514,11 @@ def run(ctx) -> dict:
         figs += [figure(f"reads.single.r{rate}.p50_ms", s["p50_ms"], "ms", LOWER, c),
                  figure(f"reads.single.r{rate}.p99_ms", s["p99_ms"], "ms", LOWER, c),
                  figure(f"reads.single.r{rate}.p999_ms", s["p999_ms"], "ms", LOWER, c)]
+    c = {**conf, "offered_per_s": TRAINING_RATE, "instances_per_request": 1}
+    figs += [figure(f"reads.floor.r{TRAINING_RATE}.p99_ms", floor["p99_ms"], "ms", None, c,
+                    reference=True),
+             figure(f"reads.single.r{TRAINING_RATE}.p99_vs_floor",
+                    _ratio(sweep[TRAINING_RATE], floor), "x", LOWER, c)]
     for k in batched:
         c = {**conf, "instances_per_request": BATCH, "in_flight": 2, "input": k}
         figs += [figure(f"reads.batch{BATCH}.{k}.instances_per_s",
@@ -507,6 +552,8 @@ def run(ctx) -> dict:
                 s["send_lag"]["p99_ms"], s["achieved_per_s"], s["errors"] + s["lost"]]
 
     rows = [single(f"single instance, {r} req/s offered", s) for r, s in sweep.items()]
+    rows += [single(f"single instance, {TRAINING_RATE} req/s, to a server answering without a "
+                    "model (the floor)", floor)]
     rows += [single(f"single instance, {TRAINING_RATE} req/s, idle", idle)]
     rows += [single(f"single instance, {TRAINING_RATE} req/s, worker training at nice "
                     f"{worker['nice']} ({worker['events_per_s']:,.0f} ev/s)", reads)
@@ -523,9 +570,17 @@ def run(ctx) -> dict:
               batched[k]["p50_ms"], batched[k]["p99_ms"], batched[k]["p999_ms"], "", "",
               round(batched[k]["requests"] / batched[k]["seconds"], 1), batched[k]["errors"]]
              for k in batched]
+    own = details["replica_predict_ms_after_sweep"]
     notes = [f"One replica of model '{MODEL}' (synthetic_spec_toml(), 22 bits) trained on "
              f"{train_events:,d} planted events; reads are held-out planted events as JSON-like "
              "feature dicts, sent by a separate process over tcp loopback.",
+             f"The floor: the same generator against a server that answers at once without a "
+             f"model; at {TRAINING_RATE} req/s the replica's p99 is "
+             f"{_ratio(sweep[TRAINING_RATE], floor)}x the floor's. The replica's own time per "
+             "read (receipt to reply, over its last 2048 reads, from its status): p50/p99 "
+             f"{own['p50']}/{own['p99']} ms after the rate sweep, "
+             f"{training['replica_predict_ms']['p50']}/{training['replica_predict_ms']['p99']} "
+             "ms after the reads while training.",
              "Open loop: latency counts from each request's scheduled send time, so stalls are "
              "charged to every request they delay ('from send': from the moment it left; "
              "'send lag': how late the generator itself was).",
