@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?=
 EVENTS ?= 200000
 
-.PHONY: setup demo test test-unit test-integration bench bench-compare clean
+.PHONY: setup demo test test-unit test-integration bench bench-baseline bench-compare clean
 
 $(BIN)/deltaps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,6 +31,12 @@ test-integration: setup
 ## Benchmarks: JSON + markdown in bench/results/ (BENCH_ARGS=--quick for a short run).
 bench: setup
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+## Make bench/baseline.json from full runs of one commit, noise bands measured between them:
+## make bench-baseline RUNS="bench/results/A.json bench/results/B.json bench/results/C.json"
+RUNS ?=
+bench-baseline: setup
+	$(BIN)/python -m bench.baseline $(RUNS)
 
 ## Compare the latest run with a stored baseline: BASELINE=bench/baseline.json
 BASELINE ?= bench/baseline.json

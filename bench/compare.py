@@ -4,7 +4,8 @@ Why: speed and quality regress a little at a time; a noise band per figure separ
 regression from a noisy 2-core machine. A figure is worse when it moved the wrong way (its
 `better` direction: higher for events/s and AUC, lower for logloss, latency, CPU) by more than
 its band, relative to the baseline. Bands: the figure's own (`band`, set by the section: tight
-for deterministic quality figures) or `--band` (default 15%) for timings.
+for deterministic quality figures, or measured across runs of one commit by `bench.baseline`;
+the wider side's counts) or `--band` (default 15%) for timings.
 
 A figure whose settings (its `config` other than the command text: events, batch size,
 optimizer...) differ between the runs is "not comparable", never a regression.
@@ -52,7 +53,7 @@ def compare(baseline: dict, run: dict, band: float = 0.15) -> tuple[list[dict], 
         better = direction(b)
         va, vb = a.get("value"), b.get("value")
         row = {"name": name, "baseline": va, "run": vb, "unit": b.get("unit", ""),
-               "better": better, "band": b.get("band", band)}
+               "better": better, "band": figure_band(a, b, band)}
         if better is None or not _number(va) or not _number(vb):
             row["verdict"] = "info"
         elif _settings(a) != _settings(b):
@@ -71,6 +72,13 @@ def compare(baseline: dict, run: dict, band: float = 0.15) -> tuple[list[dict], 
         verdicts.append(row)
     only = sorted((old.keys() ^ new.keys()))
     return verdicts, [f"{n} (only in {'baseline' if n in old else 'run'})" for n in only]
+
+
+def figure_band(a: dict, b: dict, default: float) -> float:
+    """The wider of the bands the two sides carry (a baseline made by `bench.baseline` carries
+    measured ones), else `default`."""
+    own = [f["band"] for f in (a, b) if _number(f.get("band"))]
+    return max(own) if own else default
 
 
 def _peak_load(machine: dict) -> float:
