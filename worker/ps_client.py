@@ -135,13 +135,24 @@ class PSClient:
                 req.reply = ch.unwrap(msg)
             except DeltapsError as exc:
                 if getattr(exc, "remote_code", None) == MissingPush.code:
-                    # a push before this request was lost in a reconnect: send it and
-                    # everything after it again, in order
-                    self._resend(shard, time.monotonic())
-                    continue
+                    if self._unanswered_push(shard, req.msg.after):
+                        # that push was lost in a reconnect: send it and everything after
+                        # it again, in order
+                        self._resend(shard, time.monotonic())
+                        continue
+                    exc = DeltapsError(
+                        f"shard {shard} no longer has push {req.msg.after} of worker "
+                        f"{self.worker_id}, which it acknowledged: its state was lost or "
+                        "restored from an older copy; sending again cannot repair that")
                 req.error = exc
             self._heard[shard] = time.monotonic()
             self._backoff[shard] = self.retry_s
+
+    def _unanswered_push(self, shard: int, push_no: int) -> bool:
+        """Whether push `push_no` to `shard` is still waiting for its acknowledgement."""
+        return any(r.shard == shard and r.reply is None and r.error is None
+                   and isinstance(r.msg, m.Push) and r.msg.push_no == push_no
+                   for r in self._requests.values())
 
     def _resend(self, shard: int, now: float) -> None:
         """Send every unanswered request of this shard again, oldest first."""

@@ -8,7 +8,9 @@ import numpy as np
 
 from common import messages as m
 from common.config import NodeInfo
-from common.errors import MissingPush
+import pytest
+
+from common.errors import DeltapsError, MissingPush
 from common.transport import RequestServer
 from common.wire import encode
 from worker.ps_client import PSClient
@@ -17,9 +19,10 @@ KEYS = np.array([1, 2], np.uint64)
 
 
 @contextlib.contextmanager
-def shard_that_loses_the_first_push():
+def shard_that_loses_the_first_push(forget_after: int | None = None):
     """A one-shard server that checks `after` like a real shard and drops the first push it
-    receives, as a connection dying under it would; yields the requests it saw."""
+    receives, as a connection dying under it would; yields the requests it saw. With
+    `forget_after`, it loses everything once it has applied that push (a wiped disk)."""
     seen: list[tuple[str, int]] = []
     applied = {"w": 0}
 
@@ -29,7 +32,7 @@ def shard_that_loses_the_first_push():
             return m.PushAck(msg.model, 1)
         if applied["w"] < msg.after:
             raise MissingPush("push not arrived")
-        applied["w"] = msg.push_no
+        applied["w"] = 0 if msg.push_no == forget_after else msg.push_no
         return m.PushAck(msg.model, 1)
 
     def on_pull(msg):
@@ -88,4 +91,16 @@ def test_a_refused_push_makes_the_client_send_the_lost_push_then_itself_again():
         first.wait()
         assert seen[:3] == [("push", 2), ("push", 1), ("push", 2)]  # refused, then in order
         assert client.pull("ctr", KEYS).tolist() == [2.0, 2.0]
+        client.close()
+
+
+def test_a_shard_that_lost_an_acknowledged_push_is_an_error_not_a_resend_loop():
+    with shard_that_loses_the_first_push(forget_after=2) as (address, seen):
+        client = PSClient([NodeInfo("shard", 0, address)], timeout=20, retry_s=0.2,
+                          worker_id="w")
+        client.push_async("ctr", KEYS, np.ones(2, np.float32))  # lost, then sent again
+        client.push("ctr", KEYS, np.ones(2, np.float32))  # acknowledged, then forgotten
+        with pytest.raises(DeltapsError, match="shard 0 no longer has push 2 of worker w"):
+            client.pull("ctr", KEYS)
+        assert len(seen) < 10  # refused once, not sent again and again
         client.close()
