@@ -15,7 +15,7 @@ from pathlib import Path
 
 import click
 
-from bench.compare import _number, _settings, direction
+from bench.compare import is_number, settings_of, direction
 from bench.report import all_figures
 
 DEFAULT_OUT = Path(__file__).resolve().parent / "baseline.json"
@@ -37,9 +37,9 @@ def measured_bands(runs: list[dict]) -> dict[str, float]:
     bands = {}
     for name in set.intersection(*(set(f) for f in figures)):
         same = [f[name] for f in figures]
-        if direction(same[-1]) is None or not all(_number(f.get("value")) for f in same):
+        if direction(same[-1]) is None or not all(is_number(f.get("value")) for f in same):
             continue
-        if any(_settings(f) != _settings(same[-1]) for f in same):
+        if any(settings_of(f) != settings_of(same[-1]) for f in same):
             continue
         bands[name] = spread([f["value"] for f in same])
     return bands

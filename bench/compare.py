@@ -54,12 +54,12 @@ def compare(baseline: dict, run: dict, band: float = 0.15) -> tuple[list[dict], 
         va, vb = a.get("value"), b.get("value")
         row = {"name": name, "baseline": va, "run": vb, "unit": b.get("unit", ""),
                "better": better, "band": figure_band(a, b, band)}
-        if better is None or not _number(va) or not _number(vb):
+        if better is None or not is_number(va) or not is_number(vb):
             row["verdict"] = "info"
-        elif _settings(a) != _settings(b):
+        elif settings_of(a) != settings_of(b):
             row["verdict"] = "not comparable"
-            row["differs"] = sorted(k for k in _settings(a).keys() | _settings(b).keys()
-                                    if _settings(a).get(k) != _settings(b).get(k))
+            row["differs"] = sorted(k for k in settings_of(a).keys() | settings_of(b).keys()
+                                    if settings_of(a).get(k) != settings_of(b).get(k))
         else:
             rel = change(va, vb, better)
             row["change"] = rel
@@ -77,7 +77,7 @@ def compare(baseline: dict, run: dict, band: float = 0.15) -> tuple[list[dict], 
 def figure_band(a: dict, b: dict, default: float) -> float:
     """The wider of the bands the two sides carry (a baseline made by `bench.baseline` carries
     measured ones), else `default`."""
-    own = [f["band"] for f in (a, b) if _number(f.get("band"))]
+    own = [f["band"] for f in (a, b) if is_number(f.get("band"))]
     return max(own) if own else default
 
 
@@ -86,12 +86,12 @@ def _peak_load(machine: dict) -> float:
     return max(samples + [machine.get("load_before", [0.0])[0]])
 
 
-def _settings(fig: dict) -> dict:
+def settings_of(fig: dict) -> dict:
     """What a figure was measured on, minus the command text (it names scratch paths)."""
     return {k: v for k, v in fig.get("config", {}).items() if k != "command"}
 
 
-def _number(x) -> bool:
+def is_number(x) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 

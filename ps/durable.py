@@ -90,14 +90,19 @@ class ShardState:
         if worker and push_no <= self.applied.get(worker, 0):
             self.duplicates += 1
             return None
-        if worker and self.applied.get(worker, 0) < after:
-            raise MissingPush(f"push {push_no} follows push {after} of worker {worker}, "
-                              "which has not arrived")
+        self.require_applied(worker, after, f"push {push_no}")
         self.last_lsn = self.wal.append(encode_push(model, worker, push_no, keys, grads))
         store.apply(rows, grads)
         if worker:
             self.applied[worker] = push_no
         return rows
+
+    def require_applied(self, worker: str, push_no: int, request: str) -> None:
+        """Refuse `request` (a pull or push that must follow `worker`'s push `push_no`) while
+        that push has not been applied: it was lost in a reconnect and is coming again."""
+        if worker and self.applied.get(worker, 0) < push_no:
+            raise MissingPush(f"{request} follows push {push_no} of worker {worker}, "
+                              "which has not arrived")
 
     # --- snapshots and recovery ---------------------------------------------------------------
 

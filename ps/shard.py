@@ -18,7 +18,7 @@ from pathlib import Path
 from common import messages as m
 from common.checksum import weights_checksum
 from common.config import ClusterSpec
-from common.errors import InvalidValue, MissingPush, ProtocolMismatch
+from common.errors import InvalidValue, ProtocolMismatch
 from common.placement import current_cpus
 from common.transport import EventLoop, Publisher, RequestServer
 from ps.durable import ShardState
@@ -83,9 +83,7 @@ class ShardNode:
                             {name: {"bits": s.spec.bits} for name, s in self.stores.items()})
 
     def on_pull(self, msg: m.Pull) -> m.PullReply:
-        if msg.worker and self.state.applied.get(msg.worker, 0) < msg.after:
-            raise MissingPush(f"pull follows push {msg.after} of worker {msg.worker}, "
-                            "which has not arrived")
+        self.state.require_applied(msg.worker, msg.after, "pull")
         return m.PullReply(msg.model, self.coalescer.seq.get(msg.model, 0),
                            self.state.store(msg.model).pull(msg.keys))
 
