@@ -52,9 +52,9 @@ def run(ctx) -> dict:
         replicas = [Channel(n.address) for n in c.cluster.replicas()]
         idle = _stats(_probe(client, replicas, samples, 0.01))
         trainer = subprocess.Popen(
-            [sys.executable, "-m", "worker", "synthetic:100000000:3", "--cluster", str(c.path),
-             "--batch-size", "4096"], cwd=REPO, stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL)
+            [sys.executable, "-m", "deploy.nodes.worker", "synthetic:100000000:3",
+             "--cluster", str(c.path), "--batch-size", "4096"], cwd=REPO,
+            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         time.sleep(2.0)  # let it reach full speed
         if trainer.poll() is not None:
             raise RuntimeError(f"training process exited with {trainer.returncode}")

@@ -41,14 +41,14 @@ from pathlib import Path
 import numpy as np
 
 from common import messages as m
-from common.allocator import keep_message_buffers_on_heap
 from common.config import load_spec
 from common.features import Batch, Featurizer, columnarize
-from common.placement import place
-from common.priority import lower_cpu_priority, request_time_slice
 from common.transport import Channel, RequestServer, readable
 from deploy.admin import node_status
 from deploy.local import LocalCluster
+from deploy.runtime.allocator import keep_message_buffers_on_heap
+from deploy.runtime.placement import place
+from deploy.runtime.priority import lower_cpu_priority, request_time_slice
 from serving.client import ids_message
 from serving.model import ServingModel
 from worker.ps_client import PSClient

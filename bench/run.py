@@ -22,7 +22,7 @@ import click
 
 from bench import (adaptive, durability, footprint, freshness, machine, reads, report, training,
                    vw)
-from common.allocator import keep_message_buffers_on_heap
+from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT_MOVIELENS = REPO.parent / "shared" / "data" / "movielens-100k"

@@ -13,10 +13,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.cpus import MAX_SLICE_MS, MIN_SLICE_MS, parse_cpu_list
 from common.errors import ConfigError, find_model
 from common.features import FeatureSpec, Transform
-from common.placement import parse_cpu_list
-from common.priority import MAX_SLICE_MS, MIN_SLICE_MS
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 OPTIMIZERS = ("ftrl", "adagrad", "sgd")

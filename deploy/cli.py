@@ -17,12 +17,12 @@ import click
 
 from common.config import ClusterFile, load_spec
 from common.errors import DeltapsError
-from common.placement import cpus_for
 from deploy.admin import cluster_status, take_snapshots, verify, wait_ready
 from deploy.layout import cluster_file_path, plan_cluster
-from ps.__main__ import main as shard_command
-from serving.__main__ import main as serve_command
-from worker.__main__ import main as train_command
+from deploy.nodes.replica import main as serve_command
+from deploy.nodes.shard import main as shard_command
+from deploy.nodes.worker import main as train_command
+from deploy.runtime.placement import cpus_for
 
 CLUSTER_OPTION = click.option("--cluster", "cluster_file", default=".deltaps/cluster.json",
                               show_default=True, help="Cluster file of the running cluster.")

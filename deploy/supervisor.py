@@ -36,7 +36,7 @@ class Managed:
 
 
 def node_command(info: NodeInfo, cluster_file: Path) -> list[str]:
-    module = {"shard": "ps", "replica": "serving"}[info.role]
+    module = {"shard": "deploy.nodes.shard", "replica": "deploy.nodes.replica"}[info.role]
     return [sys.executable, "-m", module, "--cluster", str(cluster_file),
             "--index", str(info.index)]
 

@@ -19,7 +19,7 @@ from common import messages as m
 from common.checksum import weights_checksum
 from common.config import ClusterSpec
 from common.errors import InvalidValue, ProtocolMismatch
-from common.placement import current_cpus
+from common.cpus import current_cpus
 from common.transport import EventLoop, Publisher, RequestServer
 from ps.durable import ShardState
 from ps.publisher import Coalescer

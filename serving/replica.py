@@ -40,7 +40,7 @@ import numpy as np
 from common import messages as m
 from common.config import ClusterSpec, NodeInfo
 from common.errors import DeltapsError, ProtocolMismatch, find_model
-from common.placement import current_cpus
+from common.cpus import current_cpus
 from common.transport import Channel, EventLoop, RequestServer, Subscriber
 from serving.cache import PredictionCache, ids_key, instances_key
 from serving.model import ServingModel, check_csr

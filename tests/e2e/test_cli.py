@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from common.config import ClusterFile
-from common.placement import format_cpu_list
-from common.priority import time_slice_ms
+from common.cpus import format_cpu_list
+from deploy.runtime.priority import time_slice_ms
 
 REPO = Path(__file__).resolve().parents[2]
 

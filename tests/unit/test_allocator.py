@@ -1,4 +1,5 @@
-"""common.allocator: after the call, a message-sized allocation comes from the heap, not mmap."""
+"""deploy.runtime.allocator: after the call, a message-sized allocation comes from the heap,
+not mmap."""
 from __future__ import annotations
 
 import ctypes
@@ -12,7 +13,7 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 CHILD = """
 import ctypes, sys
-from common.allocator import keep_message_buffers_on_heap
+from deploy.runtime.allocator import keep_message_buffers_on_heap
 class MallInfo2(ctypes.Structure):
     _fields_ = [(n, ctypes.c_size_t) for n in ("arena", "ordblks", "smblks", "hblks", "hblkhd",
                 "usmblks", "fsmblks", "uordblks", "fordblks", "keepcost")]

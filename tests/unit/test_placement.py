@@ -1,5 +1,5 @@
-"""common.placement: CPU lists parse and print in the kernel's format; replicas get the CPUs
-`serving_cpus` reserves and shards and workers the rest; pinning reaches every thread."""
+"""deploy.runtime.placement: replicas get the CPUs `serving_cpus` reserves and shards and
+workers the rest; pinning reaches every thread."""
 from __future__ import annotations
 
 import os
@@ -10,35 +10,9 @@ from pathlib import Path
 import pytest
 
 from common.errors import ConfigError
-from common.placement import cpus_for, format_cpu_list, parse_cpu_list
+from deploy.runtime.placement import cpus_for
 
 REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.mark.parametrize("text, cpus", [
-    ("", set()), ("  ", set()), ("1", {1}), ("2-3", {2, 3}), ("0,4-6", {0, 4, 5, 6}),
-    (" 1 , 3-4 ", {1, 3, 4}), ("3,3", {3}),
-])
-def test_cpu_lists_parse_like_the_kernel_writes_them(text, cpus):
-    assert parse_cpu_list(text) == cpus
-
-
-@pytest.mark.parametrize("text, err", [
-    ("a", "'a' is not a CPU number"), ("1,,2", "'' is not a CPU number"),
-    ("3-1", "'3-1' is not a CPU number or an increasing range"), ("-1", "'-1'"),
-    ("1-", "'1-'"), ("1.5", "'1.5'"),
-])
-def test_bad_cpu_lists_name_the_wrong_part(text, err):
-    with pytest.raises(ValueError, match=err):
-        parse_cpu_list(text)
-
-
-@pytest.mark.parametrize("cpus, text", [
-    (set(), ""), ({0}, "0"), ({0, 1, 2, 5}, "0-2,5"), ({7, 3, 4}, "3-4,7"),
-])
-def test_cpu_lists_print_in_the_kernel_format(cpus, text):
-    assert format_cpu_list(cpus) == text
-    assert parse_cpu_list(text) == cpus
 
 
 def test_replicas_get_the_reserved_cpus_and_training_the_rest():
@@ -61,7 +35,7 @@ def test_a_reservation_this_machine_cannot_honour_is_refused():
 
 PIN = """
 import os, threading
-from common.placement import pin_to_cpus
+from deploy.runtime.placement import pin_to_cpus
 started = threading.Event(); done = threading.Event()
 threading.Thread(target=lambda: (started.set(), done.wait())).start()
 started.wait()

@@ -1,4 +1,4 @@
-"""common.priority: a worker lowers every thread's CPU priority, never raises it; a replica
+"""deploy.runtime.priority: a worker lowers every thread's CPU priority, never raises it; a replica
 asks for a short time slice on every thread, keeping its niceness."""
 from __future__ import annotations
 
@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from common.priority import request_time_slice, time_slice_ms
+from deploy.runtime.priority import request_time_slice, time_slice_ms
 
 REPO = Path(__file__).resolve().parents[2]
 WITH_A_SECOND_THREAD = """
 import os, threading
-from common.priority import lower_cpu_priority, request_time_slice, time_slice_ms
+from deploy.runtime.priority import lower_cpu_priority, request_time_slice, time_slice_ms
 started = threading.Event(); done = threading.Event()
 threading.Thread(target=lambda: (started.set(), done.wait())).start()
 started.wait()

@@ -1,14 +1,12 @@
 """CPU placement: keep serving replicas on CPUs that training does not use.
 
-Priority (`common/priority.py`) decides who runs first on a CPU that training and serving
-share; it cannot stop a read from waiting behind a shard or worker that is inside a system
-call, or behind the other tasks a wake-up has to queue after. Reserving CPUs removes the
+Priority (`deploy/runtime/priority.py`) decides who runs first on a CPU that training and
+serving share; it cannot stop a read from waiting behind a shard or worker that is inside a
+system call, or behind the other tasks a wake-up has to queue after. Reserving CPUs removes the
 sharing: with `[cluster] serving_cpus` set, every replica pins itself to those CPUs and every
 shard and training worker (`deltaps train`) to the CPUs left, so a read's path (the replica's
 threads and the network work they do) never queues behind training. What it costs: training
-has fewer CPUs. On 2 cores, with one reserved, read p99 while a worker trains went from
-2.1-2.8x to 1.2-1.4x idle, and the worker trained within 10% of its shared-core speed (one
-worker uses about one core anyway); see bench/reads.py.
+has fewer CPUs (bench/reads.py measures both sides).
 
 Pinning applies to every thread of the process (Linux keeps affinity per thread, and threads
 started at import, such as OpenBLAS's, exist already); threads started later inherit it.
@@ -17,40 +15,12 @@ from __future__ import annotations
 
 import os
 
+from common.cpus import format_cpu_list, parse_cpu_list
 from common.errors import ConfigError
-from common.priority import own_threads
+from deploy.runtime.priority import own_threads
 
 SERVING_ROLES = ("replica",)
 TRAINING_ROLES = ("shard", "worker")
-
-
-def parse_cpu_list(text: str) -> frozenset[int]:
-    """CPUs in the kernel's list format ("1", "2-3", "0,4-7"); empty text: none. Raises
-    ValueError naming the part that is wrong."""
-    if not text.strip():
-        return frozenset()
-    cpus: set[int] = set()
-    for part in (p.strip() for p in text.split(",")):
-        lo, dash, hi = part.partition("-")
-        try:
-            first, last = int(lo), int(hi) if dash else int(lo)
-        except ValueError:
-            raise ValueError(f"{part!r} is not a CPU number or a range like 2-3") from None
-        if first < 0 or last < first:
-            raise ValueError(f"{part!r} is not a CPU number or an increasing range")
-        cpus.update(range(first, last + 1))
-    return frozenset(cpus)
-
-
-def format_cpu_list(cpus) -> str:
-    """The kernel's list format of a set of CPUs: {0, 1, 2, 5} -> "0-2,5"."""
-    ranges: list[list[int]] = []
-    for cpu in sorted(cpus):
-        if ranges and cpu == ranges[-1][1] + 1:
-            ranges[-1][1] = cpu
-        else:
-            ranges.append([cpu, cpu])
-    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in ranges)
 
 
 def cpus_for(role: str, serving_cpus: str, allowed=None) -> frozenset[int] | None:
@@ -76,11 +46,6 @@ def cpus_for(role: str, serving_cpus: str, allowed=None) -> frozenset[int] | Non
         raise ConfigError(f"[cluster] serving_cpus = {serving_cpus!r} leaves no CPU for shards "
                           f"and workers (allowed: {format_cpu_list(allowed)})")
     return left
-
-
-def current_cpus() -> str:
-    """The CPUs this process may run on, in list format (what a node reports in its status)."""
-    return format_cpu_list(os.sched_getaffinity(0))
 
 
 def pin_to_cpus(cpus) -> frozenset[int]:

@@ -22,11 +22,12 @@ import ctypes
 import os
 import struct
 
+from common.cpus import MAX_SLICE_MS, MIN_SLICE_MS
+
 # sched_setattr / sched_getattr syscall numbers (glibc has no wrapper); other machines: none.
 _SYSCALLS = {"x86_64": (314, 315), "aarch64": (274, 275)}
 _SCHED_ATTR = struct.Struct("=IIQiIQQQ")  # struct sched_attr, SCHED_ATTR_SIZE_VER0 (48 bytes)
 _SCHED_OTHER = 0
-MIN_SLICE_MS, MAX_SLICE_MS = 0.1, 100.0  # the kernel clamps a requested slice to this range
 
 
 def own_threads() -> list[int]:

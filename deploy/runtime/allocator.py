@@ -4,9 +4,8 @@ zmq copies every frame below `transport.COPY_THRESHOLD` (4 MiB) into a buffer it
 receives every message into one. glibc serves an allocation above its mmap threshold (128 KiB
 at start) with a fresh mmap: page faults to fill it, a munmap when freed. The threshold only
 rises on its own once a process happens to free such a block, so whether a node pays that for
-every pull, push and batched read depended on its history: measured, a client sending 640 KB
-predicts ran at 2,000 requests/s in one state and 3,100 in the other. Nodes therefore fix the
-thresholds at start, the way glibc's own adjustment would leave them.
+every pull, push and batched read would depend on its history, and so would its throughput.
+Nodes therefore fix the thresholds at start, the way glibc's own adjustment would leave them.
 """
 from __future__ import annotations
 
@@ -24,7 +23,7 @@ def keep_message_buffers_on_heap() -> bool:
     before returning it to the system. True if set; False where malloc is not glibc's.
 
     Larger thresholds buy nothing more (bigger frames are sent without copying) and cost
-    resident memory: at 16/32 MiB a shard held 3.3 B more per slot of a 4M-slot model."""
+    resident memory: every node would keep more freed heap."""
     if platform.libc_ver()[0] != "glibc":
         return False
     mallopt = ctypes.CDLL(None).mallopt

@@ -1,16 +1,17 @@
-"""`deltaps serve` / `python -m serving`: run one serving replica until SIGTERM."""
+"""`deltaps serve` / `python -m deploy.nodes.replica`: run one serving replica until SIGTERM."""
 from __future__ import annotations
 
 import logging
 
 import click
 
-from common.allocator import keep_message_buffers_on_heap
+from common.cpus import format_cpu_list
 from common.errors import DeltapsError
 from common.logs import setup_logging
-from common.nodeopts import node_options, resolve_node
-from common.placement import format_cpu_list, place
-from common.priority import request_time_slice
+from deploy.runtime.allocator import keep_message_buffers_on_heap
+from deploy.runtime.options import node_options, resolve_node
+from deploy.runtime.placement import place
+from deploy.runtime.priority import request_time_slice
 from serving.replica import ReplicaNode
 
 
@@ -19,7 +20,8 @@ log = logging.getLogger("deltaps.replica")
 
 def ask_for_short_slice(slice_ms: float) -> None:
     """Reads are latency-critical: ask the scheduler to run this replica soon after a read
-    wakes it (common/priority.py). Threads started later (zmq's, HTTP's) inherit the slice."""
+    wakes it (deploy/runtime/priority.py). Threads started later (zmq's, HTTP's) inherit the
+    slice."""
     if not slice_ms:
         return
     got = request_time_slice(slice_ms)

@@ -1,4 +1,4 @@
-"""`deltaps train` / `python -m worker`: stream a source into a running cluster."""
+"""`deltaps train` / `python -m deploy.nodes.worker`: stream a source into a running cluster."""
 from __future__ import annotations
 
 import json
@@ -7,11 +7,11 @@ import sys
 
 import click
 
-from common.allocator import keep_message_buffers_on_heap
 from common.config import ClusterFile
 from common.errors import DeltapsError
-from common.placement import place
-from common.priority import lower_cpu_priority
+from deploy.runtime.allocator import keep_message_buffers_on_heap
+from deploy.runtime.placement import place
+from deploy.runtime.priority import lower_cpu_priority
 from worker.ps_client import PSClient
 from worker.sources import open_source
 from worker.trainer import Trainer

@@ -1,15 +1,16 @@
-"""`deltaps shard` / `python -m ps`: run one shard node until SIGTERM."""
+"""`deltaps shard` / `python -m deploy.nodes.shard`: run one shard node until SIGTERM."""
 from __future__ import annotations
 
 import logging
 
 import click
 
-from common.allocator import keep_message_buffers_on_heap
+from common.cpus import format_cpu_list
 from common.errors import DeltapsError
 from common.logs import setup_logging
-from common.nodeopts import node_options, resolve_node
-from common.placement import format_cpu_list, place
+from deploy.runtime.allocator import keep_message_buffers_on_heap
+from deploy.runtime.options import node_options, resolve_node
+from deploy.runtime.placement import place
 from ps.shard import ShardNode
 
 log = logging.getLogger("deltaps.shard")
