@@ -49,8 +49,8 @@ from common.features import Batch
 from deploy.admin import node_status
 from deploy.local import LocalCluster
 from worker.ps_client import PSClient
-from worker.sources import MOVIELENS_SPEC_TOML, ChunkCutter, MovieLensSource
-from worker.synthetic import SyntheticStream, synthetic_spec_toml
+from worker.sources import (MOVIELENS_SPEC_TOML, ChunkCutter, MovieLensSource, SyntheticStream,
+                            synthetic_spec_toml)
 from worker.trainer import Trainer
 
 SHARDS, REPLICAS = 2, 1

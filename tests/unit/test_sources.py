@@ -13,8 +13,8 @@ import pytest
 from common.config import load_spec
 from common.features import CATEGORICAL, NUMERIC, Batch, Featurizer, concat_batches
 from worker.sources import (CRITEO_SCHEMA, MAX_REPORTED, MOVIELENS_SPEC_TOML, DelimitedSource,
-                            JsonLinesSource, MovieLensSource, open_source, parse_schema)
-from worker.synthetic import SyntheticStream, write_synthetic
+                            JsonLinesSource, MovieLensSource, SyntheticStream, open_source,
+                            parse_schema, write_synthetic)
 
 REPO = Path(__file__).resolve().parents[2]
 MOVIELENS = (REPO / "../shared/data/movielens-100k").resolve()

@@ -8,9 +8,10 @@ import numpy as np
 import pytest
 
 from common.features import CATEGORICAL, NUMERIC, Transform, concat_batches
-from worker.sources import CRITEO_SCHEMA, DelimitedSource, JsonLinesSource
-from worker.synthetic import (CARDINALITIES, CATEGORICAL_FIELDS, NUMERIC_FIELDS, SyntheticStream,
-                              binary_entropy, count_buckets, write_synthetic)
+from worker.sources import (CRITEO_SCHEMA, DelimitedSource, JsonLinesSource, SyntheticStream,
+                            write_synthetic)
+from worker.sources.planted import (CARDINALITIES, CATEGORICAL_FIELDS, NUMERIC_FIELDS,
+                                    binary_entropy, count_buckets)
 
 CHUNK = 2000
 
