@@ -15,7 +15,7 @@ from common import messages as m
 from common.wire import encode
 from deploy.local import LocalCluster
 from worker.ps_client import PSClient
-from worker.synthetic import SyntheticStream, synthetic_spec_toml
+from worker.sources import SyntheticStream, synthetic_spec_toml
 from worker.trainer import Trainer
 
 

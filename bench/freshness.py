@@ -19,7 +19,7 @@ from common import messages as m
 from common.transport import Channel
 from deploy.local import REPO, LocalCluster
 from worker.ps_client import PSClient
-from worker.synthetic import synthetic_spec_toml
+from worker.sources import synthetic_spec_toml
 
 SLOT = np.array([6], np.uint64)  # one slot of shard 0
 

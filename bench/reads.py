@@ -52,7 +52,7 @@ from deploy.runtime.priority import lower_cpu_priority, request_time_slice
 from serving.client import ids_message
 from serving.model import ServingModel
 from worker.ps_client import PSClient
-from worker.synthetic import SyntheticStream, synthetic_spec_toml
+from worker.sources import SyntheticStream, synthetic_spec_toml
 from worker.trainer import Trainer
 
 SHARDS, REPLICAS = 2, 1

@@ -19,8 +19,9 @@ round r). Quality is taken from one round: a single worker learns the same weigh
 (worker.trainer), and every round's logloss and AUC are kept to show it.
 
 Two sections:
-- planted: the seeded Criteo-like stream (worker.synthetic) at large batch sizes: throughput,
-  and logloss against the Bayes-optimal floor the planted model gives; batch 4096 also with
+- planted: the seeded Criteo-like stream (worker.sources.synthetic) at large batch sizes:
+  throughput, and logloss against the Bayes-optimal floor the planted model gives (and how
+  fast the stream itself is generated, untimed in the training figures); batch 4096 also with
   bounded delay 1 (`Setting`), to show what overlapping the shards' work with the worker's buys
   and what the staler gradients cost.
 - movielens: MovieLens-100k at batch sizes 1..256: what mini-batching costs in quality
@@ -49,8 +50,8 @@ from common.features import Batch
 from deploy.admin import node_status
 from deploy.local import LocalCluster
 from worker.ps_client import PSClient
-from worker.sources import MOVIELENS_SPEC_TOML, ChunkCutter, MovieLensSource
-from worker.synthetic import SyntheticStream, synthetic_spec_toml
+from worker.sources import (MOVIELENS_SPEC_TOML, ChunkCutter, MovieLensSource, SyntheticStream,
+                            synthetic_spec_toml)
 from worker.trainer import Trainer
 
 SHARDS, REPLICAS = 2, 1
@@ -388,7 +389,10 @@ def planted(ctx) -> dict:
     """deltaps vs VW on the planted stream: throughput at large batches, logloss vs the floor."""
     n = ctx.events
     stream = SyntheticStream(n, SEED)
+    t0 = time.perf_counter()
     chunks = take(stream, None)
+    generated_per_s = n / (time.perf_counter() - t0)
+    ctx.log(f"  generated {n:,d} planted events at {generated_per_s:,.0f} events/s")
     bayes = stream.bayes_logloss
     vw_res, runs = vw_and_deltaps(ctx, "planted", chunks, synthetic_spec_toml(), "ctr",
                                   {s: chunks for s in ctx.planted_settings}, ctx.repeats)
@@ -397,12 +401,16 @@ def planted(ctx) -> dict:
     stream_cfg = {"stream": f"synthetic:{n}:{SEED}", "events": n}
     figs = _figures("planted", runs, vw_res)
     figs.append(figure("planted.bayes_logloss", bayes, "nats", None, stream_cfg))
+    figs.append(figure("planted.stream.generated_events_per_s", round(generated_per_s),
+                       "events/s", HIGHER, {**stream_cfg, "chunk": CHUNK}))
     figs += [figure(f"planted.deltaps.{s.label}.excess_over_bayes",
                     round(r["logloss"] - bayes, 5), "nats", LOWER, stream_cfg, band=0.1)
              for s, r in runs.items()]
-    notes = [f"Stream synthetic:{n}:{SEED} (worker.synthetic), model spec "
+    notes = [f"Stream synthetic:{n}:{SEED} (worker.sources.synthetic), model spec "
              "synthetic_spec_toml() (FTRL alpha 0.05, beta 1, 22 bits); events served from "
-             "memory to deltaps, from a text file or VW's cache to VW."] + _notes(vw_res, runs)
+             "memory to deltaps, from a text file or VW's cache to VW.",
+             f"Generating the stream (reading it in {CHUNK:,d}-event chunks, untimed in the "
+             f"training figures): {generated_per_s:,.0f} events/s."] + _notes(vw_res, runs)
     return {"figures": figs, "table": {"columns": COLUMNS, "rows": rows}, "notes": notes,
             "details": {"vw": _public(vw_res),
                         "deltaps": {k.label: v for k, v in runs.items()}}}

@@ -217,7 +217,7 @@ def predict(instances, cluster_file, model, timeout):
 @click.option("--format", "fmt", default="tsv", type=click.Choice(["tsv", "jsonl"]))
 def synth(events, seed, out, fmt):
     """Write EVENTS events of the seeded synthetic stream (Criteo-like TSV or JSON lines)."""
-    from worker.synthetic import write_synthetic
+    from worker.sources import write_synthetic
     info = write_synthetic(out, events, seed, fmt=fmt)
     click.echo(f"wrote {events:,d} events to {out}" + (f" ({info})" if info else ""))
 

@@ -12,7 +12,7 @@ mkdir -p "$dir"
 trap 'deltaps down --cluster "$cluster" >/dev/null 2>&1 || true' EXIT
 
 if [[ -z "$data" ]]; then
-    python -c 'from worker.synthetic import synthetic_spec_toml; print(synthetic_spec_toml())' > "$dir/spec.toml"
+    python -c 'from worker.sources import synthetic_spec_toml; print(synthetic_spec_toml())' > "$dir/spec.toml"
     source="synthetic:$events:7"; batch=1024
     samples=('{"c1": 3, "c2": 17, "c3": 1, "i1": 4.0, "i2": 120.0}' '{"c1": 900, "i5": 3000.0}')
 elif [[ -f "$data/u.data" ]]; then

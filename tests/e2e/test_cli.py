@@ -57,7 +57,7 @@ def workdir(tmp_path):
 def test_cluster_lifecycle_as_a_user_runs_it(workdir):
     spec = workdir / "spec.toml"
     spec.write_text(subprocess.run(
-        [sys.executable, "-c", "from worker.synthetic import synthetic_spec_toml as s; "
+        [sys.executable, "-c", "from worker.sources import synthetic_spec_toml as s; "
                                "print(s(bits=18))"], capture_output=True, text=True, cwd=REPO,
         check=True).stdout)
     out = run("up", "--spec", str(spec), "--shards", "2", "--replicas", "2", cwd=workdir).stdout

@@ -1,7 +1,7 @@
 import numpy as np
 
 from worker.pacing import PacedSource
-from worker.synthetic import SyntheticStream
+from worker.sources import SyntheticStream
 
 
 def test_paced_source_keeps_every_event_in_order_and_never_exceeds_the_batch():

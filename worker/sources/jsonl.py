@@ -1,0 +1,92 @@
+"""JSON lines events: one ``{"label": 0|1, "features": {...}, "weight"?: w}`` object per line.
+
+Why JSON lines: events may carry any fields, list values and weights with no schema to
+declare, and "features" has the same form as the instances the serving API scores. A line
+that is not valid JSON or not a valid event is skipped and reported with its line number; the
+rest of its chunk is kept.
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Iterator
+
+from common.errors import InvalidInstance
+from common.features import NUMERIC, Batch, columnarize
+from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource, MalformedLines
+
+_INDEX_PREFIX = re.compile(r"^(instance|event) \d+: ")
+
+
+class JsonLinesSource(LineSource):
+    """One event per line: ``{"label": 0|1, "features": {...}, "weight"?: w}``.
+
+    A chunk is columnarized at once; only when that fails are its events checked one by one
+    to find and skip the bad lines, so clean input pays for no per-event validation. A field
+    keeps the kind (numeric or categorical) it first had in the stream, because a model's
+    feature must mean the same thing throughout; a line that gives it the other kind is
+    malformed.
+    """
+
+    def __init__(self, path_or_file, chunk_lines: int = DEFAULT_CHUNK_LINES):
+        self.chunk_lines = chunk_lines
+        self._kinds: dict[str, str] = {}
+        super().__init__(LineReader(path_or_file, binary=False))
+
+    def _chunks(self) -> Iterator[Batch]:
+        for first_line, lines in self._lines.chunks(self.chunk_lines):
+            yield self._parse_chunk(first_line, lines)
+
+    def _parse_chunk(self, first_line: int, lines: list[str]) -> Batch:
+        bad = MalformedLines()
+        events, where = [], []
+        loads = json.loads
+        for i, line in enumerate(lines):
+            if not line or line.isspace():
+                continue
+            try:
+                events.append(loads(line))
+                where.append(i)
+            except ValueError as exc:
+                bad.add(i, f"invalid JSON: {exc}")
+        try:
+            batch = columnarize(events, with_labels=True)
+        except InvalidInstance:
+            batch = None
+        if batch is None or self._conflicts(batch):
+            batch = self._columnarize_each(events, where, bad)
+        else:
+            self._remember(batch)
+        bad.report(self.stats, self.name, first_line)
+        return batch
+
+    def _conflicts(self, batch: Batch) -> bool:
+        return any(self._kinds.get(name, col.kind) != col.kind
+                   for name, col in batch.columns.items())
+
+    def _remember(self, batch: Batch) -> None:
+        for name, col in batch.columns.items():
+            self._kinds.setdefault(name, col.kind)
+
+    def _columnarize_each(self, events: list, where: list[int], bad: MalformedLines) -> Batch:
+        """The slow path for a chunk with bad events: validate each, keep the good ones."""
+        good = []
+        for event, i in zip(events, where):
+            try:
+                one = columnarize([event], with_labels=True)
+            except InvalidInstance as exc:
+                bad.add(i, _INDEX_PREFIX.sub("", str(exc)))
+                continue
+            clash = next((name for name, col in one.columns.items()
+                          if self._kinds.get(name, col.kind) != col.kind), None)
+            if clash is not None:
+                bad.add(i, f"feature {clash!r} is {_kind_word(one.columns[clash].kind)} here "
+                           f"but {_kind_word(self._kinds[clash])} in earlier events")
+                continue
+            self._remember(one)
+            good.append(event)
+        return columnarize(good, with_labels=True)
+
+
+def _kind_word(kind: str) -> str:
+    return "numeric" if kind == NUMERIC else "categorical"

@@ -1,0 +1,153 @@
+"""Lines of a text input in numbered chunks, from a file, a gzip file, stdin or a file object.
+
+Why one reader for all of them: the parsers (delimited, JSON lines) then see a single shape of
+input, chunks of lines with the number of the first, whatever the input is. A live input (a
+pipe, terminal or socket) hands over the complete lines that have arrived rather than waiting
+for a full chunk, so a live stream is trained on as its events come.
+"""
+from __future__ import annotations
+
+import gzip
+import io
+import itertools
+import os
+import select
+import stat
+import sys
+from pathlib import Path
+from typing import IO, Iterator
+
+from worker.sources.base import ChunkedSource, SourceStats
+
+DEFAULT_CHUNK_LINES = 65536
+
+
+class LineReader:
+    """Lines of an input (path, "-" for stdin, or file object), in numbered chunks.
+
+    `binary` inputs yield bytes lines (text streams are encoded as UTF-8 per chunk), for the
+    byte parser; text inputs yield str lines (bytes streams are decoded, invalid UTF-8
+    replaced), for JSON. Line numbers are kept so malformed lines can be reported where a user
+    can find them.
+    """
+
+    def __init__(self, path_or_file: str | Path | IO, binary: bool):
+        self.binary, self._owned, self._encode = binary, False, False
+        if isinstance(path_or_file, (str, Path)) and str(path_or_file) != "-":
+            path = Path(path_or_file)
+            opener = gzip.open if path.suffix == ".gz" else open
+            self.file = (opener(path, "rb") if binary
+                         else opener(path, "rt", encoding="utf-8", errors="replace"))
+            self.name, self._owned = str(path), True
+        else:
+            stdin = isinstance(path_or_file, (str, Path))
+            f = sys.stdin if stdin else path_or_file
+            if binary and stdin:
+                f = getattr(f, "buffer", f)
+            is_bytes = isinstance(f.read(0), bytes)
+            if not binary and is_bytes:
+                f = io.TextIOWrapper(f, encoding="utf-8", errors="replace")
+            self.file, self._encode = f, binary and not is_bytes
+            name = "<stdin>" if stdin else getattr(path_or_file, "name", None)
+            self.name = name if isinstance(name, str) else "<stream>"
+        self.next_line = 1  # 1-based number of the next line to be read
+
+    def readline(self) -> str:
+        """One line as text (for a header)."""
+        line = self.file.readline()
+        if line:
+            self.next_line += 1
+        return line.decode("utf-8", "replace") if isinstance(line, bytes) else line
+
+    @property
+    def live(self) -> bool:
+        """A pipe, terminal or socket: lines arrive over time, not all at once."""
+        try:
+            return not stat.S_ISREG(os.fstat(self.file.fileno()).st_mode)
+        except (OSError, AttributeError, io.UnsupportedOperation):
+            return False
+
+    def chunks(self, size: int) -> Iterator[tuple[int, list]]:
+        """Yield (number of the first line, lines) for up to `size` lines at a time.
+
+        On a live input a chunk holds the complete lines that have arrived (at least one), so
+        events are trained on as they come rather than once `size` lines have piled up.
+        """
+        if self.live:
+            yield from self._live_chunks(size)
+            return
+        while True:
+            lines = list(itertools.islice(self.file, size))
+            if not lines:
+                return
+            if self._encode:
+                lines = [line.encode("utf-8") for line in lines]
+            first, self.next_line = self.next_line, self.next_line + len(lines)
+            yield first, lines
+
+    def _live_chunks(self, size: int) -> Iterator[tuple[int, list]]:
+        fd = self.file.fileno()
+        pending = b""
+        while True:
+            select.select([fd], [], [])  # block until something arrives
+            data = os.read(fd, 1 << 20)
+            while data and select.select([fd], [], [], 0)[0] and len(data) < (8 << 20):
+                more = os.read(fd, 1 << 20)  # take whatever else is already there
+                if not more:
+                    break
+                data += more
+            if not data:  # end of input
+                if pending:
+                    yield from self._emit([pending], size)
+                return
+            lines = (pending + data).splitlines(keepends=True)
+            pending = lines.pop() if not lines[-1].endswith(b"\n") else b""
+            if lines:
+                yield from self._emit(lines, size)
+
+    def _emit(self, lines: list[bytes], size: int) -> Iterator[tuple[int, list]]:
+        for start in range(0, len(lines), size):
+            part = lines[start:start + size]
+            if not self.binary:
+                part = [line.decode("utf-8", "replace") for line in part]
+            first, self.next_line = self.next_line, self.next_line + len(part)
+            yield first, part
+
+    def close(self) -> None:
+        if self._owned:
+            self.file.close()
+
+
+class LineSource(ChunkedSource):
+    """A source reading lines from a path, stdin ("-") or a file object.
+
+    Why: the text formats differ only in how a chunk of lines becomes a Batch; naming the
+    source after its input, marking it live on a pipe and closing the input are the same.
+    """
+
+    def __init__(self, lines: LineReader):
+        self._lines = lines
+        super().__init__(lines.name)
+        self.live = lines.live
+
+    def close(self) -> None:
+        self._lines.close()
+
+
+class MalformedLines:
+    """Reasons for bad lines of one chunk, keyed by index in the chunk; first reason wins.
+
+    Why collect before reporting: a chunk is checked column by column, so a line's problems
+    are found out of order and perhaps more than once; reporting once per line, in line order,
+    after the chunk is parsed keeps the log readable and the counts right.
+    """
+
+    def __init__(self):
+        self.reasons: dict[int, str] = {}
+
+    def add(self, index, reason: str) -> None:
+        self.reasons.setdefault(int(index), reason)
+
+    def report(self, stats: SourceStats, name: str, first_line: int) -> None:
+        for i in sorted(self.reasons):
+            stats.malformed_line(name, first_line + i, self.reasons[i])

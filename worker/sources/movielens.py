@@ -1,0 +1,169 @@
+"""MovieLens 100k as an event source, and the model spec that goes with it.
+
+Why a built-in reader: MovieLens is a small, real, public data set with users who rate in
+bursts, which makes it the quality check for mini-batching (stale weights within a batch
+hurt). Its ratings and attributes live in separate files joined by id; the reader joins them.
+"""
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from common.features import CATEGORICAL, NUMERIC, Batch, Column
+from worker.sources.base import ChunkedSource
+
+MOVIELENS_SPEC_TOML = """\
+# A model for MovieLens 100k (MovieLensSource): will a user rate a movie 4 or 5 stars?
+[transforms.age]
+kind = "buckets"
+boundaries = [18, 25, 35, 45, 50, 56]
+
+# User and item ids arrive as numbers in JSON ({"user": 196}): treat them as ids, not amounts.
+[transforms.user]
+kind = "categorical"
+
+[transforms.item]
+kind = "categorical"
+
+[transforms.year]
+kind = "buckets"
+boundaries = [1940, 1960, 1970, 1980, 1990, 1994, 1996, 1997]
+
+[models.movielens]
+bits = 22
+fields = ["user", "item", "age", "gender", "occupation", "zip3", "genres", "year"]
+transforms = ["user", "item", "age", "year"]
+# Per-user taste for genres and eras; per-movie appeal by gender and age group.
+# (Chosen by progressive logloss in 32-event batches: 0.616 without crosses, 0.585 with these.)
+crosses = [["user", "genres"], ["user", "year"], ["item", "gender"], ["item", "age"]]
+
+[models.movielens.optimizer]
+name = "ftrl"
+learning_rate = 0.2
+beta = 1.0
+l1 = 0.0
+l2 = 1.0
+"""
+
+
+class MovieLensSource(ChunkedSource):
+    """MovieLens 100k ratings joined with user and movie attributes, in timestamp order.
+
+    label = rating >= 4. Columns: user, item (int64 ids), age (numeric), gender, occupation,
+    zip3 (first 3 characters of the zip code), genres (one entry per genre flag set), year
+    (release year, numeric; missing if the date does not parse). Why timestamp order: it is
+    the order the ratings happened in, so progressive validation measures what an online
+    learner would have predicted. The files are small, so they are read and joined whole,
+    with numpy indexing by id.
+    """
+
+    def __init__(self, directory: str | Path):
+        self.directory = Path(directory)
+        for required in ("u.data", "u.user", "u.item", "u.genre"):
+            if not (self.directory / required).is_file():
+                raise ValueError(f"{self.directory} is not a MovieLens 100k directory: "
+                                 f"no {required}")
+        super().__init__(str(self.directory / "u.data"))
+        self._all = self._load()
+
+    def _chunks(self) -> Iterator[Batch]:
+        # _load runs after ChunkedSource.__init__ built this generator; it starts on first read.
+        yield self._all
+
+    def _load(self) -> Batch:
+        user, item, rating, ts = self._ratings()
+        order = np.argsort(ts, kind="stable")
+        user, item, rating = user[order], item[order], rating[order]
+        users = _table(self.directory / "u.user", "|", 5)
+        items = _table(self.directory / "u.item", "|", 24, encoding="latin-1")
+        genre_names = _genre_names(self.directory / "u.genre")
+        n = user.size
+        columns = {"user": Column(CATEGORICAL, np.arange(n, dtype=np.int64), user),
+                   "item": Column(CATEGORICAL, np.arange(n, dtype=np.int64), item)}
+        columns.update(_join_users(users, user))
+        columns.update(_join_items(items, item, genre_names))
+        return Batch(n, columns, (rating >= 4).astype(np.float32))
+
+    def _ratings(self) -> tuple[np.ndarray, ...]:
+        """user, item, rating, timestamp columns of u.data; malformed lines skipped."""
+        rows = [line.split() for line in (self.directory / "u.data").read_text().splitlines()]
+        if all(len(r) == 4 for r in rows):
+            try:
+                table = np.array(list(itertools.chain.from_iterable(rows)), np.int64)
+                return tuple(table.reshape(-1, 4).T)
+            except ValueError:
+                pass
+        return tuple(self._ratings_checked(rows).T)
+
+    def _ratings_checked(self, rows: list[list[str]]) -> np.ndarray:
+        """Slow path for a u.data with bad lines: check each line, report the bad ones."""
+        good = []
+        for i, parts in enumerate(rows, 1):
+            if not parts:
+                continue
+            try:
+                if len(parts) != 4:
+                    raise ValueError(f"expected 4 fields, got {len(parts)}")
+                good.append([int(p) for p in parts])
+            except ValueError as exc:
+                self.stats.malformed_line(self.name, i, str(exc))
+        return np.array(good, dtype=np.int64).reshape(-1, 4)
+
+
+def _table(path: Path, delimiter: str, ncols: int, encoding: str = "utf-8") -> list[np.ndarray]:
+    """Columns (as string arrays) of a small delimited file; lines of other widths dropped."""
+    rows = [line.split(delimiter) for line in path.read_text(encoding=encoding).splitlines()]
+    rows = [r for r in rows if len(r) == ncols]
+    return [np.array([r[j] for r in rows], dtype=str) for j in range(ncols)]
+
+
+def _genre_names(path: Path) -> np.ndarray:
+    """Genre names ordered by their flag index in u.item."""
+    pairs = [line.split("|") for line in path.read_text(encoding="latin-1").splitlines()]
+    pairs = sorted((int(idx), name) for name, idx in (p for p in pairs if len(p) == 2))
+    return np.array([name for _, name in pairs], dtype=str)
+
+
+def _lookup(ids: np.ndarray, table_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each id, its index in table_ids and whether it is there (ids are small ints)."""
+    index = np.full(max(int(table_ids.max(initial=0)), int(ids.max(initial=0))) + 1, -1, np.int64)
+    index[table_ids] = np.arange(table_ids.size)
+    pos = index[ids]
+    return pos, pos >= 0
+
+
+def _join_users(users: list[np.ndarray], user: np.ndarray) -> dict[str, Column]:
+    uid, age, gender, occupation, zipcode = users
+    pos, known = _lookup(user, uid.astype(np.int64))
+    rows = np.flatnonzero(known)
+    pos = pos[known]
+    return {"age": Column(NUMERIC, rows, age.astype(np.float64)[pos]),
+            "gender": Column(CATEGORICAL, rows, gender[pos]),
+            "occupation": Column(CATEGORICAL, rows, occupation[pos]),
+            "zip3": Column(CATEGORICAL, rows, zipcode.astype("U3")[pos])}
+
+
+def _release_years(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Year of dates like "01-Jan-1995" and a mask of those that parse."""
+    tail = np.array([d[-4:] for d in dates.tolist()], dtype=str)
+    ok = np.char.isdigit(tail) & (np.char.str_len(dates) >= 4)
+    years = np.zeros(dates.size, np.float64)
+    years[ok] = tail[ok].astype(np.float64)
+    return years, ok
+
+
+def _join_items(items: list[np.ndarray], item: np.ndarray, genre_names: np.ndarray
+                ) -> dict[str, Column]:
+    iid, dates = items[0].astype(np.int64), items[2]
+    flags = np.stack([f == "1" for f in items[5:5 + genre_names.size]], axis=1)
+    years, has_year = _release_years(dates)
+    pos, known = _lookup(item, iid)
+    rows = np.flatnonzero(known)
+    pos = pos[known]
+    with_year = has_year[pos]
+    genre_rows, genre_idx = np.nonzero(flags[pos])  # row-major: rows come out non-decreasing
+    return {"genres": Column(CATEGORICAL, rows[genre_rows], genre_names[genre_idx]),
+            "year": Column(NUMERIC, rows[with_year], years[pos][with_year])}

@@ -1,0 +1,82 @@
+"""`open_source`: the event source a command line names, told apart by its form.
+
+Why one entry point: the CLI, the README's API example and the benchmarks name a source as a
+string (``synthetic:N``, a MovieLens directory, a file, ``-``), and the rules for telling the
+format and defaulting the schema should live in one place.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Sequence
+
+from worker.sources.base import ChunkedSource
+from worker.sources.delimited import DelimitedSource
+from worker.sources.jsonl import JsonLinesSource
+from worker.sources.lines import DEFAULT_CHUNK_LINES
+from worker.sources.movielens import MovieLensSource
+from worker.sources.schema import CRITEO_SCHEMA
+from worker.sources.synthetic import SyntheticStream
+
+FORMATS = ("jsonl", "tsv", "csv")
+
+
+def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = None,
+                fmt: str | None = None, header: bool | None = None,
+                chunk_lines: int = DEFAULT_CHUNK_LINES, **opts) -> ChunkedSource:
+    """Open the event source a command line names.
+
+    - ``synthetic:N`` or ``synthetic:N:SEED``: a planted-model stream (SyntheticStream);
+    - a directory holding u.data: MovieLens 100k;
+    - ``*.jsonl`` / ``*.json``: JSON lines; ``*.tsv`` / ``*.csv`` (optionally ``.gz``):
+      delimited with `schema` (a .tsv defaults to CRITEO_SCHEMA; a .csv without a schema must
+      start with a header naming its columns, one of them "label");
+    - ``-``: stdin, as `fmt` ("jsonl" by default, or "tsv"/"csv").
+    `fmt` also overrides what a file's extension says. Extra `opts` go to SyntheticStream.
+    """
+    if fmt is not None and fmt not in FORMATS:
+        raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
+    if spec.startswith("synthetic:"):
+        return _open_synthetic(spec, **opts)
+    if opts:
+        raise ValueError(f"options {sorted(opts)} only apply to synthetic sources")
+    if spec == "-":
+        return _open_text("-", fmt or "jsonl", schema, header, chunk_lines)
+    path = Path(spec)
+    if path.is_dir():
+        if (path / "u.data").is_file():
+            return MovieLensSource(path)
+        raise ValueError(f"{spec} is a directory without u.data (MovieLens 100k expected)")
+    if not path.exists():
+        raise ValueError(f"no such file: {spec}")
+    suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
+    ext = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".csv": "csv"}.get(
+        suffixes[0] if suffixes else "")
+    if fmt is None and ext is None:
+        raise ValueError(f"cannot tell the format of {spec}: expected synthetic:N[:SEED], a "
+                         "MovieLens directory, or a .jsonl/.json/.tsv/.csv[.gz] file "
+                         "(or pass fmt=)")
+    return _open_text(path, fmt or ext, schema, header, chunk_lines)
+
+
+def _open_synthetic(spec: str, **opts) -> ChunkedSource:
+    parts = spec.split(":")
+    try:
+        if len(parts) not in (2, 3):
+            raise ValueError
+        numbers = [int(p) for p in parts[1:]]
+    except ValueError:
+        raise ValueError(f"bad synthetic source {spec!r}: use synthetic:EVENTS or "
+                         "synthetic:EVENTS:SEED") from None
+    return SyntheticStream(*numbers, **opts)
+
+
+def _open_text(path, fmt: str, schema, header: bool | None, chunk_lines: int) -> ChunkedSource:
+    if fmt == "jsonl":
+        return JsonLinesSource(path, chunk_lines=chunk_lines)
+    delimiter = "\t" if fmt == "tsv" else ","
+    if header is None:
+        header = schema is None and fmt == "csv"
+    if schema is None and not header:
+        schema = CRITEO_SCHEMA
+    return DelimitedSource(path, schema, delimiter=delimiter, header=header,
+                           chunk_lines=chunk_lines)
