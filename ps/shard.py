@@ -56,7 +56,7 @@ class ShardNode:
         self.server.before_replies = self.state.wal.commit
         self.publisher = Publisher(pub_address, spec.publish_hwm)
         self.loop = EventLoop()
-        self.loop.add_socket(self.server.sock, self.server.handle_ready)
+        self.loop.watch(self.server, self.server.handle_ready)
         self.loop.every(spec.publish_window_ms / 1000.0, self.publish)
         self.loop.every(spec.heartbeat_ms / 1000.0, self.heartbeat)
         if spec.fsync == "interval":

@@ -90,10 +90,10 @@ class ReplicaNode:
             from serving.http import HttpServer  # aiohttp is only needed when serving HTTP
             self.http = HttpServer(http[0], http[1], self.inproc_address, spec.max_message_bytes)
         self.loop = EventLoop()
-        self.loop.add_socket(self.server.sock, self.server.handle_ready)
-        self.loop.add_socket(self.subscriber.sock, self.on_updates)
+        self.loop.watch(self.server, self.server.handle_ready)
+        self.loop.watch(self.subscriber, self.on_updates)
         for k, ch in enumerate(self.channels):
-            self.loop.add_socket(ch.sock, lambda k=k: self.on_snapshot_reply(k))
+            self.loop.watch(ch, lambda k=k: self.on_snapshot_reply(k))
         self.loop.every(0.05, self.request_snapshots)
 
     # --- keeping models current ---------------------------------------------------------------
@@ -153,7 +153,7 @@ class ReplicaNode:
 
     def on_snapshot_reply(self, shard: int) -> None:
         ch = self.channels[shard]
-        while ch.sock.poll(0):
+        while ch.poll(0):
             try:
                 reply = ch.recv_any()
             except DeltapsError as exc:
