@@ -44,6 +44,7 @@ class EventLoop:
         self.watched: list[tuple[Watchable, Callable[[], None]]] = []
         self.timers: list[Timer] = []
         self.running = False
+        self._stop_asked = False
 
     def watch(self, endpoint: Watchable, callback: Callable[[], None]) -> None:
         """Call `callback()` whenever a message is waiting on `endpoint`."""
@@ -53,6 +54,9 @@ class EventLoop:
         self.timers.append(Timer(time.monotonic() + seconds, seconds, callback))
 
     def stop(self, *_args) -> None:
+        """Make `run()` return; if it has not started yet (a node starting in a thread), it
+        returns at once when it does."""
+        self._stop_asked = True
         self.running = False
 
     def install_signal_handlers(self) -> bool:
@@ -66,7 +70,8 @@ class EventLoop:
         return True
 
     def run(self) -> None:
-        self.running = True
+        self.running = not self._stop_asked
+        self._stop_asked = False
         watched = list(self.watched)
         fds = [endpoint.fileno() for endpoint, _ in watched]
         while self.running:

@@ -14,7 +14,7 @@ from common.config import NodeInfo, load_spec
 from common.features import columnarize
 from common.linear import sigmoid
 from common.transport import Channel
-from serving.replica import APPLY_CHUNK, ReplicaNode
+from serving.replica import APPLY_CHUNK, PendingWrite, ReplicaNode
 from tests.rawpeer import next_reply
 
 BITS = 18
@@ -38,7 +38,7 @@ def queue(node, seq, value):
     model = node.models["m"]
     update = m.Update("m", 0, 1, seq, np.arange(N_KEYS, dtype=np.uint64),
                       np.full(N_KEYS, value, np.float32))
-    node.pending.extend([model, u, 0] for u in model.accept_update(update))
+    node.pending.extend(PendingWrite(model, u) for u in model.accept_update(update))
 
 
 def wait_waiting(node):
