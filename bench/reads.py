@@ -231,7 +231,7 @@ def noop_server(conn, slice_ms: float) -> None:
     server = RequestServer("tcp://127.0.0.1:0", {"predict": lambda _msg: reply}, 1 << 20)
     conn.send(server.address)
     while not conn.poll(0):
-        if server.sock.poll(100):
+        if server.poll(0.1):
             server.handle_ready()
     server.close()
 

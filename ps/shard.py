@@ -10,7 +10,6 @@ restarts.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from pathlib import Path
@@ -18,9 +17,9 @@ from pathlib import Path
 from common import messages as m
 from common.checksum import weights_checksum
 from common.config import ClusterSpec
-from common.errors import InvalidValue, ProtocolMismatch
-from common.cpus import current_cpus
-from common.transport import EventLoop, Publisher, RequestServer
+from common.errors import InvalidValue
+from common.node import Node
+from common.transport import Publisher
 from ps.durable import ShardState
 from ps.publisher import Coalescer
 
@@ -31,7 +30,12 @@ def shard_dir(spec: ClusterSpec, index: int) -> Path:
     return Path(spec.data_dir) / f"shard-{index}"
 
 
-class ShardNode:
+class ShardNode(Node):
+    """A shard's sockets and timers around its `ShardState` (see the module docstring)."""
+
+    role = "shard"
+    log = log
+
     def __init__(self, spec: ClusterSpec, index: int, address: str, pub_address: str):
         self.spec = spec
         self.index = index
@@ -41,22 +45,15 @@ class ShardNode:
         self._log_recovery()
         self.stores = self.state.stores
         self.coalescer = Coalescer(index, self.epoch, self.stores, seqs)
-        self.started = time.time()
-        self.handlers = {
-            "hello": self.on_hello,
+        super().__init__(spec, index, address, {
             "pull": self.on_pull,
             "push": self.on_push,
             "snapshot": self.on_snapshot,
             "take_snapshot": self.on_take_snapshot,
             "checksums": self.on_checksums,
-            "status": self.on_status,
-            "shutdown": self.on_shutdown,
-        }
-        self.server = RequestServer(address, self.handlers, spec.max_message_bytes)
+        })
         self.server.before_replies = self.state.wal.commit
         self.publisher = Publisher(pub_address, spec.publish_hwm)
-        self.loop = EventLoop()
-        self.loop.add_socket(self.server.sock, self.server.handle_ready)
         self.loop.every(spec.publish_window_ms / 1000.0, self.publish)
         self.loop.every(spec.heartbeat_ms / 1000.0, self.heartbeat)
         if spec.fsync == "interval":
@@ -75,12 +72,8 @@ class ShardNode:
 
     # --- handlers -----------------------------------------------------------------------------
 
-    def on_hello(self, msg: m.Hello) -> m.HelloReply:
-        if msg.protocol != m.PROTOCOL:
-            raise ProtocolMismatch(f"protocol version mismatch: {msg.role} speaks {msg.protocol}, "
-                                   f"shard {self.index} speaks {m.PROTOCOL}")
-        return m.HelloReply(m.PROTOCOL, "shard", self.index, self.spec.shards,
-                            {name: {"bits": s.spec.bits} for name, s in self.stores.items()})
+    def hello_models(self) -> dict:
+        return {name: {"bits": s.spec.bits} for name, s in self.stores.items()}
 
     def on_pull(self, msg: m.Pull) -> m.PullReply:
         self.state.require_applied(msg.worker, msg.after, "pull")
@@ -111,13 +104,12 @@ class ShardNode:
                                                          weights_checksum(s.weights)]}
                                 for name, s in self.stores.items()})
 
-    def on_status(self, _msg: m.StatusRequest) -> m.StatusReply:
+    def status(self) -> dict:
         r = self.recovery
-        return m.StatusReply({
-            "role": "shard", "index": self.index, "pid": os.getpid(), "cpus": current_cpus(),
-            "address": self.server.address, "pub_address": self.publisher.address,
+        return {
+            "pub_address": self.publisher.address,
             "state": "serving", "epoch": self.epoch,
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": self.uptime_s(),
             "lsn": self.state.last_lsn, "snapshot_lsn": self.state.snapshot_lsn,
             "duplicates": self.state.duplicates, "fsync": self.spec.fsync,
             "recovery": {"snapshot": r.snapshot, "replayed": r.replayed, "seconds": r.seconds,
@@ -125,11 +117,7 @@ class ShardNode:
             "models": {name: {"seq": self.coalescer.seq[name], "pushes": s.pushes,
                               "pulls": s.pulls, "slots": s.size}
                        for name, s in self.stores.items()},
-        })
-
-    def on_shutdown(self, _msg: m.Shutdown) -> m.Ok:
-        self.loop.stop()
-        return m.Ok()
+        }
 
     # --- timers -------------------------------------------------------------------------------
 
@@ -178,20 +166,16 @@ class ShardNode:
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def run(self) -> None:
-        self.loop.install_signal_handlers()
+    def starting(self) -> None:
         log.info("shard %d (epoch %d) serving on %s, publishing on %s", self.index, self.epoch,
                  self.server.address, self.publisher.address)
-        try:
-            self.loop.run()
-        finally:
-            self.publish()
-            self.take_snapshot()
-            self.close()
-            log.info("shard %d stopped", self.index)
+
+    def stopping(self) -> None:
+        self.publish()
+        self.take_snapshot()
 
     def close(self) -> None:
         self._wait_for_snapshotter()
-        self.server.close()
+        super().close()
         self.publisher.close()
         self.state.close()

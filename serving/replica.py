@@ -31,17 +31,17 @@ What a read sees (the guarantee, precisely):
 from __future__ import annotations
 
 import logging
-import os
 import time
 from collections import deque
+from dataclasses import dataclass
 
 import numpy as np
 
 from common import messages as m
 from common.config import ClusterSpec, NodeInfo
-from common.errors import DeltapsError, ProtocolMismatch, find_model
-from common.cpus import current_cpus
-from common.transport import Channel, EventLoop, RequestServer, Subscriber
+from common.errors import DeltapsError, find_model
+from common.node import Node
+from common.transport import Channel, Subscriber
 from serving.cache import PredictionCache, ids_key, instances_key
 from serving.model import ServingModel, check_csr
 
@@ -51,32 +51,47 @@ APPLY_CHUNK = 1 << 16  # keys written per step of a large update before waiting 
 LATENCY_SAMPLES = 2048  # predict handling times kept for the status percentiles
 
 
-class ReplicaNode:
+@dataclass(slots=True)
+class PendingWrite:
+    """An accepted update still being written into its model, `written` keys so far."""
+
+    model: ServingModel
+    update: m.Update
+    written: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotAsk:
+    """A snapshot request in flight to a shard: its request id and when it was sent."""
+
+    rid: int
+    sent_at: float
+
+
+class ReplicaNode(Node):
+    """A replica's sockets and timers around its `ServingModel`s (see the module docstring)."""
+
+    role = "replica"
+    log = log
+
     def __init__(self, spec: ClusterSpec, index: int, address: str, shards: list[NodeInfo],
                  http: tuple[str, int] | None = None):
         if len(shards) != spec.shards:
             raise DeltapsError(f"replica needs the addresses of all {spec.shards} shards")
-        self.spec = spec
-        self.index = index
-        self.started = time.time()
         self.models = {name: ServingModel(model, spec.feature_spec(name), spec.shards)
                        for name, model in spec.models.items()}
-        self.handlers = {
-            "hello": self.on_hello,
+        super().__init__(spec, index, address, {
             "predict": self.on_predict,
             "predict_ids": self.on_predict_ids,
             "checksums": self.on_checksums,
-            "status": self.on_status,
-            "shutdown": self.on_shutdown,
-        }
-        self.server = RequestServer(address, self.handlers, spec.max_message_bytes)
+        })
         self.server.batch_handlers = {"predict": self.on_predict_batch}
         self.inproc_address = self.server.bind(f"inproc://deltaps-replica-{index}-{id(self):x}")
         self.subscriber = Subscriber([s.pub_address for s in shards], spec.max_message_bytes,
                                      spec.publish_hwm)
         self.channels = [Channel(s.address, max_bytes=spec.max_message_bytes) for s in shards]
-        self.inflight: dict[tuple[str, int], tuple[int, float]] = {}  # (model, shard) -> rid, t
-        self.pending: deque[list] = deque()  # [model, update, keys written so far]
+        self.inflight: dict[tuple[str, int], SnapshotAsk] = {}  # by (model, shard)
+        self.pending: deque[PendingWrite] = deque()
         self.apply_chunk = APPLY_CHUNK
         self.interleaved_reads = 0  # times reads were answered between update chunks or messages
         self.cache = PredictionCache(spec.prediction_cache_ttl_ms, spec.prediction_cache_entries)
@@ -89,11 +104,9 @@ class ReplicaNode:
         if http is not None:
             from serving.http import HttpServer  # aiohttp is only needed when serving HTTP
             self.http = HttpServer(http[0], http[1], self.inproc_address, spec.max_message_bytes)
-        self.loop = EventLoop()
-        self.loop.add_socket(self.server.sock, self.server.handle_ready)
-        self.loop.add_socket(self.subscriber.sock, self.on_updates)
+        self.loop.watch(self.subscriber, self.on_updates)
         for k, ch in enumerate(self.channels):
-            self.loop.add_socket(ch.sock, lambda k=k: self.on_snapshot_reply(k))
+            self.loop.watch(ch, lambda k=k: self.on_snapshot_reply(k))
         self.loop.every(0.05, self.request_snapshots)
 
     # --- keeping models current ---------------------------------------------------------------
@@ -107,12 +120,16 @@ class ReplicaNode:
                         if name in self.models and 0 <= msg.shard < self.spec.shards:
                             self.models[name].shards[msg.shard].on_heartbeat(msg.epoch, seq)
                 elif model is not None:
-                    self.pending.extend([model, u, 0] for u in model.accept_update(msg))
-                    self.apply_pending()
+                    self.queue_writes(model, model.accept_update(msg))
             except DeltapsError as exc:
                 log.warning("dropped update: %s", exc)
             self.serve_waiting_reads()
         self.request_snapshots()
+
+    def queue_writes(self, model: ServingModel, updates) -> None:
+        """Write accepted updates (after those already queued), answering reads in between."""
+        self.pending.extend(PendingWrite(model, u) for u in updates)
+        self.apply_pending()
 
     def apply_pending(self, interleave: bool = True) -> None:
         """Write accepted updates in order, `apply_chunk` keys at a time; between chunks, answer
@@ -120,13 +137,13 @@ class ReplicaNode:
         called between chunks may finish the queue itself (checksums do)."""
         while self.pending:
             item = self.pending[0]
-            model, update, start = item
-            stop = min(start + self.apply_chunk, update.keys.size)
-            model.write(update, start, stop)
-            item[2] = stop
+            update = item.update
+            stop = min(item.written + self.apply_chunk, update.keys.size)
+            item.model.write(update, item.written, stop)
+            item.written = stop
             if stop >= update.keys.size:
                 self.pending.popleft()
-                model.finish(update)
+                item.model.finish(update)
             if interleave and self.pending:
                 self.serve_waiting_reads()
 
@@ -145,15 +162,15 @@ class ReplicaNode:
                 if not sync.snapshot_wanted:
                     continue
                 key = (name, sync.shard)
-                pending = self.inflight.get(key)
-                if pending and now - pending[1] < SNAPSHOT_RETRY_S:
+                asked = self.inflight.get(key)
+                if asked and now - asked.sent_at < SNAPSHOT_RETRY_S:
                     continue
                 rid = self.channels[sync.shard].send(m.SnapshotRequest(name))
-                self.inflight[key] = (rid, now)
+                self.inflight[key] = SnapshotAsk(rid, now)
 
     def on_snapshot_reply(self, shard: int) -> None:
         ch = self.channels[shard]
-        while ch.sock.poll(0):
+        while ch.poll(0):
             try:
                 reply = ch.recv_any()
             except DeltapsError as exc:
@@ -170,8 +187,7 @@ class ReplicaNode:
             except DeltapsError as exc:
                 log.warning("refused snapshot: %s", exc)
                 continue
-            self.pending.extend([model, u, 0] for u in buffered)
-            self.apply_pending()
+            self.queue_writes(model, buffered)
             if model.ready:
                 log.info("model %s ready at version %s", reply.model, model.version)
 
@@ -180,13 +196,9 @@ class ReplicaNode:
     def model(self, name: str) -> ServingModel:
         return find_model(self.models, name, f"replica {self.index} serves")
 
-    def on_hello(self, msg: m.Hello) -> m.HelloReply:
-        if msg.protocol != m.PROTOCOL:
-            raise ProtocolMismatch(f"protocol version mismatch: {msg.role} speaks {msg.protocol}, "
-                                   f"replica {self.index} speaks {m.PROTOCOL}")
-        return m.HelloReply(m.PROTOCOL, "replica", self.index, self.spec.shards,
-                            {name: {"bits": mm.spec.bits, "ready": mm.ready}
-                             for name, mm in self.models.items()})
+    def hello_models(self) -> dict:
+        return {name: {"bits": mm.spec.bits, "ready": mm.ready}
+                for name, mm in self.models.items()}
 
     def on_predict(self, msg: m.Predict) -> m.PredictReply:
         reply = self.on_predict_batch([msg])[0]
@@ -276,13 +288,11 @@ class ReplicaNode:
         return {"p50": round(float(p50), 3), "p99": round(float(p99), 3),
                 "samples": len(self.latencies)}
 
-    def on_status(self, _msg: m.StatusRequest) -> m.StatusReply:
-        return m.StatusReply({
-            "role": "replica", "index": self.index, "pid": os.getpid(), "cpus": current_cpus(),
-            "address": self.server.address,
+    def status(self) -> dict:
+        return {
             "http_address": self.http.url if self.http else "",
             "state": "ready" if all(mm.ready for mm in self.models.values()) else "syncing",
-            "uptime_s": round(time.time() - self.started, 1),
+            "uptime_s": self.uptime_s(),
             "requests": self.server.requests,
             "errors": sum(self.server.errors.values()),
             "errors_by_code": dict(self.server.errors),
@@ -295,31 +305,21 @@ class ReplicaNode:
                               "staleness_ms": mm.staleness_ms(), "gaps": sum(s.gaps for s in mm.shards),
                               "updates": mm.updates_applied}
                        for name, mm in self.models.items()},
-        })
-
-    def on_shutdown(self, _msg: m.Shutdown) -> m.Ok:
-        self.loop.stop()
-        return m.Ok()
+        }
 
     # --- lifecycle ----------------------------------------------------------------------------
 
-    def run(self) -> None:
-        self.loop.install_signal_handlers()
-        try:
-            if self.http is not None:
-                self.http.start()
-                log.info("replica %d serving HTTP on %s", self.index, self.http.url)
-            log.info("replica %d serving on %s", self.index, self.server.address)
-            self.request_snapshots()
-            self.loop.run()
-        finally:
-            self.close()
-            log.info("replica %d stopped", self.index)
+    def starting(self) -> None:
+        if self.http is not None:
+            self.http.start()
+            log.info("replica %d serving HTTP on %s", self.index, self.http.url)
+        log.info("replica %d serving on %s", self.index, self.server.address)
+        self.request_snapshots()
 
     def close(self) -> None:
         if self.http is not None:
             self.http.stop()
-        self.server.close()
+        super().close()
         self.subscriber.close()
         for ch in self.channels:
             ch.close()

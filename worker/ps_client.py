@@ -125,7 +125,7 @@ class PSClient:
 
     def _collect(self, shard: int) -> None:
         ch = self.channels[shard]
-        while ch.sock.poll(0):
+        while ch.poll(0):
             msg, rid = ch.read()
             token = self._rid_token[shard].get(rid)
             if token is None:

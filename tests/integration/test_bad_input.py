@@ -10,6 +10,7 @@ from common.errors import RemoteError
 from common.transport import Channel
 from common.wire import encode
 from tests.integration.helpers import SMALL_SPEC
+from tests.rawpeer import raw_exchange
 from worker.ps_client import PSClient
 
 
@@ -22,8 +23,8 @@ def shard0(local_cluster):
 
 
 def _raw(ch: Channel, frames) -> m.Message:
-    ch.send_raw(frames)
-    return ch.recv_raw_reply(5.0)
+    """Send `frames` as they are to the node `ch` talks to; its reply."""
+    return raw_exchange(ch.address, frames, 5.0, ch.max_bytes)
 
 
 def _weights(c, keys):

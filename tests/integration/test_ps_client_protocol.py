@@ -11,8 +11,8 @@ from common.config import NodeInfo
 import pytest
 
 from common.errors import DeltapsError, MissingPush
-from common.transport import RequestServer
-from common.wire import encode
+from common.wire import decode, encode
+from tests.rawpeer import RawRouter
 from worker.ps_client import PSClient
 
 KEYS = np.array([1, 2], np.uint64)
@@ -43,19 +43,26 @@ def shard_that_loses_the_first_push(forget_after: int | None = None):
 
     handlers = {"hello": lambda msg: m.HelloReply(m.PROTOCOL, "shard", 0, 1, {"ctr": {"bits": 8}}),
                 "push": on_push, "pull": on_pull}
-    server = RequestServer("tcp://127.0.0.1:0", handlers, 1 << 20)
+    server = RawRouter()
     stop = threading.Event()
     dropped = []
 
+    def answer(frames):
+        msg, rid = decode(frames, 1 << 20)
+        try:
+            return handlers[msg.op](msg), rid
+        except DeltapsError as exc:  # as a node does: the error goes back as a reply
+            return m.ErrorReply(exc.code, str(exc)), rid
+
     def pump():
         while not stop.is_set():
-            if server.sock.poll(20):
-                parts = server.sock.recv_multipart(copy=False)
-                if b"push" in bytes(parts[1].buffer[:64]) and not dropped:
+            if server.poll(0.02):
+                identity, frames = server.recv()
+                if b"push" in bytes(frames[0][:64]) and not dropped:
                     dropped.append(True)
                     continue
-                reply, rid = server.dispatch([f.buffer for f in parts[1:]])
-                server.sock.send_multipart([parts[0]] + list(encode(reply, rid)))
+                reply, rid = answer(frames)
+                server.send(identity, encode(reply, rid))
 
     thread = threading.Thread(target=pump, daemon=True)
     thread.start()

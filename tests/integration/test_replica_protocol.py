@@ -44,7 +44,7 @@ class ScriptedShard:
         deadline = time.monotonic() + timeout
         while self.requests == before:
             assert time.monotonic() < deadline, "replica never asked for a snapshot"
-            if self.server.sock.poll(50):
+            if self.server.poll(0.05):
                 self.server.handle_ready()
 
     def publish(self, keys, values, epoch=None, seq=None):

@@ -18,12 +18,13 @@ import pytest
 from common import messages as m
 from common.errors import InvalidInstance, RemoteError
 from common.features import Featurizer, columnarize
-from common.transport import Channel, RequestServer
+from common.transport import RequestServer
 from deploy.admin import node_status
 from deploy.local import LocalCluster
 from serving.client import AdaptiveThrottle, AsyncServingClient, ServingClient, Throttled
 from tests.integration.helpers import (SMALL_SPEC, ListSource, planted_events, score_locally,
                                        shard_weights, wait_replica_caught_up)
+from tests.rawpeer import RawRouter, raw_exchange
 from worker.ps_client import PSClient
 from worker.trainer import Trainer
 
@@ -154,12 +155,7 @@ IDS = np.array([5, 6], np.uint32).tobytes()
 ])
 def test_prehashed_requests_with_wrong_dtypes_or_shapes_get_error_replies(cluster, frames, text):
     c, _, _ = cluster
-    ch = Channel(c.address("replica", 0))
-    try:
-        ch.send_raw(frames)
-        reply = ch.recv_raw_reply(5.0)
-    finally:
-        ch.close()
+    reply = raw_exchange(c.address("replica", 0), frames, 5.0)
     if text is None:
         assert isinstance(reply, m.PredictReply) and reply.probabilities.shape == (2,)
     else:
@@ -197,13 +193,17 @@ def test_prediction_cache_hits_repeats_and_misses_after_a_new_version(cluster):
 
 
 class FakeReplica:
-    """A replica played by the test: answers predicts with `self.answer(msg)`."""
+    """A replica played by the test: answers predicts with `self.answer(msg)`; with `answer`
+    None, a hung replica that reads requests and never answers."""
 
     def __init__(self, answer):
         self.answer = answer
         self.calls = 0
         self.stop = threading.Event()
-        self.server = RequestServer("tcp://127.0.0.1:0", {"predict": self._predict}, 1 << 20)
+        if answer is None:
+            self.server = RawRouter()
+        else:
+            self.server = RequestServer("tcp://127.0.0.1:0", {"predict": self._predict}, 1 << 20)
         self.address = self.server.address
         self.thread = threading.Thread(target=self._run, daemon=True)
         self.thread.start()
@@ -214,10 +214,10 @@ class FakeReplica:
 
     def _run(self):
         while not self.stop.is_set():
-            if self.server.sock.poll(20):
+            if self.server.poll(0.02):
                 if self.answer is None:  # a hung replica: reads requests, never answers
                     self.calls += 1
-                    self.server.sock.recv_multipart()
+                    self.server.recv()
                 else:
                     self.server.handle_ready()
         self.server.close()

@@ -14,7 +14,8 @@ from common.config import NodeInfo, load_spec
 from common.features import columnarize
 from common.linear import sigmoid
 from common.transport import Channel
-from serving.replica import APPLY_CHUNK, ReplicaNode
+from serving.replica import APPLY_CHUNK, PendingWrite, ReplicaNode
+from tests.rawpeer import next_reply
 
 BITS = 18
 N_KEYS = 200_000  # > 3 chunks of APPLY_CHUNK
@@ -37,7 +38,7 @@ def queue(node, seq, value):
     model = node.models["m"]
     update = m.Update("m", 0, 1, seq, np.arange(N_KEYS, dtype=np.uint64),
                       np.full(N_KEYS, value, np.float32))
-    node.pending.extend([model, u, 0] for u in model.accept_update(update))
+    node.pending.extend(PendingWrite(model, u) for u in model.accept_update(update))
 
 
 def wait_waiting(node):
@@ -118,7 +119,7 @@ def test_waiting_predicts_are_scored_together_and_a_bad_one_alone_is_refused(nod
             ch.send(m.Predict("m", inst))
         time.sleep(0.2)  # every request waiting on the socket
         node.server.handle_ready()
-        replies = [ch.recv_raw_reply(5.0) for ch in clients]
+        replies = [next_reply(ch, 5.0) for ch in clients]
     finally:
         for ch in clients:
             ch.close()
@@ -146,7 +147,7 @@ def test_predicts_of_good_requests_waiting_together_share_one_pass(node):
             ch.send(m.Predict("m", [{"a": f"v{k}"}] * (k + 1)))
         time.sleep(0.2)  # all three waiting
         node.server.handle_ready()
-        replies = [ch.recv_raw_reply(5.0) for ch in clients]
+        replies = [next_reply(ch, 5.0) for ch in clients]
     finally:
         for ch in clients:
             ch.close()

@@ -1,0 +1,114 @@
+"""`Node`: what every deltaps node process is, whatever state it serves.
+
+A node answers requests on one `RequestServer` through a visible `op -> method` table, runs
+one `EventLoop` (so its state needs no locks), and speaks the same hello, status and shutdown
+as every other node. Those are held here once; a subclass (the shard, the replica, later
+nodes) declares its own ops and wires its state to the loop.
+
+It lives in `common/` beside the transport, not inside it: the transport only moves messages,
+while a node knows what some of them mean (the protocol version agreed in hello, the fields
+every status carries).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from typing import Callable
+
+from common import messages as m
+from common.config import ClusterSpec
+from common.errors import ProtocolMismatch
+from common.cpus import current_cpus
+from common.transport import EventLoop, RequestServer
+
+
+class Node:
+    """Base of the node classes: handler table, hello, status basics, shutdown, run, close.
+
+    A subclass sets `role` and `log`, passes its own handlers (`{"pull": self.on_pull, ...}`)
+    to `__init__`, which adds hello, status and shutdown, and overrides `hello_models`,
+    `status`, `starting`, `stopping` and `close` as it needs. Everything a handler or timer
+    touches runs on the one loop thread.
+    """
+
+    role = "node"
+    log = logging.getLogger("deltaps.node")
+
+    def __init__(self, spec: ClusterSpec, index: int, address: str,
+                 handlers: dict[str, Callable[[m.Message], m.Message]]):
+        self.spec = spec
+        self.index = index
+        self.started = time.time()
+        self.handlers = {
+            "hello": self.on_hello,
+            **handlers,
+            "status": self.on_status,
+            "shutdown": self.on_shutdown,
+        }
+        self.server = RequestServer(address, self.handlers, spec.max_message_bytes)
+        self.loop = EventLoop()
+        self.loop.watch(self.server, self.server.handle_ready)
+
+    # --- the ops every node answers -----------------------------------------------------------
+
+    def on_hello(self, msg: m.Hello) -> m.HelloReply:
+        """The protocol check: a peer speaking another version is refused, by name."""
+        if msg.protocol != m.PROTOCOL:
+            raise ProtocolMismatch(f"protocol version mismatch: {msg.role} speaks {msg.protocol}, "
+                                   f"{self.role} {self.index} speaks {m.PROTOCOL}")
+        return m.HelloReply(m.PROTOCOL, self.role, self.index, self.spec.shards,
+                            self.hello_models())
+
+    def hello_models(self) -> dict:
+        """What hello tells about each model this node holds (name -> {"bits": ..., ...})."""
+        return {}
+
+    def on_status(self, _msg: m.StatusRequest) -> m.StatusReply:
+        return m.StatusReply({**self.identity(), **self.status()})
+
+    def identity(self) -> dict:
+        """The status fields every node reports first: who and where it is."""
+        return {"role": self.role, "index": self.index, "pid": os.getpid(),
+                "cpus": current_cpus(), "address": self.server.address}
+
+    def status(self) -> dict:
+        """The node's own status fields, after `identity()`."""
+        return {"uptime_s": self.uptime_s()}
+
+    def uptime_s(self) -> float:
+        return round(time.time() - self.started, 1)
+
+    def on_shutdown(self, _msg: m.Shutdown) -> m.Ok:
+        self.stop()
+        return m.Ok()
+
+    # --- lifecycle ----------------------------------------------------------------------------
+
+    def stop(self) -> None:
+        """Make `run()` return (after `stopping()` and `close()`); callable from any thread,
+        takes effect within the loop's longest sleep."""
+        self.loop.stop()
+
+    def starting(self) -> None:
+        """Runs on the loop thread just before the loop starts."""
+
+    def stopping(self) -> None:
+        """Runs on the loop thread once the loop has stopped, before `close()`."""
+
+    def run(self) -> None:
+        """Serve until shutdown, SIGTERM or SIGINT (signals only when run in the main thread;
+        in another thread, stop it with `stop()` or a shutdown request)."""
+        self.loop.install_signal_handlers()
+        try:
+            self.starting()
+            self.loop.run()
+        finally:
+            try:
+                self.stopping()
+            finally:
+                self.close()
+                self.log.info("%s %d stopped", self.role, self.index)
+
+    def close(self) -> None:
+        self.server.close()

@@ -1,0 +1,18 @@
+"""ZeroMQ transport, and the only package that imports zmq.
+
+One module per job: `sockets` (contexts, socket options, `Endpoint`), `server`
+(`RequestServer`, the ROUTER a node answers on), `dealer` (what both client channels share),
+`channel` (`Channel`, blocking), `aio` (`AsyncChannel`, asyncio), `pubsub` (`Publisher`,
+`Subscriber`) and `loop` (`EventLoop`). Callers import the names from here.
+"""
+from common.transport.aio import AsyncChannel
+from common.transport.channel import Channel, readable, writable
+from common.transport.loop import EventLoop, Timer
+from common.transport.pubsub import Publisher, Subscriber
+from common.transport.server import Handler, RequestServer
+from common.transport.sockets import (COPY_THRESHOLD, Endpoint, Unreachable, async_context,
+                                      bind_address, context, poll_ms)
+
+__all__ = ["AsyncChannel", "COPY_THRESHOLD", "Channel", "Endpoint", "EventLoop", "Handler",
+           "Publisher", "RequestServer", "Subscriber", "Timer", "Unreachable", "async_context",
+           "bind_address", "context", "poll_ms", "readable", "writable"]
