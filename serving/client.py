@@ -34,7 +34,7 @@ from common.config import ClusterFile
 from common.errors import DeltapsError, RemoteError, Timeout
 from common.features import Features
 from common.transport import AsyncChannel, Channel, Unreachable, writable
-from serving.model import check_features
+from common.instances import check_features
 
 RETRYABLE = {"not_ready", "timeout", "internal", "unreachable"}
 
