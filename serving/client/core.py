@@ -59,7 +59,7 @@ def ids_message(model: str, rows, ids=None, n: int | None = None) -> m.PredictId
     return m.PredictIds(model, offsets, ids.astype(np.uint32))  # low 32 bits: see PredictIds
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Connect:
     """Step: wait up to `connect_timeout` for a connection to any of these replicas (indices);
     answer with those that have one (empty: none came up in time)."""
@@ -67,7 +67,7 @@ class Connect:
     candidates: list[int]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class Send:
     """Step: send the read to replica `k`; answer with its reply, or throw in what the attempt
     raised (Timeout, Unreachable, RemoteError; anything else ends the read, and the attempt
