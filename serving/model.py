@@ -15,6 +15,7 @@ from common.checksum import weights_checksum
 from common.config import ModelSpec
 from common.errors import InvalidInstance, InvalidValue, NotReady
 from common.features import Batch, Features, FeatureSpec, Featurizer
+from common.instances import check_features  # noqa: F401  (also imported from here)
 from common.linear import instance_margins, margins, sigmoid
 from common.messages import Update
 from common.sharding import slots_of
@@ -166,21 +167,3 @@ def check_csr(offsets: np.ndarray, ids: np.ndarray, max_instances: int) -> None:
         i = int(np.flatnonzero(steps < 0)[0])
         raise InvalidInstance(f"offsets must never decrease: instance {i} ends before it starts "
                               f"({int(offsets[i])} > {int(offsets[i + 1])})")
-
-
-def check_features(n, rows: np.ndarray, ids: np.ndarray, max_instances: int) -> Features:
-    """Validate pre-hashed instances given as (row, id) pairs (what a client converts to CSR
-    before sending); raises InvalidInstance."""
-    if not isinstance(n, int) or isinstance(n, bool):
-        raise InvalidInstance(f"n must be an integer, got {type(n).__name__}")
-    if not 0 <= n <= max_instances:
-        raise InvalidInstance(f"n = {n} is outside [0, {max_instances}]")
-    if rows.ndim != 1 or ids.ndim != 1:
-        raise InvalidInstance(f"rows and ids must be 1-D, got shapes {list(rows.shape)} "
-                              f"and {list(ids.shape)}")
-    if rows.size != ids.size:
-        raise InvalidInstance(f"rows has {rows.size} entries but ids has {ids.size}")
-    if rows.size and (int(rows.min()) < 0 or int(rows.max()) >= n):
-        raise InvalidInstance(f"rows must lie in [0, {n}), got [{int(rows.min())}, "
-                              f"{int(rows.max())}]")
-    return Features(n, rows, ids)

@@ -97,6 +97,21 @@ def test_async_client_spreads_concurrent_reads_and_answers_like_the_sync_one(clu
             assert got.version == want.version and got.staleness_ms >= 0
 
 
+def test_both_clients_are_made_from_the_cluster_file(cluster):
+    c, _, _ = cluster
+    instances = [{"user": "u1", "item": "i2"}]
+    with ServingClient.from_cluster_file(c.path, timeout=2.0) as client:
+        assert client.addresses == addresses(c)
+        want = client.predict("ctr", instances)
+
+    async def main():
+        async with AsyncServingClient.from_cluster_file(c.path, timeout=2.0) as client:
+            return await client.predict("ctr", instances)
+    got = asyncio.run(main())
+    np.testing.assert_array_equal(got.probabilities, want.probabilities)
+    assert got.version == want.version
+
+
 def test_prehashed_ids_score_exactly_like_the_feature_dicts(cluster):
     c, _, _ = cluster
     instances = [e["features"] for e in planted_events(200, seed=8)] + [{}]
@@ -295,6 +310,23 @@ def test_dead_replica_is_skipped_and_a_lost_connection_fails_over_at_once():
         good.close()
         for h in hung:
             h.close()
+
+
+def test_a_cancelled_async_read_no_longer_counts_as_in_flight():
+    hung = FakeReplica(None)
+    try:
+        async def main():
+            async with AsyncServingClient([hung.address], timeout=5.0) as client:
+                with pytest.raises(asyncio.TimeoutError):
+                    await asyncio.wait_for(client.predict("ctr", [{}]), 1.0)
+                return client.balancer.outstanding, client.balancer.failures
+        assert asyncio.run(main()) == ([0], [0])  # not a failure of the replica either
+        deadline = time.monotonic() + 2.0
+        while hung.calls == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert hung.calls == 1  # it was cancelled while waiting for the reply
+    finally:
+        hung.close()
 
 
 def test_throttling_sheds_reads_while_replicas_fail_and_recovers():

@@ -1,4 +1,5 @@
-"""Client-side policies without sockets: adaptive throttling and load spreading."""
+"""Client-side policies without sockets: adaptive throttling, load spreading and the failover
+core (driven here with scripted outcomes, as the clients drive it with channels)."""
 from __future__ import annotations
 
 import random
@@ -6,9 +7,14 @@ import random
 import numpy as np
 import pytest
 
-from common.errors import DeltapsError, InvalidInstance
+from common import messages as m
+from common.config import ClusterFile, NodeInfo, load_spec
+from common.errors import DeltapsError, InvalidInstance, RemoteError, Timeout
 from common.features import Features
-from serving.client import AdaptiveThrottle, Balancer, ids_message
+from common.transport import Unreachable
+from serving.client import (AdaptiveThrottle, AsyncServingClient, Balancer, ClientCore, Throttled,
+                            ids_message)
+from serving.client.core import Connect, Send
 
 
 class FixedRandom(random.Random):
@@ -131,3 +137,132 @@ def test_ids_message_takes_features_or_arrays():
         ids_message("m", [0, 1])
     with pytest.raises(InvalidInstance, match=r"rows must lie in \[0, 2\)"):
         ids_message("m", [0, 2], [1, 2], 2)  # checked before sending
+
+
+ADDRESSES = ["tcp://a:1", "tcp://b:2", "tcp://c:3"]
+
+
+def remote(code):
+    return RemoteError(code, f"replica says {code}")
+
+
+def reply():
+    return m.PredictReply("m", [4, 5], 1.5, np.array([0.25], np.float32))
+
+
+def read(core, answer, performed):
+    """One read through the core, each step answered by `answer(step)` (a return value, or an
+    exception to throw in), the way the clients drive it; the steps are appended to
+    `performed`."""
+    steps = core.failover()
+    result, error = None, None
+    while True:
+        try:
+            step = steps.send(result) if error is None else steps.throw(error)
+        except StopIteration as done:
+            return done.value
+        performed.append(step)
+        try:
+            result, error = answer(step), None
+        except BaseException as exc:
+            result, error = None, exc
+
+
+def scripted(outcomes, up=None):
+    """Answers Connect with `up(candidates)` (default: all connected) and each Send to replica
+    k with outcomes[k]: an exception is raised, anything else returned."""
+    def answer(step):
+        if isinstance(step, Connect):
+            return step.candidates if up is None else up(step.candidates)
+        outcome = outcomes[step.k]
+        if isinstance(outcome, BaseException):
+            raise outcome
+        return outcome
+    return answer
+
+
+def sends(performed):
+    return [s.k for s in performed if isinstance(s, Send)]
+
+
+def test_core_retries_replica_trouble_on_each_replica_once_then_gives_up():
+    core = ClientCore(ADDRESSES, throttle=AdaptiveThrottle(rng=random.Random(0)), seed=1)
+    performed = []
+    trouble = [remote("not_ready"), Timeout("slow"), Unreachable("gone")]
+    with pytest.raises(RemoteError, match="no replica answered") as failed:
+        read(core, scripted(trouble), performed)
+    assert sorted(sends(performed)) == [0, 1, 2]  # each replica at most once
+    assert failed.value.remote_code == "unavailable"  # different troubles
+    assert all(str(e) in str(failed.value) for e in trouble)
+    assert core.balancer.outstanding == [0, 0, 0] and core.balancer.failures == [1, 1, 1]
+    assert core.throttle.counts() == (3, 0)
+    # the Connect steps offer only the replicas not tried yet
+    connects = [s.candidates for s in performed if isinstance(s, Connect)]
+    assert [len(c) for c in connects] == [3, 2, 1]
+    with pytest.raises(RemoteError) as same:
+        read(ClientCore(ADDRESSES, seed=1), scripted([remote("not_ready")] * 3), [])
+    assert same.value.remote_code == "not_ready"  # one trouble everywhere: its code
+
+
+def test_core_answers_from_the_first_replica_that_replies():
+    core = ClientCore(ADDRESSES, throttle=False, seed=2)
+    core.balancer.pick = lambda candidates: candidates[0]
+    performed = []
+    got = read(core, scripted([remote("internal"), reply(), reply()]), performed)
+    assert sends(performed) == [0, 1] and got.replica == ADDRESSES[1]
+    assert got.probabilities.tolist() == [0.25] and got.version == [4, 5]
+    assert got.staleness_ms == 1.5
+    assert core.balancer.outstanding == [0, 0, 0] and core.balancer.failures == [1, 0, 0]
+
+
+def test_core_raises_a_client_mistake_at_once():
+    core = ClientCore(ADDRESSES, throttle=AdaptiveThrottle(rng=random.Random(0)), seed=3)
+    core.balancer.pick = lambda candidates: candidates[0]
+    performed = []
+    mistake = remote("invalid_instance")
+    with pytest.raises(RemoteError) as raised:
+        read(core, scripted([remote("not_ready"), mistake, reply()]), performed)
+    assert raised.value is mistake and sends(performed) == [0, 1]
+    assert core.throttle.counts() == (2, 1)  # a mistake is an answer: accepted
+    assert core.balancer.failures == [1, 0, 0]
+
+
+def test_core_without_a_connection_gives_up_unreachable_without_sending():
+    core = ClientCore(ADDRESSES, connect_timeout=0.25, seed=4)
+    performed = []
+    with pytest.raises(RemoteError, match="no connection to any of 3 replicas within 0.25s") as e:
+        read(core, scripted([reply()] * 3, up=lambda candidates: []), performed)
+    assert e.value.remote_code == "unreachable" and sends(performed) == []
+    # only replica 2 connected: the read goes there
+    got = read(core, scripted([reply()] * 3, up=lambda candidates: [2]), [])
+    assert got.replica == ADDRESSES[2]
+
+
+def test_core_forgets_an_interrupted_attempt_and_throttles_before_any_step():
+    core = ClientCore(ADDRESSES, seed=5)
+    with pytest.raises(KeyboardInterrupt):
+        read(core, scripted([KeyboardInterrupt()] * 3), [])
+    assert core.balancer.outstanding == [0, 0, 0] and core.balancer.failures == [0, 0, 0]
+    assert core.throttle.counts() == (0, 0)  # no outcome to count
+    shut = AdaptiveThrottle(rng=FixedRandom(0.0))
+    for _ in range(10):
+        shut.record(False)
+    performed = []
+    with pytest.raises(Throttled, match="0 of 11 recent requests accepted"):
+        read(ClientCore(ADDRESSES, throttle=shut), scripted([reply()] * 3), performed)
+    assert performed == []
+
+
+def test_core_needs_replicas_and_either_client_is_made_from_a_cluster_file(tmp_path):
+    with pytest.raises(DeltapsError, match="no serving replicas"):
+        ClientCore([])
+    assert ClientCore(ADDRESSES, timeout=0.5).connect_timeout == 0.5
+    assert ClientCore(ADDRESSES).connect_timeout == 1.0
+    nodes = [NodeInfo("replica", 1, ADDRESSES[1]), NodeInfo("shard", 0, "tcp://s:9"),
+             NodeInfo("replica", 0, ADDRESSES[0])]
+    ClusterFile(load_spec(text="[models.m]\nbits = 4"), nodes).save(tmp_path / "cluster.json")
+    client = AsyncServingClient.from_cluster_file(tmp_path / "cluster.json", 2.0, seed=1,
+                                                  throttle=False, connect_timeout=0.1)
+    assert isinstance(client, AsyncServingClient) and client.channels is None  # no socket yet
+    assert client.addresses == ADDRESSES[:2] and client.timeout == 2.0
+    assert client.throttle is None and client.connect_timeout == 0.1
