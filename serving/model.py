@@ -127,8 +127,8 @@ class ServingModel:
         return self.score_features(self.featurizer.featurize(batch))
 
     def score_events(self, instances) -> np.ndarray:
-        """Probabilities for feature-dict instances (the same as `score(columnarize(...))`,
-        without building columns: the path of every predict request)."""
+        """Probabilities for feature-dict instances, ``score(columnarize(instances))``: the
+        path of every predict request."""
         self.check_ready()
         return self.score_features(self.featurizer.featurize_events(instances))
 

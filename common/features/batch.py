@@ -1,0 +1,105 @@
+"""Columnar mini-batches of events and the feature ids made from them.
+
+Why columnar: a field's values sit in one numpy array with the row (event index) of each, so
+single-valued, missing and multi-valued fields share one representation, and every later step
+(hashing, bucketizing, crossing, scoring) is a whole-array numpy call, never a loop over events.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+
+CATEGORICAL = "cat"
+NUMERIC = "num"
+
+
+@dataclass
+class Column:
+    """Values of one field; ``values[i]`` belongs to event ``rows[i]`` (rows non-decreasing).
+
+    Rows beside values (rather than one value per event) let a field be missing from some events
+    and hold several values in others without padding.
+    """
+
+    kind: str  # CATEGORICAL (str or int values) or NUMERIC (float values)
+    rows: np.ndarray
+    values: np.ndarray
+
+    @classmethod
+    def dense(cls, kind: str, values: np.ndarray, present: np.ndarray | None = None) -> "Column":
+        """One value per event; `present` masks out missing ones."""
+        values = np.asarray(values)
+        rows = np.arange(values.shape[0], dtype=np.int64)
+        if present is not None:
+            rows, values = rows[present], values[present]
+        return cls(kind, rows, values)
+
+
+@dataclass
+class Batch:
+    """A mini-batch of events in columnar form: what sources produce and the featurizer reads,
+    in workers and replicas alike, so both featurize an event the same way."""
+
+    n: int
+    columns: dict[str, Column]
+    labels: np.ndarray | None = None  # float32 0/1
+    weights: np.ndarray | None = None  # float32 importance weights
+
+    def slice(self, start: int, stop: int) -> "Batch":
+        """Events [start, stop) as a new batch (rows renumbered from 0)."""
+        cols = {}
+        for name, col in self.columns.items():
+            lo, hi = np.searchsorted(col.rows, [start, stop])
+            cols[name] = Column(col.kind, col.rows[lo:hi] - start, col.values[lo:hi])
+        pick = (lambda a: None if a is None else a[start:stop])
+        return Batch(min(stop, self.n) - start, cols, pick(self.labels), pick(self.weights))
+
+
+@dataclass
+class Features:
+    """Feature ids of a batch: event ``rows[i]`` has feature ``ids[i]`` (value 1).
+
+    Kept as (row, id) pairs, the form scoring and gradients reduce with one bincount, rather
+    than per-event lists.
+    """
+
+    n: int
+    rows: np.ndarray  # int64
+    ids: np.ndarray  # uint64
+
+    def to_csr(self) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, ids): event i's ids are ``ids[offsets[i]:offsets[i + 1]]``, in the order
+        they have here: the form pre-hashed reads travel in (`PredictIds`). Rows must lie in
+        [0, n)."""
+        offsets = np.zeros(self.n + 1, np.int64)
+        np.cumsum(np.bincount(self.rows, minlength=self.n), out=offsets[1:])
+        return offsets, self.ids[np.argsort(self.rows, kind="stable")]
+
+
+def concat_batches(batches: Iterable[Batch]) -> Batch:
+    """Join batches end to end (used by sources that read in chunks)."""
+    batches = list(batches)
+    n = 0
+    cols: dict[str, list[Column]] = {}
+    for b in batches:
+        for name, c in b.columns.items():
+            cols.setdefault(name, []).append(Column(c.kind, c.rows + n, c.values))
+        n += b.n
+    merged = {name: Column(parts[0].kind, np.concatenate([p.rows for p in parts]),
+                           np.concatenate([p.values for p in parts])) for name, parts in cols.items()}
+    labels = (np.concatenate([b.labels for b in batches])
+              if batches and all(b.labels is not None for b in batches) else None)
+    weights = None
+    if any(b.weights is not None for b in batches):
+        weights = np.concatenate([b.weights if b.weights is not None else np.ones(b.n, np.float32)
+                                  for b in batches])
+    return Batch(n, merged, labels, weights)
+
+
+def pieces(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Consecutive views of `array` with the given sizes (np.split costs far more per piece)."""
+    ends = itertools.accumulate(sizes)
+    return [array[end - size:end] for size, end in zip(sizes, ends)]

@@ -1,0 +1,133 @@
+"""The featurizer: a columnar `Batch` -> 64-bit feature ids, the same code in workers and
+serving replicas.
+
+There is one featurization path: event dicts are first turned into a `Batch` (`columnarize`),
+so a predict request and a training batch go through the very same `Featurizer.featurize` and
+get the very same ids for the same event.
+"""
+from __future__ import annotations
+
+import itertools
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+from common.features.batch import NUMERIC, Batch, Features, pieces
+from common.features.crosses import cross_ids
+from common.features.events import columnarize
+from common.features.spec import FeatureSpec, Transform
+from common.hashing import hash_ints, hash_string, hash_strings
+
+BIAS_ID = hash_string("\x00bias")
+
+
+class Featurizer:
+    """Turns a `Batch` into `Features` for one `FeatureSpec`; pure and vectorized.
+
+    A feature's id is its value hashed with the hash of its field's name as seed: integer
+    values and numeric buckets of every column go through one splitmix64 pass together, and
+    every string through one string-hashing pass. Why one object per spec: what depends only
+    on a field's name (its seed, its transform) is computed once and reused by every batch.
+    """
+
+    def __init__(self, spec: FeatureSpec):
+        self.spec = spec
+        self._field_seed: dict[str, np.uint64] = {}
+        self._default_transform = Transform("log2")
+        self._transforms: dict[tuple, Transform] = {}  # one per distinct (kind, boundaries)
+        self._transform_key: dict[str, tuple] = {}  # per field name: its key in _transforms
+        crossed = {f for cross in spec.crosses for f in cross}
+        self._plain = list(spec.fields)
+        self._crossed_only = sorted(crossed - set(spec.fields)) if spec.fields else []
+
+    def field_seed(self, name: str) -> np.uint64:
+        seed = self._field_seed.get(name)
+        if seed is None:
+            seed = self._field_seed[name] = np.uint64(hash_string(name))
+        return seed
+
+    def featurize_events(self, events: Sequence[Mapping]) -> Features:
+        """Features of event dicts (predict instances): ``featurize(columnarize(events))``.
+
+        Raises `InvalidInstance` for a value of the wrong type, naming the instance and field.
+        """
+        return self.featurize(columnarize(events, with_labels=False))
+
+    def featurize(self, batch: Batch) -> Features:
+        """Features of a columnar batch, written straight into their output arrays.
+
+        Fields come out in order (the spec's fields, or the batch's columns), each field's
+        entries in event order, then crosses, then the bias. Numeric columns sharing a
+        transform are bucketized in one call, every integer value (ids and buckets) of every
+        column is hashed in one pass and every string in another, so the numpy calls per batch
+        barely grow with the number of fields (what keeps a one-event batch cheap), and no
+        value is copied more than it must be (what keeps a large one cheap).
+        """
+        columns = batch.columns
+        if self._plain:
+            order = [name for name in self._plain + self._crossed_only
+                     if name in columns and columns[name].rows.size]
+            n_plain = sum(name not in self._crossed_only for name in order)
+        else:  # every field of the batch; a crossed field not in it has no entries anyway
+            order = [name for name, col in columns.items() if col.rows.size]
+            n_plain = len(order)
+        sizes = [columns[name].rows.size for name in order]
+        ends = list(itertools.accumulate(sizes))
+        spans = [slice(end - size, end) for size, end in zip(sizes, ends)]  # field k's entries
+        total = ends[-1] if ends else 0
+        bias = batch.n if self.spec.bias else 0
+        rows = np.empty(total + bias, np.int64)
+        words = np.empty(total + bias, np.int64)  # what each entry hashes: int value or bucket
+        strings: list[int] = []
+        numeric: dict[tuple, list[int]] = {}
+        for k, name in enumerate(order):
+            col = columns[name]
+            rows[spans[k]] = col.rows
+            if col.kind == NUMERIC:
+                numeric.setdefault(self._transform_key.get(name) or self._key_of(name),
+                                   []).append(k)
+            elif col.values.dtype.kind in "iu":
+                words[spans[k]] = col.values
+            else:
+                strings.append(k)
+        for key, group in numeric.items():
+            values = [columns[order[k]].values for k in group]
+            buckets = self._transforms[key].bucketize(
+                values[0] if len(values) == 1 else np.concatenate(values))
+            for k, part in zip(group, pieces(buckets, [sizes[k] for k in group])):
+                words[spans[k]] = part
+        seeds = np.repeat(np.array([self.field_seed(n) for n in order] + [0], np.uint64),
+                          sizes + [bias])
+        ids = hash_ints(words, seeds)  # string entries' slots are overwritten below
+        if strings:
+            values = [columns[order[k]].values for k in strings]
+            hashed = hash_strings(values[0] if len(values) == 1 else np.concatenate(values),
+                                  np.concatenate([seeds[spans[k]] for k in strings]))
+            for k, part in zip(strings, pieces(hashed, [sizes[k] for k in strings])):
+                ids[spans[k]] = part
+        if bias:
+            rows[total:] = np.arange(batch.n)
+            ids[total:] = BIAS_ID
+        plain = ends[n_plain - 1] if n_plain else 0
+        if plain == total and not self.spec.crosses:
+            return Features(batch.n, rows, ids)
+        parts_rows, parts_ids = [rows[:plain]], [ids[:plain]]
+        span_of = dict(zip(order, spans))
+        for cross in self.spec.crosses:
+            r, i = cross_ids([(rows[span_of[f]], ids[span_of[f]]) if f in span_of else None
+                              for f in cross])
+            parts_rows.append(r)
+            parts_ids.append(i)
+        parts_rows.append(rows[total:])
+        parts_ids.append(ids[total:])
+        return Features(batch.n, np.concatenate(parts_rows), np.concatenate(parts_ids))
+
+    def _key_of(self, name: str) -> tuple:
+        """The (kind, boundaries) key of a numeric field's transform, its `Transform` kept
+        under that key so fields sharing a transform are bucketized together."""
+        t = self.spec.transforms.get(name, self._default_transform)
+        key = (t.kind, tuple(t.boundaries))
+        if key not in self._transforms:
+            self._transforms[key] = Transform(*key)
+        self._transform_key[name] = key
+        return key
