@@ -5,7 +5,7 @@ BIN    := $(VENV)/bin
 DATA   ?=
 EVENTS ?= 200000
 
-.PHONY: setup demo test test-unit test-integration bench bench-baseline bench-compare clean
+.PHONY: setup demo lint test test-unit test-integration bench bench-baseline bench-compare clean
 
 $(BIN)/deltaps: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,7 +19,11 @@ setup: $(BIN)/deltaps
 demo: setup
 	PATH="$(abspath $(BIN)):$$PATH" bash deploy/demo.sh "$(DATA)" "$(EVENTS)"
 
-test: setup
+## Lint (ruff, settings in pyproject.toml), then every test.
+lint: setup
+	$(BIN)/ruff check .
+
+test: setup lint
 	$(BIN)/python -m pytest -q
 
 test-unit: setup

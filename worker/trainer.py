@@ -29,7 +29,6 @@ from collections import deque
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Protocol
 
-import numpy as np
 
 from common.config import ClusterSpec
 from common.features import Batch, Featurizer, Features

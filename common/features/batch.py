@@ -54,8 +54,9 @@ class Batch:
         for name, col in self.columns.items():
             lo, hi = np.searchsorted(col.rows, [start, stop])
             cols[name] = Column(col.kind, col.rows[lo:hi] - start, col.values[lo:hi])
-        pick = (lambda a: None if a is None else a[start:stop])
-        return Batch(min(stop, self.n) - start, cols, pick(self.labels), pick(self.weights))
+        labels = None if self.labels is None else self.labels[start:stop]
+        weights = None if self.weights is None else self.weights[start:stop]
+        return Batch(min(stop, self.n) - start, cols, labels, weights)
 
 
 @dataclass

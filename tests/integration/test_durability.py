@@ -11,10 +11,8 @@ import numpy as np
 import pytest
 
 from common import messages as m
-from common.errors import RemoteError
 from common.transport import Channel
 from deploy.admin import node_status, verify
-from serving.client import ServingClient
 from tests.integration.helpers import (SMALL_SPEC, ListSource, planted_events, shard_weights,
                                        wait_replica_caught_up)
 from worker.ps_client import PSClient
@@ -149,16 +147,28 @@ def test_sigterm_snapshots_and_restart_replays_nothing(local_cluster):
 
 def test_replica_killed_and_restarted_mid_stream_converges(local_cluster):
     c = local_cluster(SMALL_SPEC, shards=2, replicas=2).start_all()
+    old_pid = c.procs[("replica", 1)].pid
+    chaos_done = []  # (exit code of the killed replica, events read at the kill, at the restart)
 
     def chaos(stop, source):
         if source.reached(0.3, stop):
-            c.stop("replica", 1, signal.SIGKILL)
+            killed_at = source.pos
+            code = c.stop("replica", 1, signal.SIGKILL)
             source.reached(0.6, stop)
             c.start("replica", 1)
+            chaos_done.append((code, killed_at, source.pos))
 
-    train_all(c, EVENTS[:8000], during=chaos)
+    _, trainer = train_all(c, EVENTS[:8000], during=chaos)
+    assert chaos_done, "the stream ended before the replica was killed"
+    code, killed_at, restarted_at = chaos_done[0]
+    assert code == -signal.SIGKILL, f"replica 1 did not die from SIGKILL: exit code {code}"
+    assert restarted_at > killed_at, "no training happened while the replica was down"
     c.wait_ready(role="replica", index=1)
-    assert_replicas_verified(c)
+    address = c.address("replica", 1)
+    status = node_status(address)
+    assert status["pid"] == c.procs[("replica", 1)].pid != old_pid, "not a new replica process"
+    wait_replica_caught_up(address, "ctr", trainer.last_seqs)
+    assert_replicas_verified(c)  # both replicas, the restarted one too, equal the shards
 
 
 def test_replica_that_missed_updates_notices_and_resyncs(local_cluster):

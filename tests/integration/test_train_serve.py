@@ -4,7 +4,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from common import messages as m
 from common.errors import RemoteError
+from common.sharding import split_by_shard
+from common.transport import Channel
+from deploy.admin import node_status
 from serving.client import ServingClient
 from tests.integration.helpers import (SMALL_SPEC, ListSource, planted_events, score_locally,
                                        shard_weights, wait_replica_caught_up)
@@ -51,13 +55,28 @@ def test_replica_started_after_training_bootstraps_from_snapshots(local_cluster)
     client.close()
 
 
+class CountingPSClient(PSClient):
+    """A PSClient that notes the push numbers it sent to each shard."""
+
+    def __init__(self, shards):
+        super().__init__(shards)
+        self.sent: list[list[int]] = [[] for _ in shards]
+
+    def push_async(self, model, keys, grads):
+        pending = super().push_async(model, keys, grads)
+        for k, idx in enumerate(split_by_shard(keys, self.n_shards)):
+            if idx.size:
+                self.sent[k].append(self.push_no)
+        return pending
+
+
 def test_two_workers_train_one_model_concurrently(local_cluster):
     import threading
     c = local_cluster(SMALL_SPEC, shards=2, replicas=1).start_all()
-    results = {}
+    results, clients = {}, {}
 
     def run(k):
-        client = PSClient(c.cluster.shards())
+        clients[k] = client = CountingPSClient(c.cluster.shards())
         results[k] = Trainer(client, c.spec, "ctr", 32).train(ListSource(planted_events(2000, k)))
         client.close()
 
@@ -66,6 +85,26 @@ def test_two_workers_train_one_model_concurrently(local_cluster):
     [t.join(60) for t in threads]
     assert sorted(results) == [0, 1]
     assert all(r.events == 2000 for r in results.values())
+    assert clients[0].worker_id != clients[1].worker_id
+    for shard in range(2):
+        address = c.address("shard", shard)
+        sent = {k: client.sent[shard] for k, client in clients.items()}
+        assert all(sent.values()), f"a worker sent shard {shard} no push: {sent}"
+        status = node_status(address)
+        # every push of both workers applied once: the shard counts pushes, not workers
+        applied = status["models"]["ctr"]["pushes"]
+        assert applied == sum(map(len, sent.values())), (
+            f"shard {shard} applied {applied} pushes; the workers sent it "
+            f"{[len(v) for v in sent.values()]}")
+        assert status["duplicates"] == 0
+        slots = np.arange(64, dtype=np.uint64)
+        owned = slots[split_by_shard(slots, 2)[shard][:1]]
+        ch = Channel(address)
+        try:
+            for k, client in clients.items():  # refused unless the worker's last push is applied
+                ch.request(m.Pull("ctr", owned, client.worker_id, sent[k][-1]), 5)
+        finally:
+            ch.close()
 
 
 def test_every_node_exits_cleanly_on_sigterm(local_cluster):
@@ -87,15 +126,21 @@ def test_predict_handles_missing_features_and_refuses_wrong_types(local_cluster)
 
 
 def test_pipelined_training_gives_bit_identical_weights(local_cluster):
+    events = planted_events(5000, seed=9)
+    p = np.mean([e["label"] for e in events])
+    constant = -(p * np.log(p) + (1 - p) * np.log(1 - p))  # logloss of always predicting p
     results = []
     for pipeline in (False, True):
         c = local_cluster(SMALL_SPEC, shards=2, replicas=0).start_all()
         client = PSClient(c.cluster.shards())
         trainer = Trainer(client, c.spec, "ctr", 50, pipeline=pipeline)
-        summary = trainer.train(ListSource(planted_events(5000, seed=9)))
+        summary = trainer.train(ListSource(events))
         results.append((shard_weights(client, "ctr", 16), summary.logloss))
         client.close()
         c.stop_all()
+    for pipeline, (_, logloss) in zip((False, True), results):
+        assert logloss < constant - 0.03, (f"pipeline={pipeline} learned nothing: logloss "
+                                          f"{logloss:.4f}, the constant predictor's {constant:.4f}")
     np.testing.assert_array_equal(results[0][0], results[1][0])
     assert results[0][1] == results[1][1]
 
