@@ -47,6 +47,9 @@ class ModelSpec:
 
 @dataclass
 class ClusterSpec:
+    """The whole cluster as one value: node counts, addresses, durability, serving settings
+    and models. Every node and command reads the same spec, so they agree on the layout."""
+
     shards: int = 2
     replicas: int = 1
     host: str = "127.0.0.1"

@@ -28,7 +28,7 @@ def instance_margins(offsets: np.ndarray, entry_weights: np.ndarray) -> np.ndarr
     """Sum of each instance's weights, instances in CSR form (instance i owns entries
     ``offsets[i]:offsets[i + 1]``): the same sums, bit for bit, as `margins` over the same
     entries with rows, without building rows and without bincount's adds into one row after
-    another, which wait on each other (1000 instances of 35 entries: ~16 us against ~70 us).
+    another, which wait on each other.
 
     Why the same: every float32 weight is a whole multiple of the smallest ulp u among the
     nonzero ones, so every partial sum of an instance is too, and is at most k * max|w| for k

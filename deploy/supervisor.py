@@ -28,6 +28,8 @@ MAX_BACKOFF_S = 10.0
 
 @dataclass
 class Managed:
+    """One supervised node: its process and when it may be restarted after a crash."""
+
     info: NodeInfo
     proc: subprocess.Popen | None = None
     started: float = 0.0
@@ -42,6 +44,9 @@ def node_command(info: NodeInfo, cluster_file: Path) -> list[str]:
 
 
 class Supervisor:
+    """Keeps every node of a local cluster running: starts them, restarts a crashed one with
+    back-off, and stops them all on SIGTERM, so `deltaps up` leaves one process to manage."""
+
     def __init__(self, cluster_file: Path):
         self.cluster_file = cluster_file
         self.cluster = ClusterFile.load(cluster_file)

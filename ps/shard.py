@@ -137,9 +137,9 @@ class ShardNode(Node):
         return path
 
     def snapshot_in_background(self) -> None:
-        """The periodic snapshot: the state is copied on the loop (tens of milliseconds), then
-        written, checksummed and fsynced by a thread (about a second for 16.8M slots, which
-        used to stall every pull, push and publish). One at a time."""
+        """The periodic snapshot: the state is copied on the loop (a memcpy), then written,
+        checksummed and fsynced by a thread, so writing a large model never stalls pulls,
+        pushes and publishes. One at a time."""
         if self._snapshotter is not None and self._snapshotter.is_alive():
             log.warning("the previous snapshot is still being written; skipping this one")
             return

@@ -37,6 +37,10 @@ def ids_key(offsets: np.ndarray, ids: np.ndarray) -> bytes | None:
 
 
 class PredictionCache:
+    """Answers to identical predict requests, valid only at the exact model version they were
+    computed at and for a short time: repeated reads (a page asking for the same items) skip
+    scoring without ever seeing weights the model no longer has."""
+
     def __init__(self, ttl_ms: float = 0.0, max_entries: int = 0,
                  clock: Callable[[], float] = time.monotonic):
         self.ttl_s = ttl_ms / 1000.0

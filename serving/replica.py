@@ -3,8 +3,8 @@
 One thread, one zmq event loop own the models: applying updates and answering reads run in
 turn, so no lock is ever taken around the weights. Predict requests found waiting together on
 the socket are featurized and scored in one vectorized pass per model and the answers split
-(per-request overhead dominates single-instance reads: a 35-field instance takes ~0.2 ms of
-the replica's time alone, much less each when ten come together); a request with a bad
+(per-request overhead dominates single-instance reads, so ten requests scored together cost
+each far less than one alone); a request with a bad
 instance among them is then answered on its own. The optional HTTP server (serving/http.py)
 runs in its own thread with its own asyncio loop and forwards every request to this loop's
 request socket over inproc, so it never touches a model either.

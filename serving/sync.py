@@ -20,6 +20,10 @@ from common.messages import Update
 
 @dataclass
 class ShardSync:
+    """Where a replica's copy of one shard of one model stands in the Clone pattern: which
+    incarnation and sequence number it holds, and the updates buffered while a snapshot is on
+    its way. Plain state, so the protocol's transitions are tested without sockets."""
+
     shard: int
     epoch: int = -1  # the shard incarnation our copy comes from
     seq: int = -1  # last applied; -1: no snapshot yet

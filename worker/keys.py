@@ -1,12 +1,11 @@
 """The unique slots a batch touches, and each feature entry's index into them.
 
-`np.unique(..., return_inverse=True)` argsorts every entry (about 10 ms for 160k entries).
-For models up to 2**24 slots, a reusable scratch table indexed by slot does the same job with
-three scatter/gathers and a sort of the (much shorter) unique list: about 4x faster. The slots
-index the table as int64 (a view of the uint64 slots): numpy converts a uint64 index array to
-intp with a copy on every use, which made the indexer ~1.7x slower. Gathers use `take` and the
-selection `compress` (numpy's fancy indexing by an index array or a boolean mask is slower
-at the same job: 0.80 -> 0.56 ms for 145k entries).
+`np.unique(..., return_inverse=True)` argsorts every entry. For models up to 2**24 slots, a
+reusable scratch table indexed by slot does the same job with three scatter/gathers and a sort
+of the (much shorter) unique list. The slots index the table as int64 (a view of the uint64
+slots): numpy converts a uint64 index array to intp with a copy on every use. Gathers use `take`
+and the selection `compress`, which are cheaper than numpy's fancy indexing by an index array or
+a boolean mask at the same job.
 """
 from __future__ import annotations
 
@@ -28,6 +27,9 @@ class BatchKeys:
 
 
 class KeyIndexer:
+    """Turns a batch's feature ids into its unique slots and each entry's index into them, with
+    a scratch table kept across batches (allocated once per model size)."""
+
     def __init__(self, bits: int):
         self.bits = bits
         # np.zeros is lazily backed by the OS: untouched pages cost nothing

@@ -27,6 +27,9 @@ def auc(scores: np.ndarray, labels: np.ndarray) -> float:
 
 
 class ProgressiveMetrics:
+    """Progressive validation: every event is scored before it is learned from, so the
+    running log loss and AUC measure how the model predicts unseen events."""
+
     def __init__(self):
         self.count = 0
         self.loss_sum = 0.0

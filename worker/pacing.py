@@ -14,6 +14,9 @@ from common.features import Batch, concat_batches
 
 
 class PacedSource:
+    """A source replayed at a fixed event rate, so recorded data can stand in for a live
+    stream and the trainer's batches adapt to the arrival rate as they would live."""
+
     live = True
 
     def __init__(self, source, events_per_s: float, prefetch: int = 4096):

@@ -39,11 +39,16 @@ from worker.ps_client import Pending, PSClient
 
 
 class Source(Protocol):
+    """What the trainer reads from: anything that hands out batches of at most `max_events`
+    events and None at the end, so files, stdin, synthetic streams and test lists are alike."""
+
     def read(self, max_events: int) -> Batch | None: ...
 
 
 @dataclass
 class Summary:
+    """What a training run reports: counts, speed and progressive quality of the whole run."""
+
     model: str
     events: int
     batches: int
@@ -69,6 +74,11 @@ class _Prepared:
 
 
 class Trainer:
+    """One worker's training loop for one model against the shards (see the module docstring).
+
+    Kept apart from the node process and its CLI so that tests, benchmarks and the Python API
+    drive the very same loop with any source and any PS client."""
+
     def __init__(self, client: PSClient, spec: ClusterSpec, model: str, batch_size: int = 512,
                  pipeline: bool = True, max_delay: int = 0):
         if max_delay < 0:

@@ -61,10 +61,11 @@ def test_serving_model_refuses_reads_until_every_shard_is_synced():
     batch = columnarize([{"a": "x"}], with_labels=False)
     model.apply_snapshot(0, 2, 1, 0, np.arange(8, dtype=np.float32))
     with pytest.raises(NotReady, match=r"shard\(s\) \[1\] syncing"):
-        model.score(batch)
+        model.check_ready()
     model.apply_snapshot(1, 2, 1, 3, -np.arange(8, dtype=np.float32))
     assert model.weights[:4].tolist() == [0, 0, 1, -1] and model.version == [0, 3]
     model.apply_update(upd(4, keys=(1,), values=(9.0,), shard=1))
+    model.check_ready()
     assert model.weights[1] == 9.0 and model.score(batch).shape == (1,)
 
 
