@@ -31,12 +31,12 @@ import numpy as np
 
 from common import messages as m
 from common.config import ClusterFile
-from common.errors import DeltapsError, RemoteError, Timeout
+from common.errors import DeltapsError, InternalError, NotReady, RemoteError, Timeout
 from common.features import Features
 from common.transport import AsyncChannel, Channel, Unreachable, writable
 from serving.model import check_features
 
-RETRYABLE = {"not_ready", "timeout", "internal", "unreachable"}
+RETRYABLE = (NotReady, Timeout, InternalError, Unreachable)
 
 
 class Throttled(DeltapsError):
@@ -204,8 +204,8 @@ class _Failover:
 
     def _failed(self, k: int, exc: DeltapsError, errors: list[str], codes: set[str]) -> None:
         """Record a failed attempt on replica k; re-raise a client mistake (no retry helps)."""
-        code = getattr(exc, "remote_code", exc.code)
-        retry = not isinstance(exc, RemoteError) or code in RETRYABLE
+        code = exc.code
+        retry = not isinstance(exc, RemoteError) or isinstance(exc, RETRYABLE)
         self._outcome(k, accepted=not retry, ok=not retry)
         if not retry:
             raise exc
