@@ -11,7 +11,7 @@ import time
 import numpy as np
 
 from bench.report import LOWER, figure
-from common import messages as m
+from common.messages import Push
 from common.wire import encode
 from deploy.local import LocalCluster
 from worker.ps_client import PSClient
@@ -35,7 +35,7 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def wire_bytes_per_key(keys: int) -> float:
-    msg = m.Push("ctr", np.arange(keys, dtype=np.uint64), np.ones(keys, np.float32), "w" * 16, 1)
+    msg = Push("ctr", np.arange(keys, dtype=np.uint64), np.ones(keys, np.float32), "w" * 16, 1)
     return sum(len(f) for f in encode(msg, 1)) / keys
 
 

@@ -15,7 +15,7 @@ import time
 import numpy as np
 
 from bench.report import LOWER, figure
-from common import messages as m
+from common.messages import Predict
 from common.transport import Channel
 from deploy.local import REPO, LocalCluster
 from worker.ps_client import PSClient
@@ -30,7 +30,7 @@ def _probe(client: PSClient, replicas: list[Channel], samples: int, gap_s: float
         seq = client.push("ctr", SLOT, np.array([1e-6], np.float32))[0]
         acked = time.perf_counter()
         for ch in replicas:
-            while ch.request(m.Predict("ctr", [{}]), 5.0).version[0] < seq:
+            while ch.request(Predict("ctr", [{}]), 5.0).version[0] < seq:
                 pass
         out.append((time.perf_counter() - acked) * 1000.0)
         time.sleep(gap_s)

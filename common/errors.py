@@ -1,10 +1,32 @@
-"""Typed errors. Every error that crosses the wire carries one of these codes."""
+"""Typed errors. Every error that crosses the wire carries one of these codes.
+
+A node turns an error into an error reply carrying the error's `code`; the peer that reads the
+reply raises a `RemoteError` that is also an instance of the class that code names, so callers
+catch a peer's refusal the way they catch their own (`except MissingPush`), not by comparing
+code strings.
+"""
+from __future__ import annotations
+
+_BY_CODE: dict[str, type["DeltapsError"]] = {}
 
 
 class DeltapsError(Exception):
-    """Base class; `code` is what an error reply carries on the wire."""
+    """Base class; `code` is what an error reply carries on the wire.
+
+    Every subclass that sets its own `code` is registered under it (wherever it is defined,
+    e.g. `Unreachable` in the transport), so a code read off the wire finds its class; the
+    first class to claim a code keeps it (those here, which every other module imports first).
+    """
 
     code = "error"
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "code" in cls.__dict__:
+            _BY_CODE.setdefault(cls.code, cls)
+
+
+_BY_CODE[DeltapsError.code] = DeltapsError
 
 
 class MalformedMessage(DeltapsError):
@@ -67,19 +89,50 @@ class ConfigError(DeltapsError):
     code = "config"
 
 
-_BY_CODE = {cls.code: cls for cls in (DeltapsError, MalformedMessage, UnknownOp, UnknownModel,
-                                      ProtocolMismatch, InvalidValue, InvalidInstance, NotReady, MissingPush,
-                                      Timeout, ConfigError)}
+class InternalError(DeltapsError):
+    """A handler failed with an unexpected exception (a bug in the node, not in the request);
+    the node answers with this code and keeps running."""
+
+    code = "internal"
+
+
+def error_class(code: str) -> type[DeltapsError]:
+    """The class registered for `code`; DeltapsError for a code this side does not know."""
+    return _BY_CODE.get(code, DeltapsError)
+
+
+_REMOTE: dict[type[DeltapsError], type["RemoteError"]] = {}
 
 
 class RemoteError(DeltapsError):
-    """An error reply from a peer, re-raised locally. `remote_code` names the peer's error class."""
+    """An error reply from a peer, re-raised locally.
+
+    `RemoteError(code, message)` makes an instance of both RemoteError and `error_class(code)`:
+    `except MissingPush` catches a peer's missing_push, while `except RemoteError` still tells
+    "the peer refused" apart from a local failure. `code` (and `remote_code`, the same) is the
+    code the peer sent, also when this side has no class for it.
+    """
+
+    def __new__(cls, remote_code: str = "error", message: str = ""):
+        if cls is RemoteError:
+            cls = _remote_class(error_class(remote_code))
+        return super().__new__(cls, remote_code, message)
 
     def __init__(self, remote_code: str, message: str):
         super().__init__(message)
         self.remote_code = remote_code
         self.code = remote_code
 
+    def __reduce__(self):  # pickles as the plain call that rebuilds the same typed error
+        return RemoteError, (self.remote_code, str(self))
 
-def error_class(code: str) -> type[DeltapsError]:
-    return _BY_CODE.get(code, DeltapsError)
+
+def _remote_class(local: type[DeltapsError]) -> type[RemoteError]:
+    """RemoteError mixed with `local`, made once per class."""
+    if local is DeltapsError:
+        return RemoteError
+    remote = _REMOTE.get(local)
+    if remote is None:
+        remote = _REMOTE[local] = type(f"Remote{local.__name__}", (RemoteError, local),
+                                       {"__module__": __name__})
+    return remote

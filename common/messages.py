@@ -1,9 +1,11 @@
 """Every message type: a small dataclass registered by its `op`.
 
 Fields annotated `np.ndarray` travel as raw frames after the msgpack header; their required
-dtype is in `ARRAYS`. All other fields travel in the header. Floating-point arrays named in
-`FINITE` are checked for NaN/inf on decode. Bump `PROTOCOL` on any incompatible change; peers
-agree on it in the `Hello` handshake and every header carries it too.
+dtype is in `ARRAYS`. All other fields travel in the header, and the codec checks each against
+its annotation (the annotation is the only declaration of a field's type). Floating-point
+arrays named in `FINITE` are checked for NaN/inf on decode. Bump `PROTOCOL` on any
+incompatible change; peers agree on it in the `Hello` handshake, every header carries it too,
+and decoding refuses a message of another version.
 """
 from __future__ import annotations
 

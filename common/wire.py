@@ -4,26 +4,30 @@
     frame 1..: the arrays' bytes, C order, little-endian, sent without copying
 
 Small messages (arrays of at most INLINE_BYTES in all) carry the arrays' bytes inside the
-header instead, as "data": [bytes, ...], and travel as one frame: below ~10k entries a single
-frame is cheaper than a multipart message (DESIGN §6), and a mini-batch of a few events sends
-a handful of keys per shard.
+header instead, as "data": [bytes, ...], and travel as one frame: for small arrays one frame
+is cheaper than a multipart message (measured: DESIGN §6), and a mini-batch of a few events
+sends a handful of keys per shard.
 
-Decoding trusts nothing: the header must be a map with a known op and every field, each array
-frame must have exactly the bytes its declared dtype and shape need, the dtype must be the one
-the message type requires, and arrays in `FINITE` must hold no NaN or inf. Any violation raises
-`MalformedMessage` (or `InvalidValue`) naming the problem; decoding never half-succeeds.
+Decoding trusts nothing: the header must be a map with a known op, this node's protocol
+version and every required field, each field of the type its dataclass annotation names, each
+array frame must have exactly the bytes its declared dtype and shape need, the dtype must be
+the one the message type requires, and arrays in `FINITE` must hold no NaN or inf (the only
+such check: it guards every message, whoever handles it). Any violation raises
+`MalformedMessage` (or `ProtocolMismatch`, `InvalidValue`) naming the problem; decoding never
+half-succeeds.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import MISSING
-from typing import Sequence
+from types import UnionType
+from typing import Any, Sequence, Union, get_args, get_origin, get_type_hints
 
 import msgpack
 import numpy as np
 
 from common.errors import InvalidValue, MalformedMessage, ProtocolMismatch, UnknownOp
-from common.messages import PROTOCOL, REGISTRY, Message, header_fields
+from common.messages import PROTOCOL, REGISTRY, ErrorReply, Message, header_fields
 
 MAX_HEADER_BYTES = 64 << 20
 INLINE_BYTES = 16 << 10
@@ -31,13 +35,20 @@ _MAX_DIMS = 4
 
 
 class _Layout:
-    """What the codec needs to know of one message type, worked out once (a small message
-    is encoded and decoded in tens of microseconds, so per-message lookups add up)."""
+    """What the codec needs to know of one message type, worked out once from its dataclass
+    (small messages are decoded so often that per-message lookups would add up). Header field
+    types come from the annotations, so every field is checked and a new field needs no
+    second declaration here."""
 
     def __init__(self, cls: type[Message]):
+        hints = get_type_hints(cls)
         self.fields = header_fields(cls)
         self.required = [f for f in self.fields if not _has_default(cls, f)]
-        self.types = [(f, _HEADER_TYPES[f]) for f in self.fields if f in _HEADER_TYPES]
+        self.types = [(f, *_accepted(cls, f, hints[f])) for f in self.fields]
+        annotated = {f for f in cls.__dataclass_fields__ if hints[f] is np.ndarray}
+        if annotated != set(cls.ARRAYS):
+            raise TypeError(f"{cls.__name__}: fields annotated np.ndarray {sorted(annotated)} "
+                            f"must be exactly the ARRAYS {sorted(cls.ARRAYS)}")
         self.arrays = [(name, np.dtype(want).newbyteorder("<")) for name, want in
                        cls.ARRAYS.items()]
 
@@ -92,10 +103,7 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
     cls = REGISTRY.get(op) if isinstance(op, str) else None
     if cls is None:
         raise UnknownOp(f"unknown op {op!r}")
-    version = header.get("v")
-    if version != PROTOCOL and cls.op != "error":  # error replies are readable across versions
-        raise ProtocolMismatch(f"protocol version mismatch: message speaks {version!r}, "
-                               f"this node speaks {PROTOCOL}")
+    _check_version(cls, header.get("v"))
     rid = header.get("rid", 0)
     if not isinstance(rid, int):
         raise MalformedMessage("rid must be an integer")
@@ -104,10 +112,10 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
     for name in layout.required:
         if name not in kwargs:
             raise MalformedMessage(f"{op}: missing field {name!r}")
-    for name, want in layout.types:
+    for name, accepted, label in layout.types:
         value = kwargs.get(name, _ABSENT)
-        if value is not _ABSENT and (not isinstance(value, want) or isinstance(value, bool)):
-            raise MalformedMessage(f"{cls.op}: field {name!r} must be {want.__name__}, "
+        if value is not _ABSENT and type(value) not in accepted:
+            raise MalformedMessage(f"{cls.op}: field {name!r} must be {label}, "
                                    f"got {type(value).__name__}")
     specs = header.get("arrays")
     if not isinstance(specs, list) or len(specs) != len(cls.ARRAYS):
@@ -131,11 +139,32 @@ def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int
     return cls(**kwargs), rid
 
 
-_HEADER_TYPES = {"model": str, "seq": int, "shard": int, "n_shards": int, "index": int,
-                 "protocol": int, "role": str, "code": str, "message": str, "instances": list,
-                 "version": list, "seqs": dict, "info": dict, "models": dict,
-                 "worker": str, "push_no": int, "after": int, "epoch": int, "sums": dict, "path": str,
-                 "lsn": int}
+def _check_version(cls: type[Message], version) -> None:
+    """The one protocol version check: every header carries the sender's version. Error
+    replies are readable across versions, so a peer learns why it was refused."""
+    if version != PROTOCOL and cls is not ErrorReply:
+        raise ProtocolMismatch(f"protocol version mismatch: message speaks {version!r}, "
+                               f"this node speaks {PROTOCOL}")
+
+
+# msgpack decodes to exactly these types; a field annotated float may arrive as an int
+# (msgpack keeps 0 and 0.0 apart), and a bool is never an int here
+_WIDER = {float: (float, int)}
+
+
+def _accepted(cls, name: str, hint) -> tuple[frozenset, str]:
+    """The exact Python types msgpack may decode field `name` to, and how to name them."""
+    members = get_args(hint) if isinstance(hint, UnionType) or get_origin(hint) is Union \
+        else (hint,)
+    accepted = set()
+    for member in members:
+        member = get_origin(member) or member
+        if not isinstance(member, type) or member in (object, Any):
+            raise TypeError(f"{cls.__name__}.{name}: the codec cannot check {hint!r}")
+        accepted.update(_WIDER.get(member, (member,)))
+    label = " or ".join("None" if t is type(None) else t.__name__
+                        for t in (get_origin(m) or m for m in members))
+    return frozenset(accepted), label
 
 
 def _has_default(cls, name: str) -> bool:

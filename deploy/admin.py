@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import time
 
-from common import messages as m
 from common.config import ClusterFile
 from common.errors import DeltapsError
+from common.messages import ChecksumRequest, StatusRequest, TakeSnapshot
 from common.transport import Channel
 
 
@@ -13,7 +13,7 @@ def node_status(address: str, timeout: float = 1.0) -> dict | None:
     """A node's status dict, or None if it does not answer."""
     ch = Channel(address)
     try:
-        return ch.request(m.StatusRequest(), timeout).info
+        return ch.request(StatusRequest(), timeout).info
     except DeltapsError:
         return None
     finally:
@@ -63,7 +63,7 @@ def wait_ready(cluster: ClusterFile, timeout: float = 60.0) -> bool:
 def _checksums(address: str, timeout: float) -> dict:
     ch = Channel(address)
     try:
-        return ch.request(m.ChecksumRequest(), timeout).sums
+        return ch.request(ChecksumRequest(), timeout).sums
     finally:
         ch.close()
 
@@ -115,7 +115,7 @@ def take_snapshots(cluster: ClusterFile, timeout: float = 120.0) -> list[tuple[i
     for node in cluster.shards():
         ch = Channel(node.address)
         try:
-            reply = ch.request(m.TakeSnapshot(), timeout)
+            reply = ch.request(TakeSnapshot(), timeout)
             out.append((node.index, reply.path, reply.lsn))
         finally:
             ch.close()

@@ -2,46 +2,30 @@
 
 The order for every push is: validate -> skip if already applied -> refuse if the worker's
 push before it is not applied yet -> append to the log ->
-apply -> (acknowledge after the group commit). Recovery loads the newest good snapshot and
-replays the log after it through the same apply path, so a recovered shard is bit-identical to
-one that never stopped. The duplicate table (highest push number applied per worker) is saved
-in snapshots and rebuilt by replay, so a push retried across a restart is still applied once.
+apply -> (acknowledge after the group commit). The log holds each push as the wire codec
+encodes it, and recovery loads the newest good snapshot and replays the log after it through
+the codec's decoding and the same apply path, so a recovered shard is bit-identical to one
+that never stopped. The duplicate table (highest push number applied per worker) is saved in
+snapshots and rebuilt by replay, so a push retried across a restart is still applied once.
 """
 from __future__ import annotations
 
 import logging
-import struct
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import msgpack
 import numpy as np
 
+from common import wire
 from common.config import ClusterSpec
-from common.errors import ConfigError, MissingPush, find_model
-from ps.snapshot import load_newest_good, write_snapshot
+from common.errors import ConfigError, DeltapsError, MissingPush, find_model
+from common.messages import Push
+from ps.snapshot import load_newest_good, snapshot_lsns, write_snapshot
 from ps.store import ModelShard
-from ps.wal import ReadReport, WriteAheadLog
+from ps.wal import ReadReport, WriteAheadLog, pack_frames, unpack_frames
 
 log = logging.getLogger("deltaps.durable")
-_LEN = struct.Struct("<I")
-
-
-def encode_push(model: str, worker: str, push_no: int, keys: np.ndarray,
-                grads: np.ndarray) -> bytes:
-    head = msgpack.packb([model, worker, push_no, int(keys.size)])
-    return b"".join([_LEN.pack(len(head)), head, keys.astype("<u8").tobytes(),
-                     grads.astype("<f4").tobytes()])
-
-
-def decode_push(payload: bytes) -> tuple[str, str, int, np.ndarray, np.ndarray]:
-    (hlen,) = _LEN.unpack_from(payload)
-    model, worker, push_no, n = msgpack.unpackb(payload[4:4 + hlen])
-    pos = 4 + hlen
-    keys = np.frombuffer(payload, "<u8", n, pos)
-    grads = np.frombuffer(payload, "<f4", n, pos + 8 * n)
-    return model, worker, push_no, keys, grads
 
 
 @dataclass
@@ -64,6 +48,11 @@ class RecoveryReport:
 
 
 class ShardState:
+    """Everything a shard must not lose, and the rules that keep it exact: a push is logged
+    before it is applied, applied at most once per (worker, push number), never ahead of the
+    worker's push before it; a snapshot records how far the log it replaces reached. Plain
+    object, no sockets: the shard node feeds it decoded requests and tests drive it directly."""
+
     def __init__(self, spec: ClusterSpec, index: int, directory: str | Path):
         self.spec = spec
         self.index = index
@@ -84,14 +73,16 @@ class ShardState:
     def push(self, model: str, keys: np.ndarray, grads: np.ndarray, worker: str = "",
              push_no: int = 0, after: int = 0) -> np.ndarray | None:
         """Apply a push durably; returns rows changed, or None for a duplicate. `after` is the
-        worker's previous push here: refusing to skip it keeps "highest applied" exact."""
+        worker's previous push here: refusing to skip it keeps "highest applied" exact.
+        `grads` are finite: the codec refused any push that was not when decoding it."""
         store = self.store(model)
         rows = store.check_push(keys, grads)
         if worker and push_no <= self.applied.get(worker, 0):
             self.duplicates += 1
             return None
         self.require_applied(worker, after, f"push {push_no}")
-        self.last_lsn = self.wal.append(encode_push(model, worker, push_no, keys, grads))
+        frames = wire.encode(Push(model, keys, grads, worker, push_no, after))
+        self.last_lsn = self.wal.append(pack_frames(frames))
         store.apply(rows, grads)
         if worker:
             self.applied[worker] = push_no
@@ -111,8 +102,8 @@ class ShardState:
         return self.write_snapshot(self.capture(seqs))
 
     def capture(self, seqs: dict[str, int]) -> "Capture":
-        """A copy of everything a snapshot holds, taken now (a memcpy: ~40 ms per 100 MB of
-        state); `write_snapshot` may then run on another thread while pushes go on."""
+        """A copy of everything a snapshot holds, taken now (a memcpy, far quicker than writing
+        it); `write_snapshot` may then run on another thread while pushes go on."""
         self.wal.sync()  # the log up to this point survives whatever happens to the snapshot
         header = {"shard": self.index, "n_shards": self.spec.shards, "seqs": dict(seqs),
                   "applied": dict(self.applied),
@@ -127,8 +118,7 @@ class ShardState:
         path = write_snapshot(self.dir / "snapshots", capture.lsn, capture.header,
                               capture.arrays, keep=self.spec.snapshots_kept)
         self.snapshot_lsn = max(self.snapshot_lsn, capture.lsn)
-        kept = sorted(int(p.stem[5:]) for p in (self.dir / "snapshots").glob("snap-*.bin"))
-        self.wal.drop_before(kept[0])
+        self.wal.drop_before(min(snapshot_lsns(self.dir / "snapshots")))
         return path
 
     def recover(self) -> tuple[RecoveryReport, dict[str, int]]:
@@ -146,14 +136,14 @@ class ShardState:
             report.snapshot, report.snapshot_lsn = snap.path.name, snap.lsn
         read = ReadReport()
         for lsn, payload in self.wal.replay(after, read):
-            model, worker, push_no, keys, grads = decode_push(payload)
-            store = self.stores.get(model)
+            push = _logged_push(lsn, payload)
+            store = self.stores.get(push.model)
             if store is None:
-                raise ConfigError(f"log record {lsn} is for model {model!r}, which the spec "
-                                  "no longer has; restore the model or move the log aside")
-            store.apply(store.rows_for(keys), grads)
-            if worker:
-                self.applied[worker] = max(push_no, self.applied.get(worker, 0))
+                raise ConfigError(f"log record {lsn} is for model {push.model!r}, which the "
+                                  "spec no longer has; restore the model or move the log aside")
+            store.apply(store.rows_for(push.keys), push.grads)
+            if push.worker:
+                self.applied[push.worker] = max(push.push_no, self.applied.get(push.worker, 0))
             self.last_lsn = lsn
         self.last_lsn = max(self.last_lsn, after)
         self.snapshot_lsn = after
@@ -181,3 +171,17 @@ class ShardState:
 
     def close(self) -> None:
         self.wal.close()
+
+
+def _logged_push(lsn: int, payload: bytes) -> Push:
+    """The push a log record holds, decoded (and so validated) by the wire codec."""
+    try:
+        push, _rid = wire.decode(unpack_frames(payload))
+    except (DeltapsError, ValueError) as exc:
+        raise ConfigError(f"log record {lsn} does not decode as a push ({exc}); it was written "
+                          "by a release speaking another protocol version, or is damaged "
+                          "despite its checksum: recover with the release that wrote it, or "
+                          "move the log aside") from None
+    if not isinstance(push, Push):
+        raise ConfigError(f"log record {lsn} holds a {push.op!r} message, not a push")
+    return push

@@ -17,6 +17,13 @@ MAX_KEYS_PER_UPDATE = 1 << 20
 
 
 class Coalescer:
+    """The rows changed since the last flush, per model, and each stream's sequence number.
+
+    A push only marks its rows; `flush` (once per publish window) reads their values then, so
+    a hot row pushed a hundred times in a window is published once, and the ack's sequence
+    number names the update that will carry the push. Keeping marking and publishing apart
+    is what lets pushes go on at full rate while replicas get a bounded stream."""
+
     def __init__(self, shard: int, epoch: int, stores: dict[str, ModelShard],
                  seqs: dict[str, int] | None = None):
         self.shard = shard

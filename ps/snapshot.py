@@ -46,9 +46,22 @@ def _name(lsn: int) -> str:
     return f"snap-{lsn:020d}.bin"
 
 
+def _lsn_of(path: Path) -> int | None:
+    """The log position a snapshot file's name says it covers; None for another file."""
+    digits = path.name[len("snap-"):-len(".bin")]
+    return int(digits) if path.name.startswith("snap-") and path.name.endswith(".bin") \
+        and digits.isdigit() else None
+
+
 def list_snapshots(directory: Path) -> list[Path]:
     """Snapshot files, newest first."""
-    return sorted(directory.glob("snap-*.bin"), reverse=True)
+    return sorted((p for p in directory.glob("snap-*.bin") if _lsn_of(p) is not None),
+                  key=_lsn_of, reverse=True)
+
+
+def snapshot_lsns(directory: Path) -> list[int]:
+    """The log positions of the snapshots in `directory`, newest first."""
+    return [_lsn_of(p) for p in list_snapshots(directory)]
 
 
 def write_snapshot(directory: Path, lsn: int, header: dict,

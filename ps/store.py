@@ -13,6 +13,10 @@ from ps.optim import make_optimizer
 
 
 class ModelShard:
+    """One model's rows that this shard owns (slot ``row * n_shards + shard``), stored densely
+    with the optimizer's per-row state, so a pull is one gather and a push one vectorized
+    optimizer step. It refuses keys the shard does not own before changing anything."""
+
     def __init__(self, spec: ModelSpec, shard: int, n_shards: int):
         self.spec = spec
         self.shard = shard
@@ -45,12 +49,12 @@ class ModelShard:
         return self.weights[self.rows_for(keys)]
 
     def check_push(self, keys: np.ndarray, grads: np.ndarray) -> np.ndarray:
-        """Local rows of a push, after validating it; raises InvalidValue and changes nothing."""
+        """Local rows of a push, after validating what only the shard can judge (its keys,
+        one gradient per key); raises InvalidValue and changes nothing. That gradients are
+        finite the wire codec checked when it decoded the push."""
         rows = self.rows_for(keys)
         if grads.shape != keys.shape:
             raise InvalidValue(f"{grads.size} gradients for {keys.size} keys")
-        if not np.isfinite(grads).all():
-            raise InvalidValue("gradients contain NaN or inf")
         return rows
 
     def apply(self, rows: np.ndarray, grads: np.ndarray) -> None:

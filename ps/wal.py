@@ -1,8 +1,15 @@
 """Write-ahead log of accepted pushes: length-prefixed, checksummed records in rotating segments.
 
-Record layout (little-endian):
+Layout (little-endian): each segment file starts with `MAGIC`, which names the record format,
+then holds records
 
     u32 payload length | u32 crc32(lsn bytes + payload) | u64 lsn | payload
+
+and a payload is one push exactly as the wire codec encodes it: its frames, each prefixed by
+its u32 length (`pack_frames`). One codec for the network and the log, so a replayed push is
+decoded and validated like a received one. Segments written before the format had a marker
+(record format 1: pushes in a codec of their own) are still read for their log positions; one
+that holds a record no snapshot covers is a clear error (see `replay`), never a silent skip.
 
 A shard appends a push's record (written through to the kernel) before applying it, so a
 killed process loses nothing it acknowledged; `fsync` decides what survives a machine crash:
@@ -24,12 +31,39 @@ import threading
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
+from typing import Iterator, Sequence
+
+from common.errors import ConfigError
 
 log = logging.getLogger("deltaps.wal")
 _HEAD = struct.Struct("<IIQ")
+_LEN = struct.Struct("<I")
+MAGIC = b"DPWAL002"  # record format 2; format 1 segments have no marker
 MAX_RECORD = 1 << 30
 FSYNC_POLICIES = ("always", "interval", "never")
+
+
+def pack_frames(frames: Sequence) -> bytes:
+    """One record's payload: each frame (bytes or a byte memoryview) after its u32 length."""
+    parts = []
+    for frame in frames:
+        parts += [_LEN.pack(len(frame)), frame]
+    return b"".join(parts)
+
+
+def unpack_frames(payload: bytes) -> list[memoryview]:
+    """The frames of a payload made by `pack_frames`, as views into it (no copy)."""
+    view, frames, pos = memoryview(payload), [], 0
+    while pos < len(view):
+        if pos + _LEN.size > len(view):
+            raise ValueError(f"frame length at byte {pos} runs past the record's end")
+        (length,) = _LEN.unpack_from(view, pos)
+        pos += _LEN.size
+        if pos + length > len(view):
+            raise ValueError(f"frame of {length} bytes at byte {pos} runs past the record's end")
+        frames.append(view[pos:pos + length])
+        pos += length
+    return frames
 
 
 @dataclass
@@ -55,6 +89,23 @@ def _segments(directory: Path) -> list[tuple[int, Path]]:
     return sorted(out)
 
 
+def _records_start(path: Path, data: bytes, newest: bool, report: ReadReport) -> int:
+    """Where a segment's records begin: after MAGIC, at 0 in a format 1 segment (no marker),
+    or at the end of one cut short while being created (empty, or part of MAGIC: no records;
+    in the newest segment that is a torn write, cut off)."""
+    if data[:len(MAGIC)] == MAGIC:
+        return len(MAGIC)
+    if MAGIC.startswith(data):
+        if data and newest:
+            report.torn_bytes += len(data)
+            log.warning("log %s: torn segment header (%d bytes); cut off", path.name, len(data))
+            with open(path, "r+b") as f:
+                f.truncate(0)
+                os.fsync(f.fileno())
+        return len(data)
+    return 0
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY)
     try:
@@ -63,7 +114,22 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def _continuable(path: Path, segment_bytes: int) -> bool:
+    """Whether new records may go at the end of segment `path`: it has room and is empty or
+    of the current format (never mix formats in one segment)."""
+    size = path.stat().st_size
+    if size >= segment_bytes:
+        return False
+    with open(path, "rb") as f:
+        head = f.read(len(MAGIC))
+    return size == 0 or head == MAGIC
+
+
 class WriteAheadLog:
+    """The log of one shard: appends from the shard's loop, fsyncs by policy (possibly from a
+    background thread), replay on recovery, and removal of segments a snapshot covers. Every
+    acknowledged push is in it before it is applied, which is what makes a restart lossless."""
+
     def __init__(self, directory: str | Path, fsync: str = "interval",
                  segment_bytes: int = 64 << 20):
         if fsync not in FSYNC_POLICIES:
@@ -85,22 +151,36 @@ class WriteAheadLog:
     def replay(self, after_lsn: int, report: ReadReport) -> Iterator[tuple[int, bytes]]:
         """Yield (lsn, payload) of every intact record with lsn > after_lsn, in order.
 
-        Cuts off a torn tail and moves corruption aside (see module doc). Afterwards the log is
-        positioned to append after the last intact record.
+        Cuts off a torn tail and moves corruption aside (see module doc). A format 1 segment
+        (older release) whose records are all covered (lsn <= after_lsn) is only read for its
+        positions; a format 1 record to replay raises ConfigError before anything of it is
+        applied. Afterwards the log is positioned to append after the last intact record.
         """
         segments = _segments(self.dir)
         last_lsn = after_lsn
-        for i, (first, path) in enumerate(segments):
+        for i, (_first, path) in enumerate(segments):
             newest = i == len(segments) - 1
             data = path.read_bytes()
-            pos = 0
+            pos = _records_start(path, data, newest, report)
+            format_1 = pos == 0
             while pos < len(data):
                 rec = self._parse(data, pos)
                 if rec is None:
+                    if format_1 and pos == 0:
+                        raise ConfigError(f"log segment {path} does not start with {MAGIC!r} "
+                                          "nor with an intact record: it is not a deltaps log "
+                                          "or its head is damaged; move it aside to start "
+                                          "without it")
                     self._damaged(path, data, pos, newest, segments[i + 1:], report)
                     break
                 lsn, payload, end = rec
                 if lsn > after_lsn:
+                    if format_1:
+                        raise ConfigError(
+                            f"log segment {path} was written by an older deltaps (record "
+                            f"format 1) and holds record {lsn}, which no snapshot covers; run "
+                            "that release once more on this data directory (it recovers and "
+                            "snapshots on a clean stop), then start this one")
                     yield lsn, payload
                     report.records += 1
                 last_lsn = max(last_lsn, lsn)
@@ -222,19 +302,23 @@ class WriteAheadLog:
             self.sync()
             self._file.close()
         segments = _segments(self.dir)
-        if segments and self._file is None and segments[-1][1].stat().st_size < self.segment_bytes:
+        if segments and self._file is None and _continuable(segments[-1][1], self.segment_bytes):
             self._current_path = segments[-1][1]  # continue the newest segment after recovery
         else:
             self._current_path = self.dir / _segment_name(self.next_lsn)
         self._file = open(self._current_path, "ab", buffering=1 << 20)
         self._size = self._current_path.stat().st_size
+        if self._size == 0:
+            self._file.write(MAGIC)
+            self._file.flush()
+            self._size = len(MAGIC)
         fsync_dir(self.dir)
 
     def drop_before(self, lsn: int) -> int:
         """Delete segments whose records all have lsn <= `lsn`; returns how many."""
         segments = _segments(self.dir)
         dropped = 0
-        for (first, path), (next_first, _next) in zip(segments, segments[1:]):
+        for (_first, path), (next_first, _next) in zip(segments, segments[1:]):
             if next_first - 1 <= lsn and path != getattr(self, "_current_path", None):
                 path.unlink()
                 dropped += 1

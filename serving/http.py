@@ -25,8 +25,8 @@ import threading
 
 from aiohttp import web
 
-from common import messages as m
 from common.errors import DeltapsError, RemoteError, Timeout
+from common.messages import Message, Predict, StatusRequest
 from common.transport import AsyncChannel
 
 log = logging.getLogger("deltaps.http")
@@ -147,7 +147,7 @@ class HttpServer:
             log.exception("HTTP handler failed")
             return _error(500, f"{type(exc).__name__}: {exc}")
 
-    async def _ask(self, msg: m.Message, timeout: float | None = None) -> m.Message:
+    async def _ask(self, msg: Message, timeout: float | None = None) -> Message:
         try:
             return await self.channel.request(msg, timeout or self.timeout)
         except Timeout:
@@ -165,7 +165,7 @@ class HttpServer:
         if not isinstance(instances, list):
             return _error(400, f'"instances" must be a list, got {type(instances).__name__}')
         try:
-            msg = m.Predict(request.match_info["name"], instances)
+            msg = Predict(request.match_info["name"], instances)
             reply = await self._ask(msg)
         except (OverflowError, TypeError, ValueError) as exc:  # not encodable (huge integers)
             return _error(400, f"instances cannot be read: {exc}")
@@ -174,7 +174,7 @@ class HttpServer:
                                   "staleness_ms": reply.staleness_ms})
 
     async def _status(self, timeout: float | None = None) -> dict:
-        return (await self._ask(m.StatusRequest(), timeout)).info
+        return (await self._ask(StatusRequest(), timeout)).info
 
     async def model_status(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]

@@ -134,7 +134,7 @@ class PSClient:
             try:
                 req.reply = ch.unwrap(msg)
             except DeltapsError as exc:
-                if getattr(exc, "remote_code", None) == MissingPush.code:
+                if isinstance(exc, MissingPush):
                     if self._unanswered_push(shard, req.msg.after):
                         # that push was lost in a reconnect: send it and everything after
                         # it again, in order

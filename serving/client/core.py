@@ -20,16 +20,16 @@ import numpy as np
 
 from common import messages as m
 from common.config import ClusterFile
-from common.errors import DeltapsError, RemoteError, Timeout
+from common.errors import DeltapsError, InternalError, NotReady, RemoteError, Timeout
 from common.features import Features
 from common.instances import check_features
 from common.transport import Unreachable
 from serving.client.balance import Balancer
 from serving.client.throttle import AdaptiveThrottle, Throttled
 
-# Error codes another replica may not share: the read is retried elsewhere. Every other error
-# reply is a client mistake (unknown model, invalid instance) and is raised at once.
-RETRYABLE = {"not_ready", "timeout", "internal", "unreachable"}
+# Errors another replica may not share: the read is retried elsewhere. Every other error reply
+# is a client mistake (unknown model, invalid instance) and is raised at once.
+RETRYABLE = (NotReady, Timeout, InternalError, Unreachable)
 
 MAX_PREHASHED_INSTANCES = 1 << 25  # their offsets alone fill the default 256 MiB message limit
 
@@ -152,8 +152,8 @@ class ClientCore:
 
     def _failed(self, k: int, exc: DeltapsError, errors: list[str], codes: set[str]) -> None:
         """Record a failed attempt on replica k; re-raise a client mistake (no retry helps)."""
-        code = getattr(exc, "remote_code", exc.code)
-        retry = not isinstance(exc, RemoteError) or code in RETRYABLE
+        code = exc.code
+        retry = not isinstance(exc, RemoteError) or isinstance(exc, RETRYABLE)
         self._outcome(k, accepted=not retry, ok=not retry)
         if not retry:
             raise exc

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from common import messages as m
+from common.errors import MissingPush
 from common.transport import Channel
 from deploy.admin import node_status, verify
 from tests.integration.helpers import (SMALL_SPEC, ListSource, planted_events, shard_weights,
@@ -206,7 +207,7 @@ def test_a_pull_that_overtakes_a_lost_push_is_refused_not_answered(local_cluster
     assert ch.request(m.Pull("ctr", keys, "w", 1), 5).values.shape == (2,)
     with pytest.raises(Refused, match="follows push 2 of worker w") as refused:
         ch.request(m.Pull("ctr", keys, "w", 2), 5)  # push 2 never arrived
-    assert refused.value.remote_code == "missing_push"
+    assert isinstance(refused.value, MissingPush)
     ch.request(m.Push("ctr", keys, np.ones(2, np.float32), "w", 2), 5)
     assert ch.request(m.Pull("ctr", keys, "w", 2), 5).values.shape == (2,)
     ch.close()
@@ -220,7 +221,7 @@ def test_a_push_that_overtakes_a_lost_push_is_refused_not_applied(local_cluster)
     keys = np.array([2, 4], np.uint64)
     with pytest.raises(Refused, match="push 2 follows push 1 of worker w") as refused:
         ch.request(m.Push("ctr", keys, np.ones(2, np.float32), "w", 2, after=1), 5)
-    assert refused.value.remote_code == "missing_push"
+    assert isinstance(refused.value, MissingPush)
     ch.request(m.Push("ctr", keys, np.ones(2, np.float32), "w", 1, after=0), 5)
     ch.request(m.Push("ctr", keys, np.ones(2, np.float32), "w", 2, after=1), 5)
     st = node_status(c.address("shard", 0))

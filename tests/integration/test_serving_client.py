@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 
 from common import messages as m
-from common.errors import InvalidInstance, RemoteError
+from common.errors import InvalidInstance, NotReady, RemoteError
 from common.features import Featurizer, columnarize
-from common.transport import RequestServer
+from common.transport import RequestServer, Unreachable
 from deploy.admin import node_status
 from deploy.local import LocalCluster
 from serving.client import AdaptiveThrottle, AsyncServingClient, ServingClient, Throttled
@@ -272,7 +272,7 @@ def test_failover_retries_replica_trouble_but_not_client_mistakes():
                 try:
                     client.predict("ctr", [{}])
                 except RemoteError as exc:
-                    assert exc.remote_code == "invalid_instance"
+                    assert isinstance(exc, InvalidInstance)
             assert good.calls - before < 20  # only the reads that went to `good` first
             with pytest.raises(RemoteError, match="instance 0: bad"):
                 for _ in range(50):
@@ -298,7 +298,7 @@ def test_dead_replica_is_skipped_and_a_lost_connection_fails_over_at_once():
             t0 = time.monotonic()
             with pytest.raises(RemoteError, match="dropped while waiting") as lost:
                 client.predict("ctr", [{}])
-            assert lost.value.remote_code == "unreachable" and time.monotonic() - t0 < 2.0
+            assert isinstance(lost.value, Unreachable) and time.monotonic() - t0 < 2.0
         # ...and with another replica to go to, the read succeeds there
         with ServingClient([hung[1].address, good.address], timeout=5.0) as client:
             client.balancer.pick = lambda candidates: candidates[0]  # the hung one first
@@ -345,7 +345,7 @@ def test_throttling_sheds_reads_while_replicas_fail_and_recovers():
                 except Throttled:
                     outcomes.append("throttled")
                 except RemoteError as exc:
-                    assert exc.remote_code == "not_ready"
+                    assert isinstance(exc, NotReady)
                     outcomes.append("failed")
             assert outcomes[0] == "failed"
             assert "ok" not in outcomes

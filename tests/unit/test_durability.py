@@ -7,7 +7,7 @@ import pytest
 from common.config import load_spec
 from ps.durable import ShardState
 from ps.snapshot import CorruptSnapshot, load_newest_good, read_snapshot, write_snapshot
-from ps.wal import ReadReport, WriteAheadLog
+from ps.wal import MAGIC, ReadReport, WriteAheadLog
 
 SPEC = "[models.a]\nbits = 10\n[models.b]\nbits = 8\n[models.b.optimizer]\nname = 'adagrad'"
 
@@ -142,7 +142,7 @@ def test_corruption_inside_the_log_is_reported_and_moved_aside(tmp_path):
     report = ReadReport()
     got = [lsn for lsn, _ in WriteAheadLog(tmp_path).replay(0, report)]
     assert got == [1, 2]
-    assert report.corrupt and "corrupt at byte 0" in report.corrupt[0]
+    assert report.corrupt and f"corrupt at byte {len(MAGIC)}" in report.corrupt[0]
     assert len(list((tmp_path / "corrupt").iterdir())) == 4  # the bad bytes + 3 later segments
 
 
@@ -284,3 +284,82 @@ def test_a_snapshot_written_while_pushes_go_on_holds_its_capture_and_the_log_the
     report, seqs = again.recover()
     assert report.snapshot_lsn == 40 and report.replayed == 40 and seqs == {"a": 40, "b": 20}
     assert_same_state(live, again)
+
+
+def test_the_log_holds_each_push_as_the_wire_codec_encodes_it(tmp_path):
+    from common import wire
+    from common.messages import Push
+    from ps.wal import unpack_frames
+    live = make_state(tmp_path / "w")
+    model, keys, grads = next(random_pushes(1))
+    live.push(model, keys, grads, "w7", 3, after=0)
+    live.close()
+    (lsn, payload), = WriteAheadLog(tmp_path / "w" / "wal").replay(0, ReadReport())
+    push, _rid = wire.decode(unpack_frames(payload))
+    assert isinstance(push, Push) and lsn == 1
+    assert (push.model, push.worker, push.push_no) == (model, "w7", 3)
+    assert np.array_equal(push.keys, keys) and np.array_equal(push.grads, grads)
+
+
+def _as_format_1(wal_dir):
+    """Make every segment look written by a release before the log had a format marker."""
+    for path in wal_dir.glob("wal-*.log"):
+        data = path.read_bytes()
+        assert data.startswith(MAGIC)
+        path.write_bytes(data[len(MAGIC):])
+
+
+def test_an_old_format_log_that_a_snapshot_covers_is_left_behind(tmp_path):
+    live = make_state(tmp_path / "o")
+    pushes = list(random_pushes(6))
+    for i, p in enumerate(pushes[:5]):
+        live.push(*p, "w", i + 1)
+    live.snapshot({"a": 5, "b": 2})
+    live.close()
+    _as_format_1(tmp_path / "o" / "wal")
+    again = make_state(tmp_path / "o")
+    report, seqs = again.recover()
+    assert report.replayed == 0 and seqs == {"a": 5, "b": 2} and again.last_lsn == 5
+    again.push(*pushes[5], "w", 6)  # goes to a new segment of the current format
+    again.close()
+    segments = sorted((tmp_path / "o" / "wal").glob("wal-*.log"))
+    assert len(segments) == 2 and segments[-1].read_bytes().startswith(MAGIC)
+    third = make_state(tmp_path / "o")
+    report, _ = third.recover()
+    assert report.replayed == 1 and third.applied == {"w": 6}
+    assert_same_state(again, third)
+
+
+def test_an_old_format_log_with_records_to_replay_is_a_clear_error(tmp_path):
+    from common.errors import ConfigError
+    live = make_state(tmp_path / "n")
+    for p in random_pushes(3):
+        live.push(*p)
+    live.close()
+    _as_format_1(tmp_path / "n" / "wal")
+    again = make_state(tmp_path / "n")
+    with pytest.raises(ConfigError, match="written by an older deltaps .* holds record 1"):
+        again.recover()
+    assert not any(np.any(a) for a in state_arrays(again).values())  # nothing applied
+
+
+def test_a_segment_cut_while_being_created_is_torn_and_one_of_garbage_an_error(tmp_path):
+    from common.errors import ConfigError
+    live = make_state(tmp_path / "c", wal_segment_mb=0)
+    pushes = list(random_pushes(4))
+    for p in pushes[:2]:
+        live.push(*p)
+    live.close()
+    wal_dir = tmp_path / "c" / "wal"
+    (wal_dir / "wal-00000000000000000003.log").write_bytes(MAGIC[:3])
+    again = make_state(tmp_path / "c")
+    report, _ = again.recover()
+    assert report.replayed == 2 and report.torn_bytes == 3
+    again.push(*pushes[2])
+    again.close()
+    third = make_state(tmp_path / "c")
+    assert third.recover()[0].replayed == 3
+    assert_same_state(again, third)
+    (wal_dir / "wal-00000000000000000009.log").write_bytes(b"not a log at all, no")
+    with pytest.raises(ConfigError, match="not a deltaps log"):
+        make_state(tmp_path / "c").recover()
