@@ -18,7 +18,6 @@ from typing import Callable
 
 from common import messages as m
 from common.config import ClusterSpec
-from common.errors import ProtocolMismatch
 from common.cpus import current_cpus
 from common.transport import EventLoop, RequestServer
 
@@ -53,10 +52,8 @@ class Node:
     # --- the ops every node answers -----------------------------------------------------------
 
     def on_hello(self, msg: m.Hello) -> m.HelloReply:
-        """The protocol check: a peer speaking another version is refused, by name."""
-        if msg.protocol != m.PROTOCOL:
-            raise ProtocolMismatch(f"protocol version mismatch: {msg.role} speaks {msg.protocol}, "
-                                   f"{self.role} {self.index} speaks {m.PROTOCOL}")
+        """Who this node is and what it holds. A peer of another protocol version never gets
+        here: the codec refuses every message whose header speaks another version."""
         return m.HelloReply(m.PROTOCOL, self.role, self.index, self.spec.shards,
                             self.hello_models())
 

@@ -83,6 +83,17 @@ def encode(msg: Message, rid: int = 0) -> list:
     return frames
 
 
+def request_id(frames: Sequence) -> int:
+    """The request id of a message that may not decode, so that its error reply still reaches
+    the request that is waiting for it (0 when the header has none to give)."""
+    try:
+        header = msgpack.unpackb(frames[0], raw=False, strict_map_key=True)
+    except Exception:  # msgpack raises several unrelated types
+        return 0
+    rid = header.get("rid", 0) if isinstance(header, dict) else 0
+    return rid if isinstance(rid, int) and not isinstance(rid, bool) else 0
+
+
 def decode(frames: Sequence, max_bytes: int | None = None) -> tuple[Message, int]:
     """Parse and validate frames into (message, request id)."""
     if not frames:

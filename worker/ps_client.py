@@ -24,7 +24,7 @@ import numpy as np
 
 from common import messages as m
 from common.config import NodeInfo
-from common.errors import DeltapsError, MissingPush, ProtocolMismatch, Timeout
+from common.errors import DeltapsError, MissingPush, Timeout
 from common.sharding import split_by_shard
 from common.transport import Channel, readable
 
@@ -73,9 +73,6 @@ class PSClient:
         hellos = self.wait([self._send(k, m.Hello(m.PROTOCOL, "worker"))
                             for k in range(self.n_shards)])
         for k, hello in enumerate(hellos):
-            if hello.protocol != m.PROTOCOL:
-                raise ProtocolMismatch(f"shard {k} speaks protocol {hello.protocol}, "
-                                       f"this worker {m.PROTOCOL}")
             if hello.n_shards != self.n_shards or hello.index != k:
                 raise DeltapsError(f"shard at {self.channels[k].address} is shard {hello.index} "
                                    f"of {hello.n_shards}, expected {k} of {self.n_shards}")

@@ -14,7 +14,7 @@ import zmq
 from common.errors import DeltapsError
 from common.messages import ErrorReply, Message
 from common.transport.sockets import Endpoint, bind_address, close_socket, new_socket
-from common.wire import decode, encode
+from common.wire import decode, encode, request_id
 
 log = logging.getLogger(__name__)
 Handler = Callable[[Message], Message]
@@ -87,7 +87,7 @@ class RequestServer(Endpoint):
             return msg, rid, None
         except DeltapsError as exc:
             log.warning("refused request: %s", exc)
-            return None, rid, ErrorReply(exc.code, str(exc))
+            return None, rid or request_id(frames), ErrorReply(exc.code, str(exc))
 
     def _run(self, msg: Message) -> Message:
         try:

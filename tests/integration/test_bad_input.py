@@ -8,6 +8,7 @@ import pytest
 from common import messages as m
 from common.errors import RemoteError
 from common.transport import Channel
+from common import wire
 from common.wire import encode
 from tests.integration.helpers import SMALL_SPEC
 from tests.rawpeer import raw_exchange
@@ -90,11 +91,15 @@ def test_unknown_model_and_unserved_op(shard0):
         ch.request(m.Predict("ctr", []), 5)
 
 
-def test_hello_with_another_protocol_version_is_refused(shard0):
+def test_hello_with_another_protocol_version_is_refused(shard0, monkeypatch):
+    """A peer of another version is refused by name, and the refusal reaches the request that
+    waits for it (the reply carries its request id): no timeout."""
     _c, ch = shard0
     other = m.PROTOCOL + 1
-    with pytest.raises(RemoteError, match=f"protocol version mismatch: worker speaks {other}"):
-        ch.request(m.Hello(other, "worker"), 5)
+    with monkeypatch.context() as patched:
+        patched.setattr(wire, "PROTOCOL", other)  # this end now encodes as version `other`
+        with pytest.raises(RemoteError, match=f"protocol version mismatch: message speaks {other}"):
+            ch.request(m.Hello(other, "worker"), 5)  # a dropped reply would be a Timeout
     assert ch.request(m.Hello(m.PROTOCOL, "worker"), 5).role == "shard"
 
 
