@@ -9,7 +9,6 @@ import pytest
 
 from common import messages as m
 from common.config import load_spec
-from common.errors import RemoteError
 from common.node import Node
 from common.transport import Channel
 
