@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 
-from common import messages as m
+from common.messages import ErrorReply, Message, Predict, PredictIds
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 from common.config import load_spec
 from deploy.runtime.placement import place
@@ -53,7 +53,7 @@ def _drain(ch: Channel, sent: dict, latencies: list, errors: list,
         if start is None:
             continue
         got += 1
-        if isinstance(msg, m.ErrorReply):
+        if isinstance(msg, ErrorReply):
             errors.append(msg.code)
         else:
             latencies.append(t - start)
@@ -75,7 +75,7 @@ def open_loop(address: str, instances: list[dict], rate: float, seconds: float,
     ch = Channel(address)
     fd = ch.fileno()
     for i in range(200):  # warm up: connection, replica caches
-        ch.request(m.Predict(MODEL, [instances[i % len(instances)]]), 10.0)
+        ch.request(Predict(MODEL, [instances[i % len(instances)]]), 10.0)
     n = int(rate * seconds)
     interval = 1.0 / rate
     sent: dict[int, float] = {}
@@ -89,7 +89,7 @@ def open_loop(address: str, instances: list[dict], rate: float, seconds: float,
         now = time.perf_counter()
         while i < n and t0 + i * interval <= now:
             due = t0 + i * interval
-            msg = m.Predict(MODEL, [instances[i % len(instances)]])
+            msg = Predict(MODEL, [instances[i % len(instances)]])
             lags.append(time.perf_counter() - due)
             rid = ch.send(msg)
             sent[rid] = due
@@ -110,7 +110,7 @@ def open_loop(address: str, instances: list[dict], rate: float, seconds: float,
             "from_actual_send": service, "send_lag": lag}
 
 
-def closed_loop(address: str, requests: list[m.Message], seconds: float, depth: int = 2) -> dict:
+def closed_loop(address: str, requests: list[Message], seconds: float, depth: int = 2) -> dict:
     """Keep `depth` requests in flight for `seconds`; instances answered per second."""
     ch = Channel(address, max_bytes=1 << 30)
     for msg in requests[:3]:  # warm up
@@ -119,7 +119,7 @@ def closed_loop(address: str, requests: list[m.Message], seconds: float, depth: 
     latencies: list[float] = []
     errors: list[str] = []
     instances = 0
-    per_request = [r.offsets.size - 1 if isinstance(r, m.PredictIds) else len(r.instances)
+    per_request = [r.offsets.size - 1 if isinstance(r, PredictIds) else len(r.instances)
                    for r in requests]
     which: dict[int, int] = {}
     t0 = time.perf_counter()

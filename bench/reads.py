@@ -40,7 +40,7 @@ import numpy as np
 
 from bench.readload import (CLIENT_SLICE_MS, MODEL, SEED, TRAINING_RATE, in_child,
                             reads_while_training)
-from common import messages as m
+from common.messages import Predict, PredictReply, SnapshotRequest
 from common.features import Batch, Featurizer, columnarize
 from common.transport import Channel, RequestServer
 from deploy.admin import node_status
@@ -77,7 +77,7 @@ def noop_server(conn, slice_ms: float) -> None:
     """Answer every predict at once with a fixed one-instance reply until the parent sends
     anything on `conn` (runs in its own process; sends its address first)."""
     request_time_slice(slice_ms)  # as a replica does
-    reply = m.PredictReply(MODEL, [0] * SHARDS, 0.0, np.zeros(1, np.float32))
+    reply = PredictReply(MODEL, [0] * SHARDS, 0.0, np.zeros(1, np.float32))
     server = RequestServer("tcp://127.0.0.1:0", {"predict": lambda _msg: reply}, 1 << 20)
     conn.send(server.address)
     while not conn.poll(0):
@@ -163,7 +163,7 @@ def local_model(cluster: LocalCluster) -> ServingModel:
     for node in cluster.cluster.shards():
         ch = Channel(node.address, max_bytes=spec.max_message_bytes)
         try:
-            r = ch.request(m.SnapshotRequest(MODEL), 60.0)
+            r = ch.request(SnapshotRequest(MODEL), 60.0)
         finally:
             ch.close()
         model.apply_snapshot(r.shard, r.n_shards, r.epoch, r.seq, r.values)
@@ -229,7 +229,7 @@ def run(ctx) -> dict:
         featurizer = Featurizer(cluster.spec.feature_spec(MODEL))
         model = local_model(cluster)
         ch = Channel(address, max_bytes=1 << 30)
-        same = np.array_equal(ch.request(m.Predict(MODEL, dict_batches[0]), 30.0).probabilities,
+        same = np.array_equal(ch.request(Predict(MODEL, dict_batches[0]), 30.0).probabilities,
                               model.score(columnarize(dict_batches[0], with_labels=False)))
         ch.close()
         details["served_equals_inprocess"] = bool(same)
@@ -250,7 +250,7 @@ def run(ctx) -> dict:
             f"p99 {floor['p99_ms']} ms, p99.9 {floor['p999_ms']} ms")
 
         # 2. batched throughput vs in-process scoring
-        dict_reqs = [m.Predict(MODEL, b) for b in dict_batches]
+        dict_reqs = [Predict(MODEL, b) for b in dict_batches]
         id_reqs = []
         for b in dict_batches:
             features = featurizer.featurize(columnarize(b, with_labels=False))

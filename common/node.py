@@ -16,7 +16,8 @@ import os
 import time
 from typing import Callable
 
-from common import messages as m
+from common.messages import (Hello, HelloReply, Message, Ok, PROTOCOL, Shutdown, StatusReply,
+                             StatusRequest)
 from common.config import ClusterSpec
 from common.cpus import current_cpus
 from common.transport import EventLoop, RequestServer
@@ -35,7 +36,7 @@ class Node:
     log = logging.getLogger("deltaps.node")
 
     def __init__(self, spec: ClusterSpec, index: int, address: str,
-                 handlers: dict[str, Callable[[m.Message], m.Message]]):
+                 handlers: dict[str, Callable[[Message], Message]]):
         self.spec = spec
         self.index = index
         self.started = time.time()
@@ -51,18 +52,18 @@ class Node:
 
     # --- the ops every node answers -----------------------------------------------------------
 
-    def on_hello(self, msg: m.Hello) -> m.HelloReply:
+    def on_hello(self, msg: Hello) -> HelloReply:
         """Who this node is and what it holds. A peer of another protocol version never gets
         here: the codec refuses every message whose header speaks another version."""
-        return m.HelloReply(m.PROTOCOL, self.role, self.index, self.spec.shards,
+        return HelloReply(PROTOCOL, self.role, self.index, self.spec.shards,
                             self.hello_models())
 
     def hello_models(self) -> dict:
         """What hello tells about each model this node holds (name -> {"bits": ..., ...})."""
         return {}
 
-    def on_status(self, _msg: m.StatusRequest) -> m.StatusReply:
-        return m.StatusReply({**self.identity(), **self.status()})
+    def on_status(self, _msg: StatusRequest) -> StatusReply:
+        return StatusReply({**self.identity(), **self.status()})
 
     def identity(self) -> dict:
         """The status fields every node reports first: who and where it is."""
@@ -76,9 +77,9 @@ class Node:
     def uptime_s(self) -> float:
         return round(time.time() - self.started, 1)
 
-    def on_shutdown(self, _msg: m.Shutdown) -> m.Ok:
+    def on_shutdown(self, _msg: Shutdown) -> Ok:
         self.stop()
-        return m.Ok()
+        return Ok()
 
     # --- lifecycle ----------------------------------------------------------------------------
 

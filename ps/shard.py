@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from common import messages as m
+from common.messages import (ChecksumReply, ChecksumRequest, Pull, PullReply, Push, PushAck,
+                             SnapshotReply, SnapshotRequest, SnapshotTaken, TakeSnapshot)
 from common.checksum import weights_checksum
 from common.config import ClusterSpec
 from common.errors import InvalidValue
@@ -75,32 +76,32 @@ class ShardNode(Node):
     def hello_models(self) -> dict:
         return {name: {"bits": s.spec.bits} for name, s in self.stores.items()}
 
-    def on_pull(self, msg: m.Pull) -> m.PullReply:
+    def on_pull(self, msg: Pull) -> PullReply:
         self.state.require_applied(msg.worker, msg.after, "pull")
-        return m.PullReply(msg.model, self.coalescer.seq.get(msg.model, 0),
+        return PullReply(msg.model, self.coalescer.seq.get(msg.model, 0),
                            self.state.store(msg.model).pull(msg.keys))
 
-    def on_push(self, msg: m.Push) -> m.PushAck:
+    def on_push(self, msg: Push) -> PushAck:
         if msg.push_no < 0:
             raise InvalidValue("push_no must be >= 0")
         rows = self.state.push(msg.model, msg.keys, msg.grads, msg.worker, msg.push_no,
                                msg.after)
         if rows is None:  # a retry of a push already applied
-            return m.PushAck(msg.model, self.coalescer.seq[msg.model])
-        return m.PushAck(msg.model, self.coalescer.mark(msg.model, rows))
+            return PushAck(msg.model, self.coalescer.seq[msg.model])
+        return PushAck(msg.model, self.coalescer.mark(msg.model, rows))
 
-    def on_snapshot(self, msg: m.SnapshotRequest) -> m.SnapshotReply:
+    def on_snapshot(self, msg: SnapshotRequest) -> SnapshotReply:
         store = self.state.store(msg.model)
-        return m.SnapshotReply(msg.model, self.index, self.spec.shards, self.epoch,
+        return SnapshotReply(msg.model, self.index, self.spec.shards, self.epoch,
                                self.coalescer.seq[msg.model], store.weights.copy())
 
-    def on_take_snapshot(self, _msg: m.TakeSnapshot) -> m.SnapshotTaken:
+    def on_take_snapshot(self, _msg: TakeSnapshot) -> SnapshotTaken:
         path = self.take_snapshot()
-        return m.SnapshotTaken(str(path), self.state.last_lsn)
+        return SnapshotTaken(str(path), self.state.last_lsn)
 
-    def on_checksums(self, _msg: m.ChecksumRequest) -> m.ChecksumReply:
+    def on_checksums(self, _msg: ChecksumRequest) -> ChecksumReply:
         self.publish()  # what the checksum covers is published before the reply goes out
-        return m.ChecksumReply({name: {str(self.index): [self.epoch, self.coalescer.seq[name],
+        return ChecksumReply({name: {str(self.index): [self.epoch, self.coalescer.seq[name],
                                                          weights_checksum(s.weights)]}
                                 for name, s in self.stores.items()})
 

@@ -37,7 +37,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from common import messages as m
+from common.messages import (ChecksumReply, ChecksumRequest, Heartbeat, Predict, PredictIds,
+                             PredictReply, SnapshotReply, SnapshotRequest, Update)
 from common.config import ClusterSpec, NodeInfo
 from common.errors import DeltapsError, find_model
 from common.node import Node
@@ -56,7 +57,7 @@ class PendingWrite:
     """An accepted update still being written into its model, `written` keys so far."""
 
     model: ServingModel
-    update: m.Update
+    update: Update
     written: int = 0
 
 
@@ -113,9 +114,9 @@ class ReplicaNode(Node):
 
     def on_updates(self) -> None:
         for msg in self.subscriber.drain():
-            model = self.models.get(msg.model) if isinstance(msg, m.Update) else None
+            model = self.models.get(msg.model) if isinstance(msg, Update) else None
             try:
-                if isinstance(msg, m.Heartbeat):
+                if isinstance(msg, Heartbeat):
                     for name, seq in msg.seqs.items():
                         if name in self.models and 0 <= msg.shard < self.spec.shards:
                             self.models[name].shards[msg.shard].on_heartbeat(msg.epoch, seq)
@@ -165,7 +166,7 @@ class ReplicaNode(Node):
                 asked = self.inflight.get(key)
                 if asked and now - asked.sent_at < SNAPSHOT_RETRY_S:
                     continue
-                rid = self.channels[sync.shard].send(m.SnapshotRequest(name))
+                rid = self.channels[sync.shard].send(SnapshotRequest(name))
                 self.inflight[key] = SnapshotAsk(rid, now)
 
     def on_snapshot_reply(self, shard: int) -> None:
@@ -176,7 +177,7 @@ class ReplicaNode(Node):
             except DeltapsError as exc:
                 log.warning("snapshot from shard %d failed: %s", shard, exc)
                 continue
-            if not isinstance(reply, m.SnapshotReply) or reply.model not in self.models:
+            if not isinstance(reply, SnapshotReply) or reply.model not in self.models:
                 continue
             key = (reply.model, shard)
             self.inflight.pop(key, None)
@@ -197,16 +198,16 @@ class ReplicaNode(Node):
         return find_model(self.models, name, f"replica {self.index} serves")
 
     def hello_models(self) -> dict:
-        return {name: {"bits": mm.spec.bits, "ready": mm.ready}
-                for name, mm in self.models.items()}
+        return {name: {"bits": model.spec.bits, "ready": model.ready}
+                for name, model in self.models.items()}
 
-    def on_predict(self, msg: m.Predict) -> m.PredictReply:
+    def on_predict(self, msg: Predict) -> PredictReply:
         reply = self.on_predict_batch([msg])[0]
         if isinstance(reply, DeltapsError):
             raise reply
         return reply
 
-    def on_predict_batch(self, msgs: list[m.Predict]) -> list[m.PredictReply | DeltapsError]:
+    def on_predict_batch(self, msgs: list[Predict]) -> list[PredictReply | DeltapsError]:
         """Answer the predict requests that were waiting together: those for one model are
         featurized and scored in one vectorized pass (per-request overhead dominates small
         requests), then split. If one of them holds a bad instance, each is scored on its own,
@@ -255,7 +256,7 @@ class ReplicaNode(Node):
         self.predict_errors += sum(isinstance(r, DeltapsError) for r in out)
         return out
 
-    def on_predict_ids(self, msg: m.PredictIds) -> m.PredictReply:
+    def on_predict_ids(self, msg: PredictIds) -> PredictReply:
         t0 = time.perf_counter()
         try:
             model = self.model(msg.model)
@@ -271,15 +272,15 @@ class ReplicaNode(Node):
             self.predict_errors += 1
             raise
 
-    def _reply(self, name: str, model: ServingModel, probabilities, t0: float) -> m.PredictReply:
+    def _reply(self, name: str, model: ServingModel, probabilities, t0: float) -> PredictReply:
         self.served += 1
         self.instances += len(probabilities)
         self.latencies.append(time.perf_counter() - t0)
-        return m.PredictReply(name, model.version, model.staleness_ms(), probabilities)
+        return PredictReply(name, model.version, model.staleness_ms(), probabilities)
 
-    def on_checksums(self, _msg: m.ChecksumRequest) -> m.ChecksumReply:
+    def on_checksums(self, _msg: ChecksumRequest) -> ChecksumReply:
         self.apply_pending(interleave=False)  # only ever checksum whole update batches
-        return m.ChecksumReply({name: mm.checksums() for name, mm in self.models.items()})
+        return ChecksumReply({name: model.checksums() for name, model in self.models.items()})
 
     def predict_ms(self) -> dict:
         if not self.latencies:
@@ -291,7 +292,7 @@ class ReplicaNode(Node):
     def status(self) -> dict:
         return {
             "http_address": self.http.url if self.http else "",
-            "state": "ready" if all(mm.ready for mm in self.models.values()) else "syncing",
+            "state": "ready" if all(model.ready for model in self.models.values()) else "syncing",
             "uptime_s": self.uptime_s(),
             "requests": self.server.requests,
             "errors": sum(self.server.errors.values()),
@@ -301,10 +302,10 @@ class ReplicaNode(Node):
                         "ms": self.predict_ms()},
             "cache": self.cache.stats(),
             "interleaved_reads": self.interleaved_reads,
-            "models": {name: {"ready": mm.ready, "version": mm.version,
-                              "staleness_ms": mm.staleness_ms(), "gaps": sum(s.gaps for s in mm.shards),
-                              "updates": mm.updates_applied}
-                       for name, mm in self.models.items()},
+            "models": {name: {"ready": model.ready, "version": model.version,
+                              "staleness_ms": model.staleness_ms(), "gaps": sum(s.gaps for s in model.shards),
+                              "updates": model.updates_applied}
+                       for name, model in self.models.items()},
         }
 
     # --- lifecycle ----------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from common import messages as m
+from common.messages import Hello, Message, PROTOCOL, Pull, Push
 from common.config import NodeInfo
 from common.errors import DeltapsError, MissingPush, Timeout
 from common.sharding import split_by_shard
@@ -36,9 +36,9 @@ MAX_RETRY_S = 8.0
 class _Request:
     token: int
     shard: int
-    msg: m.Message
+    msg: Message
     rid: int
-    reply: m.Message | None = None
+    reply: Message | None = None
     error: Exception | None = None
 
 
@@ -70,7 +70,7 @@ class PSClient:
         self._heard: list[float] = [time.monotonic()] * len(shards)
         self._backoff: list[float] = [retry_s] * len(shards)
         self._last_push: list[int] = [0] * len(shards)  # push_no last sent to each shard
-        hellos = self.wait([self._send(k, m.Hello(m.PROTOCOL, "worker"))
+        hellos = self.wait([self._send(k, Hello(PROTOCOL, "worker"))
                             for k in range(self.n_shards)])
         for k, hello in enumerate(hellos):
             if hello.n_shards != self.n_shards or hello.index != k:
@@ -80,7 +80,7 @@ class PSClient:
 
     # --- request bookkeeping ------------------------------------------------------------------
 
-    def _send(self, shard: int, msg: m.Message) -> int:
+    def _send(self, shard: int, msg: Message) -> int:
         token = next(self._tokens)
         if not any(r.shard == shard and r.reply is None and r.error is None
                    for r in self._requests.values()):
@@ -90,7 +90,7 @@ class PSClient:
         self._rid_token[shard][rid] = token
         return token
 
-    def wait(self, tokens: list[int]) -> list[m.Message]:
+    def wait(self, tokens: list[int]) -> list[Message]:
         """Replies to `tokens` (in that order), resending to silent shards; raises on errors."""
         start = time.monotonic()
         while True:
@@ -148,7 +148,7 @@ class PSClient:
     def _unanswered_push(self, shard: int, push_no: int) -> bool:
         """Whether push `push_no` to `shard` is still waiting for its acknowledgement."""
         return any(r.shard == shard and r.reply is None and r.error is None
-                   and isinstance(r.msg, m.Push) and r.msg.push_no == push_no
+                   and isinstance(r.msg, Push) and r.msg.push_no == push_no
                    for r in self._requests.values())
 
     def _resend(self, shard: int, now: float) -> None:
@@ -169,7 +169,7 @@ class PSClient:
 
     def pull_async(self, model: str, keys: np.ndarray) -> Pending:
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
-        tokens = [self._send(k, m.Pull(model, keys[idx], self.worker_id, self._last_push[k]))
+        tokens = [self._send(k, Pull(model, keys[idx], self.worker_id, self._last_push[k]))
                   for k, idx in parts]
 
         def assemble(replies):
@@ -183,7 +183,7 @@ class PSClient:
         grads = np.asarray(grads, dtype=np.float32)
         self.push_no += 1
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
-        tokens = [self._send(k, m.Push(model, keys[idx], grads[idx], self.worker_id,
+        tokens = [self._send(k, Push(model, keys[idx], grads[idx], self.worker_id,
                                        self.push_no, self._last_push[k])) for k, idx in parts]
         for k, _idx in parts:
             self._last_push[k] = self.push_no

@@ -5,7 +5,7 @@ import asyncio
 import time
 from typing import Mapping, Sequence
 
-from common import messages as m
+from common.messages import Message, Predict
 from common.transport import AsyncChannel
 from serving.client.core import ClientCore, Connect, Prediction, Step, ids_message
 from serving.client.throttle import AdaptiveThrottle
@@ -34,13 +34,13 @@ class AsyncServingClient(ClientCore):
 
     async def predict(self, model: str, instances: Sequence[Mapping]) -> Prediction:
         """Probabilities for every instance (feature dicts), from the first replica that answers."""
-        return await self._call(m.Predict(model, list(instances)))
+        return await self._call(Predict(model, list(instances)))
 
     async def predict_ids(self, model: str, rows, ids=None, n: int | None = None) -> Prediction:
         """Probabilities for pre-hashed instances, given as for `ServingClient.predict_ids`."""
         return await self._call(ids_message(model, rows, ids, n))
 
-    async def _call(self, msg: m.Message) -> Prediction:
+    async def _call(self, msg: Message) -> Prediction:
         steps = self.failover()
         answer, error = None, None
         while True:
@@ -53,7 +53,7 @@ class AsyncServingClient(ClientCore):
             except BaseException as exc:  # cancelled too: the core decides what it means
                 answer, error = None, exc
 
-    async def _perform(self, step: Step, msg: m.Message):
+    async def _perform(self, step: Step, msg: Message):
         if isinstance(step, Connect):
             return await self._connected(step.candidates)
         return await self.channels[step.k].request(msg, self.timeout, self.connect_timeout)

@@ -18,7 +18,7 @@ from typing import Generator, Sequence
 
 import numpy as np
 
-from common import messages as m
+from common.messages import PredictIds
 from common.config import ClusterFile
 from common.errors import DeltapsError, InternalError, NotReady, RemoteError, Timeout
 from common.features import Features
@@ -44,7 +44,7 @@ class Prediction:
     replica: str
 
 
-def ids_message(model: str, rows, ids=None, n: int | None = None) -> m.PredictIds:
+def ids_message(model: str, rows, ids=None, n: int | None = None) -> PredictIds:
     """A `PredictIds` from a `Features` or from (rows, ids, n) arrays, checked here (raises
     InvalidInstance) and sent in CSR form."""
     if isinstance(rows, Features):
@@ -56,7 +56,7 @@ def ids_message(model: str, rows, ids=None, n: int | None = None) -> m.PredictId
     features = check_features(n, np.asarray(rows, dtype=np.int64),
                               np.asarray(ids, dtype=np.uint64), MAX_PREHASHED_INSTANCES)
     offsets, ids = features.to_csr()
-    return m.PredictIds(model, offsets, ids.astype(np.uint32))  # low 32 bits: see PredictIds
+    return PredictIds(model, offsets, ids.astype(np.uint32))  # low 32 bits: see PredictIds
 
 
 @dataclass(slots=True)

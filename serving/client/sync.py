@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Mapping, Sequence
 
-from common import messages as m
+from common.messages import Message, Predict
 from common.errors import Timeout
 from common.transport import Channel, writable
 from serving.client.core import ClientCore, Connect, Prediction, Step, ids_message
@@ -29,7 +29,7 @@ class ServingClient(ClientCore):
 
     def predict(self, model: str, instances: Sequence[Mapping]) -> Prediction:
         """Probabilities for every instance (feature dicts), from the first replica that answers."""
-        return self._call(m.Predict(model, list(instances)))
+        return self._call(Predict(model, list(instances)))
 
     def predict_ids(self, model: str, rows, ids=None, n: int | None = None) -> Prediction:
         """Probabilities for pre-hashed instances: a `Features` (what `Featurizer` returns for
@@ -37,7 +37,7 @@ class ServingClient(ClientCore):
         (uint64 feature ids) and the instance count `n`."""
         return self._call(ids_message(model, rows, ids, n))
 
-    def _call(self, msg: m.Message) -> Prediction:
+    def _call(self, msg: Message) -> Prediction:
         steps = self.failover()
         answer, error = None, None
         while True:
@@ -50,7 +50,7 @@ class ServingClient(ClientCore):
             except BaseException as exc:  # the core decides what it means
                 answer, error = None, exc
 
-    def _perform(self, step: Step, msg: m.Message):
+    def _perform(self, step: Step, msg: Message):
         if isinstance(step, Connect):
             # a new client, or every untried replica restarting: wait a little for a connection
             up = writable([self.channels[k] for k in step.candidates], self.connect_timeout)
