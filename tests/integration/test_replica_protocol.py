@@ -1,4 +1,4 @@
-"""A real replica process against a scripted shard: every step of the Clone protocol checked.
+"""A real replica node against a scripted shard: every step of the Clone protocol checked.
 
 The test process plays the shard with the project's own transport classes, so it decides
 exactly which updates arrive, in which order, and when a snapshot request is answered.
@@ -14,7 +14,6 @@ from common import messages as m
 from common.errors import RemoteError
 from common.transport import Publisher, RequestServer
 from deploy.admin import node_status
-from deploy.local import LocalCluster
 from serving.client import ServingClient
 
 SPEC = "[models.ctr]\nbits = 6\nbias = false\n"
@@ -63,9 +62,9 @@ class ScriptedShard:
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(inprocess_cluster):
     shard = ScriptedShard()
-    c = LocalCluster(tmp_path, SPEC, shards=1, replicas=1)
+    c = inprocess_cluster(SPEC, shards=1, replicas=1)
     node = c.cluster.shards()[0]
     node.address, node.pub_address = shard.server.address, shard.publisher.address
     c.cluster.save(c.path)

@@ -1,8 +1,8 @@
 """Serving clients against real replicas: spreading, asyncio, pre-hashed ids, cache, throttling.
 
-Most tests share one cluster (2 shards, 3 replicas, prediction cache on); the failover and
-throttling tests script fake replicas with the project's own transport, so they decide
-exactly what each replica answers.
+Most tests share one cluster (2 shards, 3 replicas, prediction cache on), its nodes threads of
+this process (`module_inprocess_cluster`); the failover and throttling tests script fake
+replicas with the project's own transport, so they decide exactly what each replica answers.
 """
 from __future__ import annotations
 
@@ -20,7 +20,6 @@ from common.errors import InvalidInstance, RemoteError
 from common.features import Featurizer, columnarize
 from common.transport import RequestServer
 from deploy.admin import node_status
-from deploy.local import LocalCluster
 from serving.client import AdaptiveThrottle, AsyncServingClient, ServingClient, Throttled
 from tests.integration.helpers import (SMALL_SPEC, ListSource, planted_events, score_locally,
                                        shard_weights, wait_replica_caught_up)
@@ -32,21 +31,19 @@ REPLICAS = 3
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("clients"), SMALL_SPEC, shards=2,
-                     replicas=REPLICAS, prediction_cache_ttl_ms=60_000.0,
-                     prediction_cache_entries=100)
+def cluster(module_inprocess_cluster):
+    c = module_inprocess_cluster(SMALL_SPEC, shards=2, replicas=REPLICAS,
+                                 prediction_cache_ttl_ms=60_000.0, prediction_cache_entries=100)
+    c.start_all()
+    ps = PSClient(c.cluster.shards())
     try:
-        c.start_all()
-        ps = PSClient(c.cluster.shards())
         trainer = Trainer(ps, c.spec, "ctr", batch_size=128)
         trainer.train(ListSource(planted_events(2000)))
         for r in range(REPLICAS):
             wait_replica_caught_up(c.address("replica", r), "ctr", trainer.last_seqs)
         yield c, ps, trainer
-        ps.close()
     finally:
-        c.stop_all()
+        ps.close()
 
 
 def addresses(c) -> list[str]:
