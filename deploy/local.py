@@ -1,7 +1,8 @@
 """A cluster of real node processes started in the foreground, for tests and benchmarks.
 
 Unlike `deltaps up` (a detached supervisor), the caller owns every process by PID and must
-call `stop_all()`; nodes' output goes to log files in the cluster's directory.
+call `stop_all()`; nodes' output goes to log files in the cluster's directory. Tests that do
+not need separate processes run the same nodes as threads instead (deploy/inprocess.py).
 """
 from __future__ import annotations
 
