@@ -1,7 +1,8 @@
 """A cluster of real node processes started in the foreground, for tests and benchmarks.
 
 Unlike `deltaps up` (a detached supervisor), the caller owns every process by PID and must
-call `stop_all()`; nodes' output goes to log files in the cluster's directory.
+call `stop_all()`; nodes' output goes to log files in the cluster's directory. Tests that do
+not need separate processes run the same nodes as threads instead (deploy/inprocess.py).
 """
 from __future__ import annotations
 
@@ -11,12 +12,24 @@ import subprocess
 import time
 from pathlib import Path
 
-from common.config import load_spec
+from common.config import ClusterFile, load_spec
 from deploy.admin import node_status
 from deploy.layout import plan_cluster
 from deploy.supervisor import node_command
 
 REPO = Path(__file__).resolve().parents[1]
+
+
+def plan_local_cluster(directory: Path, spec_text: str, shards: int, replicas: int,
+                       **cluster_settings) -> ClusterFile:
+    """The cluster a local test cluster runs: the spec with `shards`, `replicas`, its data in
+    `directory` and any other settings given, planned on free ports."""
+    directory.mkdir(parents=True, exist_ok=True)
+    spec = load_spec(text=spec_text)
+    spec.shards, spec.replicas, spec.data_dir = shards, replicas, str(directory)
+    for key, value in cluster_settings.items():
+        setattr(spec, key, value)
+    return plan_cluster(spec)
 
 
 class LocalCluster:
@@ -25,12 +38,8 @@ class LocalCluster:
     def __init__(self, directory: Path, spec_text: str = "", shards: int = 2, replicas: int = 1,
                  **cluster_settings):
         self.dir = Path(directory).resolve()
-        self.dir.mkdir(parents=True, exist_ok=True)
-        spec = load_spec(text=spec_text)
-        spec.shards, spec.replicas, spec.data_dir = shards, replicas, str(self.dir)
-        for key, value in cluster_settings.items():
-            setattr(spec, key, value)
-        self.cluster = plan_cluster(spec)
+        self.cluster = plan_local_cluster(self.dir, spec_text, shards, replicas,
+                                          **cluster_settings)
         self.path = self.dir / "cluster.json"
         self.cluster.save(self.path)
         self.procs: dict[tuple[str, int], subprocess.Popen] = {}

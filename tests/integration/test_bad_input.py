@@ -5,7 +5,8 @@ import msgpack
 import numpy as np
 import pytest
 
-from common import messages as m
+from common.messages import (ErrorReply, Hello, Message, PROTOCOL, Predict, Pull, Push,
+                             StatusRequest)
 from common.errors import RemoteError
 from common.transport import Channel
 from common import wire
@@ -23,7 +24,7 @@ def shard0(local_cluster):
     ch.close()
 
 
-def _raw(ch: Channel, frames) -> m.Message:
+def _raw(ch: Channel, frames) -> Message:
     """Send `frames` as they are to the node `ch` talks to; its reply."""
     return raw_exchange(ch.address, frames, 5.0, ch.max_bytes)
 
@@ -42,24 +43,24 @@ KEYS = np.array([0, 2, 4, 6], dtype=np.uint64)
 @pytest.mark.parametrize("frames, code, text", [
     ([b"\xc1garbage"], "malformed", "not valid msgpack"),
     ([msgpack.packb([1, 2])], "malformed", "not a map"),
-    ([msgpack.packb({"op": "fly", "v": m.PROTOCOL})], "unknown_op", "unknown op 'fly'"),
+    ([msgpack.packb({"op": "fly", "v": PROTOCOL})], "unknown_op", "unknown op 'fly'"),
     ([msgpack.packb({"op": "pull", "v": 99, "model": "ctr"})], "protocol_mismatch",
      "speaks 99"),
-    ([msgpack.packb({"op": "pull", "v": m.PROTOCOL, "arrays": [["<u8", [1]]]}), b"\0" * 8],
+    ([msgpack.packb({"op": "pull", "v": PROTOCOL, "arrays": [["<u8", [1]]]}), b"\0" * 8],
      "malformed", "missing field 'model'"),
-    ([msgpack.packb({"op": "pull", "v": m.PROTOCOL, "model": "ctr",
+    ([msgpack.packb({"op": "pull", "v": PROTOCOL, "model": "ctr",
                      "arrays": [["<u8", [4]]]}), b"\0" * 8], "malformed", "needs 32"),
-    ([msgpack.packb({"op": "pull", "v": m.PROTOCOL, "model": "ctr",
+    ([msgpack.packb({"op": "pull", "v": PROTOCOL, "model": "ctr",
                      "arrays": [["<f4", [2]]]}), b"\0" * 8], "malformed", "must be <u8"),
-    ([msgpack.packb({"op": "pull", "v": m.PROTOCOL, "model": 7,
+    ([msgpack.packb({"op": "pull", "v": PROTOCOL, "model": 7,
                      "arrays": [["<u8", [1]]]}), b"\0" * 8], "malformed", "must be str"),
 ])
 def test_malformed_frames_get_error_replies(shard0, frames, code, text):
     c, ch = shard0
     reply = _raw(ch, frames)
-    assert isinstance(reply, m.ErrorReply)
+    assert isinstance(reply, ErrorReply)
     assert reply.code == code and text in reply.message
-    assert ch.request(m.StatusRequest(), 5).info["state"] == "serving"
+    assert ch.request(StatusRequest(), 5).info["state"] == "serving"
 
 
 @pytest.mark.parametrize("grads, keys, text", [
@@ -74,44 +75,44 @@ def test_malformed_frames_get_error_replies(shard0, frames, code, text):
 def test_invalid_pushes_change_nothing(shard0, grads, keys, text):
     c, ch = shard0
     before = _weights(c, KEYS)
-    ch.request(m.Push("ctr", KEYS, np.ones(4, np.float32)), 5)  # a valid push changes weights
+    ch.request(Push("ctr", KEYS, np.ones(4, np.float32)), 5)  # a valid push changes weights
     after_valid = _weights(c, KEYS)
     assert not np.array_equal(before, after_valid)
-    frames = encode(m.Push("ctr", keys, grads))
+    frames = encode(Push("ctr", keys, grads))
     reply = _raw(ch, frames)
-    assert isinstance(reply, m.ErrorReply) and text in reply.message
+    assert isinstance(reply, ErrorReply) and text in reply.message
     np.testing.assert_array_equal(_weights(c, KEYS), after_valid)
 
 
 def test_unknown_model_and_unserved_op(shard0):
     c, ch = shard0
     with pytest.raises(RemoteError, match="unknown model 'nope'"):
-        ch.request(m.Pull("nope", KEYS), 5)
+        ch.request(Pull("nope", KEYS), 5)
     with pytest.raises(RemoteError, match="not served by this node"):
-        ch.request(m.Predict("ctr", []), 5)
+        ch.request(Predict("ctr", []), 5)
 
 
 def test_hello_with_another_protocol_version_is_refused(shard0, monkeypatch):
     """A peer of another version is refused by name, and the refusal reaches the request that
     waits for it (the reply carries its request id): no timeout."""
     _c, ch = shard0
-    other = m.PROTOCOL + 1
+    other = PROTOCOL + 1
     with monkeypatch.context() as patched:
         patched.setattr(wire, "PROTOCOL", other)  # this end now encodes as version `other`
         with pytest.raises(RemoteError, match=f"protocol version mismatch: message speaks {other}"):
-            ch.request(m.Hello(other, "worker"), 5)  # a dropped reply would be a Timeout
-    assert ch.request(m.Hello(m.PROTOCOL, "worker"), 5).role == "shard"
+            ch.request(Hello(other, "worker"), 5)  # a dropped reply would be a Timeout
+    assert ch.request(Hello(PROTOCOL, "worker"), 5).role == "shard"
 
 
 def test_oversized_message_is_refused_and_node_keeps_serving(local_cluster):
     c = local_cluster(SMALL_SPEC + "\n[cluster]\nmax_message_bytes = 65536\n", shards=1,
                       replicas=0).start_all()
     big = Channel(c.address("shard", 0))
-    big.send(m.Pull("ctr", np.arange(100_000, dtype=np.uint64)))  # 800 kB > 64 kB limit
+    big.send(Pull("ctr", np.arange(100_000, dtype=np.uint64)))  # 800 kB > 64 kB limit
     small = Channel(c.address("shard", 0))
     try:
-        assert small.request(m.StatusRequest(), 5).info["state"] == "serving"
-        reply = small.request(m.Pull("ctr", np.arange(10, dtype=np.uint64)), 5)
+        assert small.request(StatusRequest(), 5).info["state"] == "serving"
+        reply = small.request(Pull("ctr", np.arange(10, dtype=np.uint64)), 5)
         assert reply.values.shape == (10,)
     finally:
         big.close()

@@ -7,7 +7,8 @@ import threading
 
 import pytest
 
-from common import messages as m
+from common.messages import (ChecksumReply, ChecksumRequest, Hello, Ok, PROTOCOL, Shutdown,
+                             StatusRequest)
 from common.config import load_spec
 from common.node import Node
 from common.transport import Channel
@@ -29,7 +30,7 @@ class EchoNode(Node):
         self.ticks += 1
 
     def on_checksums(self, _msg):
-        return m.ChecksumReply({"ticks": self.ticks})
+        return ChecksumReply({"ticks": self.ticks})
 
     def hello_models(self):
         return {"echo": {"bits": 0}}
@@ -59,19 +60,19 @@ def running():
 
 def test_a_node_in_a_thread_answers_the_common_ops_and_its_own(running):
     node, _thread, ch = running
-    hello = ch.request(m.Hello(m.PROTOCOL, "worker"), 5)
+    hello = ch.request(Hello(PROTOCOL, "worker"), 5)
     assert (hello.role, hello.index, hello.models) == ("echo", 3, {"echo": {"bits": 0}})
-    info = ch.request(m.StatusRequest(), 5).info
+    info = ch.request(StatusRequest(), 5).info
     assert list(info)[:5] == ["role", "index", "pid", "cpus", "address"]
     assert info["role"] == "echo" and info["address"] == node.server.address
     assert info["state"] == "serving" and "uptime_s" in info
     assert sorted(node.handlers) == ["checksums", "hello", "shutdown", "status"]
-    assert ch.request(m.ChecksumRequest(), 5).sums["ticks"] >= 0
+    assert ch.request(ChecksumRequest(), 5).sums["ticks"] >= 0
 
 
 def test_a_shutdown_request_stops_the_node_and_closes_it(running):
     node, thread, ch = running
-    assert isinstance(ch.request(m.Shutdown(), 5), m.Ok)
+    assert isinstance(ch.request(Shutdown(), 5), Ok)
     thread.join(5)
     assert not thread.is_alive() and node.stopped and node.closed
 

@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 
-from common import messages as m
+from common.messages import ErrorReply, HelloReply, PROTOCOL, PullReply, PushAck
 from common.config import NodeInfo
 import pytest
 
@@ -29,19 +29,19 @@ def shard_that_loses_the_first_push(forget_after: int | None = None):
     def on_push(msg):
         seen.append(("push", msg.push_no))
         if msg.push_no <= applied["w"]:
-            return m.PushAck(msg.model, 1)
+            return PushAck(msg.model, 1)
         if applied["w"] < msg.after:
             raise MissingPush("push not arrived")
         applied["w"] = 0 if msg.push_no == forget_after else msg.push_no
-        return m.PushAck(msg.model, 1)
+        return PushAck(msg.model, 1)
 
     def on_pull(msg):
         seen.append(("pull", msg.after))
         if applied["w"] < msg.after:
             raise MissingPush("push not arrived")
-        return m.PullReply(msg.model, 1, np.full(msg.keys.size, applied["w"], np.float32))
+        return PullReply(msg.model, 1, np.full(msg.keys.size, applied["w"], np.float32))
 
-    handlers = {"hello": lambda msg: m.HelloReply(m.PROTOCOL, "shard", 0, 1, {"ctr": {"bits": 8}}),
+    handlers = {"hello": lambda msg: HelloReply(PROTOCOL, "shard", 0, 1, {"ctr": {"bits": 8}}),
                 "push": on_push, "pull": on_pull}
     server = RawRouter()
     stop = threading.Event()
@@ -52,7 +52,7 @@ def shard_that_loses_the_first_push(forget_after: int | None = None):
         try:
             return handlers[msg.op](msg), rid
         except DeltapsError as exc:  # as a node does: the error goes back as a reply
-            return m.ErrorReply(exc.code, str(exc)), rid
+            return ErrorReply(exc.code, str(exc)), rid
 
     def pump():
         while not stop.is_set():

@@ -1,4 +1,4 @@
-"""A real replica process against a scripted shard: every step of the Clone protocol checked.
+"""A real replica node against a scripted shard: every step of the Clone protocol checked.
 
 The test process plays the shard with the project's own transport classes, so it decides
 exactly which updates arrive, in which order, and when a snapshot request is answered.
@@ -10,11 +10,10 @@ import time
 import numpy as np
 import pytest
 
-from common import messages as m
+from common.messages import ChecksumRequest, Heartbeat, HelloReply, PROTOCOL, SnapshotReply, Update
 from common.errors import NotReady, RemoteError
 from common.transport import Publisher, RequestServer
 from deploy.admin import node_status
-from deploy.local import LocalCluster
 from serving.client import ServingClient
 
 SPEC = "[models.ctr]\nbits = 6\nbias = false\n"
@@ -30,13 +29,13 @@ class ScriptedShard:
         self.requests = 0
         self.server = RequestServer("tcp://127.0.0.1:0", {
             "snapshot": self.on_snapshot,
-            "hello": lambda msg: m.HelloReply(m.PROTOCOL, "shard", 0, 1, {}),
+            "hello": lambda msg: HelloReply(PROTOCOL, "shard", 0, 1, {}),
         }, 1 << 24)
         self.publisher = Publisher("tcp://127.0.0.1:0")
 
     def on_snapshot(self, msg):
         self.requests += 1
-        return m.SnapshotReply(msg.model, 0, 1, self.epoch, self.seq, self.weights.copy())
+        return SnapshotReply(msg.model, 0, 1, self.epoch, self.seq, self.weights.copy())
 
     def answer(self, timeout=5.0):
         """Answer the snapshot request(s) waiting (waits for at least one)."""
@@ -50,11 +49,11 @@ class ScriptedShard:
     def publish(self, keys, values, epoch=None, seq=None):
         epoch = self.epoch if epoch is None else epoch
         seq = self.seq + 1 if seq is None else seq
-        self.publisher.publish(m.Update("ctr", 0, epoch, seq, np.array(keys, np.uint64),
+        self.publisher.publish(Update("ctr", 0, epoch, seq, np.array(keys, np.uint64),
                                         np.array(values, np.float32)))
 
     def heartbeat(self, epoch=None, seq=None):
-        self.publisher.publish(m.Heartbeat(0, self.epoch if epoch is None else epoch,
+        self.publisher.publish(Heartbeat(0, self.epoch if epoch is None else epoch,
                                            {"ctr": self.seq if seq is None else seq}))
 
     def close(self):
@@ -63,9 +62,9 @@ class ScriptedShard:
 
 
 @pytest.fixture
-def setup(tmp_path):
+def setup(inprocess_cluster):
     shard = ScriptedShard()
-    c = LocalCluster(tmp_path, SPEC, shards=1, replicas=1)
+    c = inprocess_cluster(SPEC, shards=1, replicas=1)
     node = c.cluster.shards()[0]
     node.address, node.pub_address = shard.server.address, shard.publisher.address
     c.cluster.save(c.path)
@@ -135,7 +134,7 @@ def test_bootstrap_gap_tail_and_epoch_change(setup):
     from common.checksum import weights_checksum
     from common.transport import Channel
     ch = Channel(c.address("replica", 0))
-    sums = ch.request(m.ChecksumRequest(), 5).sums["ctr"]["0"]
+    sums = ch.request(ChecksumRequest(), 5).sums["ctr"]["0"]
     ch.close()
     assert sums == [2, 1, weights_checksum(shard.weights)]
 
@@ -154,5 +153,5 @@ def test_duplicate_and_old_updates_change_nothing(setup):
     expected = np.zeros(SLOTS, np.float32)
     expected[5], expected[6] = 1.0, 1.0
     ch = Channel(c.address("replica", 0))
-    assert ch.request(m.ChecksumRequest(), 5).sums["ctr"]["0"][2] == weights_checksum(expected)
+    assert ch.request(ChecksumRequest(), 5).sums["ctr"]["0"][2] == weights_checksum(expected)
     ch.close()

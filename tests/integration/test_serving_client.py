@@ -1,8 +1,8 @@
 """Serving clients against real replicas: spreading, asyncio, pre-hashed ids, cache, throttling.
 
-Most tests share one cluster (2 shards, 3 replicas, prediction cache on); the failover and
-throttling tests script fake replicas with the project's own transport, so they decide
-exactly what each replica answers.
+Most tests share one cluster (2 shards, 3 replicas, prediction cache on), its nodes threads of
+this process (`module_inprocess_cluster`); the failover and throttling tests script fake
+replicas with the project's own transport, so they decide exactly what each replica answers.
 """
 from __future__ import annotations
 
@@ -15,12 +15,11 @@ import msgpack
 import numpy as np
 import pytest
 
-from common import messages as m
+from common.messages import ErrorReply, PROTOCOL, PredictReply
 from common.errors import InvalidInstance, NotReady, RemoteError
 from common.features import Featurizer, columnarize
 from common.transport import RequestServer, Unreachable
 from deploy.admin import node_status
-from deploy.local import LocalCluster
 from serving.client import AdaptiveThrottle, AsyncServingClient, ServingClient, Throttled
 from tests.integration.helpers import (SMALL_SPEC, ListSource, planted_events, score_locally,
                                        shard_weights, wait_replica_caught_up)
@@ -32,21 +31,19 @@ REPLICAS = 3
 
 
 @pytest.fixture(scope="module")
-def cluster(tmp_path_factory):
-    c = LocalCluster(tmp_path_factory.mktemp("clients"), SMALL_SPEC, shards=2,
-                     replicas=REPLICAS, prediction_cache_ttl_ms=60_000.0,
-                     prediction_cache_entries=100)
+def cluster(module_inprocess_cluster):
+    c = module_inprocess_cluster(SMALL_SPEC, shards=2, replicas=REPLICAS,
+                                 prediction_cache_ttl_ms=60_000.0, prediction_cache_entries=100)
+    c.start_all()
+    ps = PSClient(c.cluster.shards())
     try:
-        c.start_all()
-        ps = PSClient(c.cluster.shards())
         trainer = Trainer(ps, c.spec, "ctr", batch_size=128)
         trainer.train(ListSource(planted_events(2000)))
         for r in range(REPLICAS):
             wait_replica_caught_up(c.address("replica", r), "ctr", trainer.last_seqs)
         yield c, ps, trainer
-        ps.close()
     finally:
-        c.stop_all()
+        ps.close()
 
 
 def addresses(c) -> list[str]:
@@ -149,7 +146,7 @@ def test_bad_prehashed_pairs_are_refused_before_sending(cluster, n, rows, ids, t
 def raw_predict_ids(offsets=b"", ids=b"", offsets_spec=("<i8", [3]), ids_spec=("<u4", [2]),
                     **fields):
     """Frames of a predict_ids request built by hand (header + one frame per array)."""
-    header = {"op": "predict_ids", "v": m.PROTOCOL, "rid": 1, "model": "ctr",
+    header = {"op": "predict_ids", "v": PROTOCOL, "rid": 1, "model": "ctr",
               "arrays": [list(offsets_spec), list(ids_spec)], **fields}
     return [msgpack.packb(header, use_bin_type=True), offsets, ids]
 
@@ -172,9 +169,9 @@ def test_prehashed_requests_with_wrong_dtypes_or_shapes_get_error_replies(cluste
     c, _, _ = cluster
     reply = raw_exchange(c.address("replica", 0), frames, 5.0)
     if text is None:
-        assert isinstance(reply, m.PredictReply) and reply.probabilities.shape == (2,)
+        assert isinstance(reply, PredictReply) and reply.probabilities.shape == (2,)
     else:
-        assert isinstance(reply, m.ErrorReply) and text in reply.message, reply
+        assert isinstance(reply, ErrorReply) and text in reply.message, reply
 
 
 def test_prediction_cache_hits_repeats_and_misses_after_a_new_version(cluster):
@@ -243,7 +240,7 @@ class FakeReplica:
 
 
 def ok_reply(msg):
-    return m.PredictReply(msg.model, [1, 1], 0.0, np.full(len(msg.instances), 0.25, np.float32))
+    return PredictReply(msg.model, [1, 1], 0.0, np.full(len(msg.instances), 0.25, np.float32))
 
 
 def refuse(code, text):

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from common import messages as m
+from common.messages import ChecksumRequest, ErrorReply, Predict, PredictIds, Update
 from common.checksum import weights_checksum
 from common.config import NodeInfo, load_spec
 from common.features import columnarize
@@ -36,7 +36,7 @@ def node():
 
 def queue(node, seq, value):
     model = node.models["m"]
-    update = m.Update("m", 0, 1, seq, np.arange(N_KEYS, dtype=np.uint64),
+    update = Update("m", 0, 1, seq, np.arange(N_KEYS, dtype=np.uint64),
                       np.full(N_KEYS, value, np.float32))
     node.pending.extend(PendingWrite(model, u) for u in model.accept_update(update))
 
@@ -53,7 +53,7 @@ def test_reads_between_chunks_declare_the_last_fully_written_version(node):
     assert N_KEYS > 3 * APPLY_CHUNK
     queue(node, 1, 1.0)
     # slot 0 is in the first chunk, slot N_KEYS-1 in the last one
-    rid = client.send(m.PredictIds("m", np.array([0, 1, 2], np.int64),
+    rid = client.send(PredictIds("m", np.array([0, 1, 2], np.int64),
                                    np.array([0, N_KEYS - 1], np.uint32)))
     wait_waiting(node)
     node.apply_pending()
@@ -68,10 +68,10 @@ def test_reads_between_chunks_declare_the_last_fully_written_version(node):
 
 def test_reads_are_answered_between_update_messages(node):
     node, client = node
-    updates = [m.Update("m", 0, 1, seq, np.array([0], np.uint64), np.array([v], np.float32))
+    updates = [Update("m", 0, 1, seq, np.array([0], np.uint64), np.array([v], np.float32))
                for seq, v in ((1, 1.0), (2, 2.0))]
     node.subscriber.drain = lambda: updates  # two small updates arrived together
-    rid = client.send(m.PredictIds("m", np.array([0, 1], np.int64), np.array([0], np.uint32)))
+    rid = client.send(PredictIds("m", np.array([0, 1], np.int64), np.array([0], np.uint32)))
     wait_waiting(node)
     node.on_updates()
     reply = client.recv(rid, 5.0)
@@ -85,7 +85,7 @@ def test_checksums_between_chunks_finish_the_queue_first(node):
     node, client = node
     queue(node, 1, 2.0)
     queue(node, 2, 3.0)  # a newer batch over the same slots, queued behind
-    rid = client.send(m.ChecksumRequest())
+    rid = client.send(ChecksumRequest())
     wait_waiting(node)
     node.apply_pending()
     sums = client.recv(rid, 5.0).sums["m"]["0"]
@@ -109,14 +109,14 @@ def test_without_waiting_reads_a_batch_is_written_in_one_go(node):
 def test_waiting_predicts_are_scored_together_and_a_bad_one_alone_is_refused(node):
     node, _client = node
     model = node.models["m"]
-    model.apply_update(m.Update("m", 0, 1, 1, np.arange(1 << BITS, dtype=np.uint64),
+    model.apply_update(Update("m", 0, 1, 1, np.arange(1 << BITS, dtype=np.uint64),
                                 np.linspace(-2, 2, 1 << BITS).astype(np.float32)))
     requests = [[{"a": "x", "b": "y"}, {"a": "z"}], [{"a": "w", "b": "v"}],
                 [{"a": {"bad": 1}}], [{"b": "q"}, {}]]
     clients = [Channel(node.server.address) for _ in requests]
     try:
         for ch, inst in zip(clients, requests):
-            ch.send(m.Predict("m", inst))
+            ch.send(Predict("m", inst))
         time.sleep(0.2)  # every request waiting on the socket
         node.server.handle_ready()
         replies = [next_reply(ch, 5.0) for ch in clients]
@@ -125,7 +125,7 @@ def test_waiting_predicts_are_scored_together_and_a_bad_one_alone_is_refused(nod
             ch.close()
     assert node.coalesced == 4 and node.server.requests == 4
     bad = replies[2]
-    assert isinstance(bad, m.ErrorReply) and bad.code == "invalid_instance"
+    assert isinstance(bad, ErrorReply) and bad.code == "invalid_instance"
     assert "instance 0: feature 'a' has unsupported type dict" in bad.message
     for i in (0, 1, 3):
         alone = model.score(columnarize(requests[i], with_labels=False))
@@ -144,7 +144,7 @@ def test_predicts_of_good_requests_waiting_together_share_one_pass(node):
     clients = [Channel(node.server.address) for _ in range(3)]
     try:
         for k, ch in enumerate(clients):
-            ch.send(m.Predict("m", [{"a": f"v{k}"}] * (k + 1)))
+            ch.send(Predict("m", [{"a": f"v{k}"}] * (k + 1)))
         time.sleep(0.2)  # all three waiting
         node.server.handle_ready()
         replies = [next_reply(ch, 5.0) for ch in clients]

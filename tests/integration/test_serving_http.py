@@ -1,4 +1,5 @@
-"""The REST endpoint of a real replica process, through a real HTTP client (urllib)."""
+"""The REST endpoint of a real replica (a node thread of this process), through a real HTTP
+client (urllib)."""
 from __future__ import annotations
 
 import json
@@ -10,7 +11,6 @@ import numpy as np
 import pytest
 
 from deploy.admin import node_status
-from deploy.local import LocalCluster
 from serving.client import ServingClient
 from tests.integration.helpers import (SMALL_SPEC, ListSource, planted_events,
                                        wait_replica_caught_up)
@@ -34,20 +34,16 @@ def http(method: str, url: str, body: bytes | dict | None = None,
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(module_inprocess_cluster):
     """2 shards, 1 replica with HTTP, a model trained on a few thousand events."""
-    c = LocalCluster(tmp_path_factory.mktemp("http"), SMALL_SPEC, shards=2, replicas=1,
-                     max_message_bytes=MAX_BODY)
-    try:
-        c.start_all()
-        ps = PSClient(c.cluster.shards())
-        trainer = Trainer(ps, c.spec, "ctr", batch_size=128)
-        trainer.train(ListSource(planted_events(3000)))
-        ps.close()
-        wait_replica_caught_up(c.address("replica", 0), "ctr", trainer.last_seqs)
-        yield c, c.cluster.replicas()[0].http_address
-    finally:
-        c.stop_all()
+    c = module_inprocess_cluster(SMALL_SPEC, shards=2, replicas=1, max_message_bytes=MAX_BODY)
+    c.start_all()
+    ps = PSClient(c.cluster.shards())
+    trainer = Trainer(ps, c.spec, "ctr", batch_size=128)
+    trainer.train(ListSource(planted_events(3000)))
+    ps.close()
+    wait_replica_caught_up(c.address("replica", 0), "ctr", trainer.last_seqs)
+    yield c, c.cluster.replicas()[0].http_address
 
 
 def test_http_predict_answers_exactly_what_the_zmq_client_does(trained):
@@ -122,8 +118,8 @@ def test_http_model_status_health_and_replica_counters(trained):
     assert st["cache"]["enabled"] is False and st["cache"]["hits"] == 0  # off by default
 
 
-def test_http_on_a_replica_whose_shards_are_down_is_alive_but_not_ready(local_cluster):
-    c = local_cluster(SMALL_SPEC, shards=2, replicas=1)
+def test_http_on_a_replica_whose_shards_are_down_is_alive_but_not_ready(inprocess_cluster):
+    c = inprocess_cluster(SMALL_SPEC, shards=2, replicas=1)
     c.start("replica", 0)  # no shard is running: the replica can never sync
     base = c.cluster.replicas()[0].http_address
     deadline = time.monotonic() + 20

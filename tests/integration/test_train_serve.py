@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common import messages as m
+from common.messages import Pull
 from common.errors import RemoteError
 from common.sharding import split_by_shard
 from common.transport import Channel
@@ -102,7 +102,7 @@ def test_two_workers_train_one_model_concurrently(local_cluster):
         ch = Channel(address)
         try:
             for k, client in clients.items():  # refused unless the worker's last push is applied
-                ch.request(m.Pull("ctr", owned, client.worker_id, sent[k][-1]), 5)
+                ch.request(Pull("ctr", owned, client.worker_id, sent[k][-1]), 5)
         finally:
             ch.close()
 

@@ -7,7 +7,7 @@ import random
 import numpy as np
 import pytest
 
-from common import messages as m
+from common.messages import PredictReply
 from common.config import ClusterFile, NodeInfo, load_spec
 from common.errors import DeltapsError, InvalidInstance, RemoteError, Timeout
 from common.features import Features
@@ -147,7 +147,7 @@ def remote(code):
 
 
 def reply():
-    return m.PredictReply("m", [4, 5], 1.5, np.array([0.25], np.float32))
+    return PredictReply("m", [4, 5], 1.5, np.array([0.25], np.float32))
 
 
 def read(core, answer, performed):
