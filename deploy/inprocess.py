@@ -18,14 +18,12 @@ from __future__ import annotations
 
 import logging
 import threading
-import time
 import traceback
 from pathlib import Path
 
 from common.config import ClusterFile, NodeInfo
 from common.node import Node
-from deploy.admin import node_status
-from deploy.local import plan_local_cluster
+from deploy.local import NodeCluster
 
 STOP_TIMEOUT_S = 15.0
 LOG_FORMAT = "%(asctime)s %(threadName)s %(levelname)s %(message)s"
@@ -125,26 +123,20 @@ class NodeLogs(logging.Handler):
             lines.append(self.format(record))
 
 
-class InProcessCluster:
+class InProcessCluster(NodeCluster):
     """Shard and replica threads started from a spec; the surface of `LocalCluster` that does
     not need processes (start, wait_ready, stop, addresses, cluster file, logs)."""
 
+    POLL_S = 0.02
+
     def __init__(self, directory: Path, spec_text: str = "", shards: int = 2, replicas: int = 1,
                  **cluster_settings):
-        self.dir = Path(directory).resolve()
-        self.cluster = plan_local_cluster(self.dir, spec_text, shards, replicas,
-                                          **cluster_settings)
-        self.path = self.dir / "cluster.json"
-        self.cluster.save(self.path)
+        super().__init__(directory, spec_text, shards, replicas, **cluster_settings)
         self.nodes: dict[tuple[str, int], NodeThread] = {}
         self.logs = NodeLogs()
         self.lines: dict[tuple[str, int], list[str]] = {}  # kept across restarts, as log files
         self._logger = logging.getLogger("deltaps")
         self._level: int | None = None
-
-    @property
-    def spec(self):
-        return self.cluster.spec
 
     def _attach_logs(self) -> None:
         if self._level is None:
@@ -164,41 +156,20 @@ class InProcessCluster:
         current = self.nodes.get((role, index))
         if current is not None and current.alive():
             raise RuntimeError(f"{role}-{index} is already running")
-        info = next(n for n in self.cluster.nodes if n.role == role and n.index == index)
+        info = self.info(role, index)
         self._attach_logs()
         node = NodeThread(self.path, info, self.logs, self.lines.setdefault((role, index), []))
         self.nodes[(role, index)] = node
         return node.start()
 
-    def start_all(self, wait: bool = True) -> "InProcessCluster":
-        for n in self.cluster.shards():
-            self.start("shard", n.index)
-        for n in self.cluster.replicas():
-            self.start("replica", n.index)
-        if wait:
-            self.wait_ready()
-        return self
+    def started(self) -> list[tuple[str, int]]:
+        return list(self.nodes)
 
-    def address(self, role: str, index: int) -> str:
-        return next(n.address for n in self.cluster.nodes if n.role == role and n.index == index)
-
-    def wait_ready(self, timeout: float = 30.0, role: str | None = None,
-                   index: int | None = None) -> None:
-        """Until every started node (or the one named) answers status as serving or ready."""
-        deadline = time.monotonic() + timeout
-        for (r, i), node in self.nodes.items():
-            if (role and r != role) or (index is not None and i != index):
-                continue
-            while True:
-                if not node.alive():
-                    raise RuntimeError(f"{r}-{i} ended ({node.returncode()}):\n"
-                                       + (node.error or "") + self.log(r, i))
-                st = node_status(self.address(r, i), timeout=0.5)
-                if st and st["state"] in ("serving", "ready"):
-                    break
-                if time.monotonic() > deadline:
-                    raise TimeoutError(f"{r}-{i} not ready: {st}\n" + self.log(r, i))
-                time.sleep(0.02)
+    def _ended(self, role: str, index: int) -> str | None:
+        node = self.nodes[(role, index)]
+        if node.alive():
+            return None
+        return f"ended ({node.returncode()}):"  # log() holds its traceback
 
     def log(self, role: str, index: int) -> str:
         """What the node's thread logged (and, if it failed, the traceback)."""

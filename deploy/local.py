@@ -32,8 +32,12 @@ def plan_local_cluster(directory: Path, spec_text: str, shards: int, replicas: i
     return plan_cluster(spec)
 
 
-class LocalCluster:
-    """Shard and replica processes started from a spec; every process is tracked by PID."""
+class NodeCluster:
+    """What every test cluster shares, whether its nodes are processes or threads: the planned
+    cluster file, starting every node, addresses, and waiting until the nodes answer. A
+    subclass says how one node starts (`start`) and whether it has ended (`_ended`)."""
+
+    POLL_S = 0.05
 
     def __init__(self, directory: Path, spec_text: str = "", shards: int = 2, replicas: int = 1,
                  **cluster_settings):
@@ -42,22 +46,29 @@ class LocalCluster:
                                           **cluster_settings)
         self.path = self.dir / "cluster.json"
         self.cluster.save(self.path)
-        self.procs: dict[tuple[str, int], subprocess.Popen] = {}
 
     @property
     def spec(self):
         return self.cluster.spec
 
-    def start(self, role: str, index: int) -> subprocess.Popen:
-        info = next(n for n in self.cluster.nodes if n.role == role and n.index == index)
-        log = open(self.dir / f"{role}-{index}.log", "ab")
-        proc = subprocess.Popen(node_command(info, self.path), cwd=REPO, stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-        log.close()
-        self.procs[(role, index)] = proc
-        return proc
+    def start(self, role: str, index: int):
+        raise NotImplementedError
 
-    def start_all(self, wait: bool = True) -> "LocalCluster":
+    def started(self) -> list[tuple[str, int]]:
+        """(role, index) of every node started so far."""
+        raise NotImplementedError
+
+    def _ended(self, role: str, index: int) -> str | None:
+        """Why the node is no longer running, or None while it runs."""
+        raise NotImplementedError
+
+    def log(self, role: str, index: int) -> str:
+        raise NotImplementedError
+
+    def info(self, role: str, index: int):
+        return next(n for n in self.cluster.nodes if n.role == role and n.index == index)
+
+    def start_all(self, wait: bool = True):
         for n in self.cluster.shards():
             self.start("shard", n.index)
         for n in self.cluster.replicas():
@@ -67,24 +78,50 @@ class LocalCluster:
         return self
 
     def address(self, role: str, index: int) -> str:
-        return next(n.address for n in self.cluster.nodes if n.role == role and n.index == index)
+        return self.info(role, index).address
 
     def wait_ready(self, timeout: float = 30.0, role: str | None = None,
                    index: int | None = None) -> None:
+        """Until every started node (or the one named) answers status as serving or ready."""
         deadline = time.monotonic() + timeout
-        for (r, i), proc in self.procs.items():
+        for r, i in self.started():
             if (role and r != role) or (index is not None and i != index):
                 continue
             while True:
-                if proc.poll() is not None:
-                    raise RuntimeError(f"{r}-{i} exited with {proc.returncode}:\n"
-                                       + self.log(r, i))
+                ended = self._ended(r, i)
+                if ended is not None:
+                    raise RuntimeError(f"{r}-{i} {ended}\n" + self.log(r, i))
                 st = node_status(self.address(r, i), timeout=0.5)
                 if st and st["state"] in ("serving", "ready"):
                     break
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"{r}-{i} not ready: {st}\n" + self.log(r, i))
-                time.sleep(0.05)
+                time.sleep(self.POLL_S)
+
+
+class LocalCluster(NodeCluster):
+    """Shard and replica processes started from a spec; every process is tracked by PID."""
+
+    def __init__(self, directory: Path, spec_text: str = "", shards: int = 2, replicas: int = 1,
+                 **cluster_settings):
+        super().__init__(directory, spec_text, shards, replicas, **cluster_settings)
+        self.procs: dict[tuple[str, int], subprocess.Popen] = {}
+
+    def start(self, role: str, index: int) -> subprocess.Popen:
+        info = self.info(role, index)
+        log = open(self.dir / f"{role}-{index}.log", "ab")
+        proc = subprocess.Popen(node_command(info, self.path), cwd=REPO, stdout=log,
+                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        log.close()
+        self.procs[(role, index)] = proc
+        return proc
+
+    def started(self) -> list[tuple[str, int]]:
+        return list(self.procs)
+
+    def _ended(self, role: str, index: int) -> str | None:
+        proc = self.procs[(role, index)]
+        return None if proc.poll() is None else f"exited with {proc.returncode}:"
 
     def log(self, role: str, index: int) -> str:
         path = self.dir / f"{role}-{index}.log"
