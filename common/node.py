@@ -6,8 +6,8 @@ as every other node. Those are held here once; a subclass (the shard, the replic
 nodes) declares its own ops and wires its state to the loop.
 
 It lives in `common/` beside the transport, not inside it: the transport only moves messages,
-while a node knows what some of them mean (the protocol version agreed in hello, the fields
-every status carries).
+while a node knows what some of them mean (who it is in hello, the fields every status
+carries).
 """
 from __future__ import annotations
 
@@ -55,8 +55,7 @@ class Node:
     def on_hello(self, msg: Hello) -> HelloReply:
         """Who this node is and what it holds. A peer of another protocol version never gets
         here: the codec refuses every message whose header speaks another version."""
-        return HelloReply(PROTOCOL, self.role, self.index, self.spec.shards,
-                            self.hello_models())
+        return HelloReply(PROTOCOL, self.role, self.index, self.spec.shards, self.hello_models())
 
     def hello_models(self) -> dict:
         """What hello tells about each model this node holds (name -> {"bits": ..., ...})."""
