@@ -96,6 +96,7 @@ class ProgressiveMetrics:
         self.count = 0
         self.loss_sum = 0.0
         self.bins = ScoreBins(CUMULATIVE_BITS)
+        self.window = window
         self.block_events = window // blocks
         self._ring = [ScoreBins(WINDOW_BITS) for _ in range(blocks)]
         self._ring_loss = np.zeros(blocks)
