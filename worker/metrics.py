@@ -6,12 +6,14 @@ per label (`ScoreBins`): the AUC of a histogram counts a positive/negative pair 
 when their scores fall in different bins, and as one half when they share a bin. The exact AUC
 counts pairs in different bins the same way, so the two differ only on pairs sharing a bin,
 by at most one half each: |binned - exact| <= 0.5 * sum_b pos_b * neg_b / (P * N), which
-`ScoreBins.auc_error_bound` reports. With 2^16 bins of width 1/65536 over [0, 1] that is far
-below 1e-3 unless the scores bunch into a few bins (then the bound says so). Equal scores are
-ties for the exact AUC too, so a model that predicts few distinct values loses nothing.
+`ScoreBins.auc_error_bound` reports. With 2^16 bins of width 1/65536 over [0, 1] few pairs
+share a bin unless the scores bunch into a narrow range, and then the bound says so. Equal
+scores are ties for the exact AUC too, so a model that predicts few distinct values loses
+nothing.
 
-A recent window (about the last `window` events) is kept the same way, at 2^12 bins: a ring of
-blocks of `window / blocks` events each, the oldest block dropped as a new one starts.
+A recent window (about the last `window` events) comes from the same histogram: the totals at
+the start of each of the last few blocks of events are kept (at 2^12 bins), and the window is
+the totals now minus the oldest of them.
 """
 from __future__ import annotations
 
@@ -62,12 +64,12 @@ class ScoreBins:
 
     def add(self, bins: np.ndarray, labels: np.ndarray) -> None:
         """`bins` already at this resolution, `labels` int 0/1."""
+        flat = labels * self.counts.shape[1] + bins
         if bins.size < _ADD_AT_BELOW:
-            np.add.at(self.counts, (labels, bins), 1)
+            np.add.at(self.counts.reshape(-1), flat, 1)
         else:
-            size = self.counts.size
-            self.counts += np.bincount(labels * (size // 2) + bins,
-                                       minlength=size).reshape(self.counts.shape)
+            self.counts += np.bincount(flat, minlength=self.counts.size).reshape(
+                self.counts.shape)
 
     def auc(self) -> float:
         return binned_auc(self.counts)
@@ -86,9 +88,13 @@ class ProgressiveMetrics:
     """Progressive log loss and AUC, over the whole run and over about the last `window`
     events, in memory that does not grow with the events (module docstring).
 
-    The window is a ring of `blocks` blocks; it covers the block being filled plus the
-    `blocks - 1` before it, so between (blocks - 1) / blocks of `window` and `window` events
-    (a batch larger than a block fills one block alone)."""
+    The window costs nothing per batch: a block ends with the batch that brings it to at
+    least `window / blocks` events, the running totals are then marked (the histogram summed
+    down to 2^12 bins), the last `blocks` marks are kept, and the window is the totals now
+    minus the oldest mark. It so covers the block being filled plus the `blocks - 1` before
+    it: at least (blocks - 1) / blocks of `window` events, and more by up to a batch a block
+    when batches do not divide a block.
+    """
 
     def __init__(self, window: int = 100_000, blocks: int = 16):
         if window < blocks or blocks < 2:
@@ -98,10 +104,24 @@ class ProgressiveMetrics:
         self.bins = ScoreBins(CUMULATIVE_BITS)
         self.window = window
         self.block_events = window // blocks
-        self._ring = [ScoreBins(WINDOW_BITS) for _ in range(blocks)]
-        self._ring_loss = np.zeros(blocks)
-        self._ring_count = np.zeros(blocks, np.int64)
-        self._block = 0
+        # ring of marks: coarse histogram, loss sum and count at the start of each block
+        self._mark_bins = np.zeros((blocks, 2, 1 << WINDOW_BITS), np.int64)
+        self._mark_loss = np.zeros(blocks)
+        self._mark_count = np.zeros(blocks, np.int64)
+        self._newest = 0  # the block being filled started at this mark
+        self._oldest = 0  # the window starts at this mark
+
+    def _coarse(self) -> np.ndarray:
+        shift = CUMULATIVE_BITS - WINDOW_BITS
+        return self.bins.counts.reshape(2, 1 << WINDOW_BITS, 1 << shift).sum(axis=2)
+
+    def _mark(self) -> None:
+        blocks = len(self._mark_count)
+        self._newest = k = (self._newest + 1) % blocks
+        if k == self._oldest:
+            self._oldest = (k + 1) % blocks
+        self._mark_bins[k] = self._coarse()
+        self._mark_loss[k], self._mark_count[k] = self.loss_sum, self.count
 
     def update(self, p: np.ndarray, y: np.ndarray) -> None:
         """Count one batch: `p` the predicted probabilities, `y` the 0/1 labels. Checked
@@ -110,29 +130,20 @@ class ProgressiveMetrics:
         if p.shape != y.shape or p.ndim != 1:
             raise ValueError(f"predictions {p.shape} and labels {y.shape} must be 1-d arrays "
                              "of one length")
-        if not np.all((p >= 0) & (p <= 1)):  # NaN fails too
+        if p.size and not (p.min() >= 0 and p.max() <= 1):  # NaN fails too
             raise ValueError("predictions must be probabilities in [0, 1]; got "
                              f"{p[~((p >= 0) & (p <= 1))][:3].tolist()} ...")
-        labels = y.astype(np.int64)
-        if not np.array_equal(labels, y) or np.any((labels < 0) | (labels > 1)):
+        if not np.all((y == 0) | (y == 1)):
             raise ValueError(f"labels must be 0 or 1; got {np.unique(y)[:5].tolist()}")
         if not y.size:
             return
-        loss = float(logloss(p, y).sum())
-        bins = np.minimum((p * (1 << CUMULATIVE_BITS)).astype(np.int64),
+        bins = np.minimum((p * (1 << CUMULATIVE_BITS)).astype(np.intp),
                           (1 << CUMULATIVE_BITS) - 1)
-        self.loss_sum += loss
+        self.loss_sum += float(logloss(p, y).sum())
         self.count += y.size
-        self.bins.add(bins, labels)
-        k = self._block
-        self._ring[k].add(bins >> (CUMULATIVE_BITS - WINDOW_BITS), labels)
-        self._ring_loss[k] += loss
-        self._ring_count[k] += y.size
-        if self._ring_count[k] >= self.block_events:  # block full: the oldest one goes
-            self._block = k = (k + 1) % len(self._ring)
-            self._ring[k].clear()
-            self._ring_loss[k] = 0.0
-            self._ring_count[k] = 0
+        self.bins.add(bins, y.astype(np.intp))
+        if self.count - self._mark_count[self._newest] >= self.block_events:  # a new block
+            self._mark()
 
     @property
     def logloss(self) -> float:
@@ -146,12 +157,14 @@ class ProgressiveMetrics:
 
     @property
     def recent_events(self) -> int:
-        return int(self._ring_count.sum())
+        return int(self.count - self._mark_count[self._oldest])
 
     @property
     def recent_logloss(self) -> float:
         n = self.recent_events
-        return float(self._ring_loss.sum() / n) if n else float("nan")
+        return float(self.loss_sum - self._mark_loss[self._oldest]) / n if n else float("nan")
 
     def recent_auc(self) -> float:
-        return binned_auc(sum(b.counts for b in self._ring))
+        """The window's AUC, at 2^12 bins (so within 0.5 * the share of its positive/negative
+        pairs sharing one of those bins of the window's exact AUC)."""
+        return binned_auc(self._coarse() - self._mark_bins[self._oldest])
