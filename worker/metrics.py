@@ -60,7 +60,8 @@ class ScoreBins:
 
     def __init__(self, bits: int):
         self.bits = bits
-        self.counts = np.zeros((2, 1 << bits), np.int64)
+        # float64: whole numbers up to 2^53 are exact, and sums over bins run as BLAS
+        self.counts = np.zeros((2, 1 << bits), np.float64)
 
     def add(self, bins: np.ndarray, labels: np.ndarray) -> None:
         """`bins` already at this resolution, `labels` int 0/1."""
@@ -105,15 +106,15 @@ class ProgressiveMetrics:
         self.window = window
         self.block_events = window // blocks
         # ring of marks: coarse histogram, loss sum and count at the start of each block
-        self._mark_bins = np.zeros((blocks, 2, 1 << WINDOW_BITS), np.int64)
+        self._mark_bins = np.zeros((blocks, 2, 1 << WINDOW_BITS))
         self._mark_loss = np.zeros(blocks)
         self._mark_count = np.zeros(blocks, np.int64)
         self._newest = 0  # the block being filled started at this mark
         self._oldest = 0  # the window starts at this mark
 
     def _coarse(self) -> np.ndarray:
-        shift = CUMULATIVE_BITS - WINDOW_BITS
-        return self.bins.counts.reshape(2, 1 << WINDOW_BITS, 1 << shift).sum(axis=2)
+        merged = self.bins.counts.reshape(-1, 1 << (CUMULATIVE_BITS - WINDOW_BITS))
+        return (merged @ np.ones(merged.shape[1])).reshape(2, 1 << WINDOW_BITS)
 
     def _mark(self) -> None:
         blocks = len(self._mark_count)
