@@ -191,7 +191,7 @@ class Trainer:
         return {"events": self.metrics.count,
                 "events_per_s": round(self.metrics.count / elapsed, 1) if elapsed else 0.0,
                 "logloss": self.metrics.logloss, "recent_logloss": self.metrics.recent_logloss,
-                "auc": self.metrics.auc()}
+                "auc": self.metrics.auc(), "recent_auc": self.metrics.recent_auc()}
 
 
 class _Helper:

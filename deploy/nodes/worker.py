@@ -9,18 +9,13 @@ import click
 
 from common.config import ClusterFile
 from common.errors import DeltapsError
+from deploy.progress import Curve, TrainingDisplay, check_plot_path, plot_curve
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 from deploy.runtime.placement import place
 from deploy.runtime.priority import lower_cpu_priority
 from worker.ps_client import PSClient
 from worker.sources import open_source
 from worker.trainer import Trainer
-
-
-def _print_progress(p: dict) -> None:
-    click.echo(f"  {p['events']:>10,d} events  {p['events_per_s']:>10,.0f} ev/s  "
-               f"logloss {p['logloss']:.4f}  (recent {p['recent_logloss']:.4f})  "
-               f"AUC {p['auc']:.4f}", err=True)
 
 
 @click.command("train")
@@ -45,12 +40,15 @@ def _print_progress(p: dict) -> None:
               help="CPU niceness to train at, so serving and shards on the same machine come "
                    "first (default: [cluster] worker_nice of the spec).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
+@click.option("--plot", "plot_path", default=None, metavar="PNG",
+              help="Draw progressive log loss and AUC against events into this PNG file.")
 def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, max_delay, nice,
-         as_json):
+         as_json, plot_path):
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl), '-' for stdin, a
     MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted stream."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     keep_message_buffers_on_heap()
+    plot_file = check_plot_path(plot_path) if plot_path else None
     try:
         cluster = ClusterFile.load(cluster_file)
         lower_cpu_priority(cluster.spec.worker_nice if nice is None else nice)
@@ -60,7 +58,13 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
         src = open_source(source, fmt=fmt, schema=schema)
         client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
         trainer = Trainer(client, cluster.spec, model, batch_size, pipeline, max_delay)
-        summary = trainer.train(src, limit, progress=_print_progress)
+        with TrainingDisplay(src, limit, Curve() if plot_file else None) as display:
+            summary = trainer.train(src, limit, progress=display,
+                                    progress_every_s=display.interval)
+            m = trainer.metrics
+            display.finish({"events": m.count, "events_per_s": summary.events_per_s,
+                            "logloss": m.logloss, "recent_logloss": m.recent_logloss,
+                            "auc": m.auc(), "recent_auc": m.recent_auc()})
         client.close()
     except (DeltapsError, ValueError, OSError) as exc:
         raise click.ClickException(str(exc))
@@ -68,6 +72,9 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
     out = summary.as_dict()
     if bayes is not None:
         out["bayes_logloss"] = bayes
+    if plot_file:
+        plot_curve(display.curve, plot_file, f"deltaps train {source} ({model}, batch "
+                   f"{batch_size})", bayes, trainer.metrics.window)
     if as_json:
         click.echo(json.dumps(out))
         return

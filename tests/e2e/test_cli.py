@@ -222,3 +222,54 @@ def test_serving_cpus_keeps_replicas_and_training_apart(workdir):
     run("train", "synthetic:3000:1", "--batch-size", "500", cwd=workdir)
     assert "all 1 replica/model/shard copies match" in run("verify", cwd=workdir).stdout
     run("down", cwd=workdir)
+
+
+def run_in_terminal(*args, cwd, columns: int = 160) -> bytes:
+    """Run `deltaps ARGS` with a pseudo-terminal as its stdout and stderr; all it wrote."""
+    import pty
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: exec at once, nothing else
+        os.chdir(cwd)
+        cmd = deltaps_cmd() + list(args)
+        os.execvpe(cmd[0], cmd, {**os.environ, "PYTHONPATH": str(REPO), "TERM": "xterm",
+                                 "COLUMNS": str(columns)})
+    out, deadline = b"", time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([fd], [], [], 1.0)[0]:
+                continue
+            try:
+                data = os.read(fd, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not data:
+                break
+            out += data
+    finally:
+        os.close(fd)
+        _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0, out.decode(errors="replace")
+    return out
+
+
+def test_train_draws_a_bar_on_a_terminal_plain_lines_when_piped_and_a_plot(workdir):
+    run("up", "--shards", "1", "--replicas", "1", cwd=workdir)
+    run("synth", "30000", "--out", "events.tsv", cwd=workdir)
+    piped = run("train", "events.tsv", "--batch-size", "512", "--plot", "curve.png",
+                cwd=workdir)
+    assert "trained default: 30,000 events" in piped.stdout
+    assert "\x1b" not in piped.stdout + piped.stderr  # no escape codes in a pipe or a log
+    png = (workdir / "curve.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000  # two panels drawn, not blank
+
+    missing = run("train", "events.tsv", "--plot", "no/such/dir/c.png", cwd=workdir, check=False)
+    assert missing.returncode != 0 and "no such directory" in missing.stderr
+
+    shown = run_in_terminal("train", "events.tsv", "--batch-size", "512", cwd=workdir)
+    text = re.sub(rb"\x1b\[[0-9;?]*[A-Za-z]", b"", shown).decode()
+    assert b"\x1b[" in shown and "\u2501" in text  # drawn in place, with a bar
+    last = text.replace("\r\n", "\n").split("\r")[-1]  # the bar's final frame and the summary
+    assert re.search(r"train .* 100% 30,000 ev .* logloss 0\.\d{4} .*AUC 0\.\d{4}.* ETA 0:00",
+                     last), last
+    assert "trained default: 30,000 events" in last
+    run("down", cwd=workdir)

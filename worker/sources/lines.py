@@ -67,6 +67,24 @@ class LineReader:
         except (OSError, AttributeError, io.UnsupportedOperation):
             return False
 
+    @property
+    def bytes_read(self) -> int | None:
+        """Bytes taken from the file so far (compressed bytes for .gz; the OS file offset, so
+        up to a buffer ahead of the lines handed out); None where it cannot be told."""
+        try:
+            return os.lseek(self.file.fileno(), 0, os.SEEK_CUR)
+        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            return None
+
+    @property
+    def bytes_total(self) -> int | None:
+        """Size of a regular file (so progress has an end to measure against); else None."""
+        try:
+            st = os.fstat(self.file.fileno())
+        except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+            return None
+        return st.st_size if stat.S_ISREG(st.st_mode) else None
+
     def chunks(self, size: int) -> Iterator[tuple[int, list]]:
         """Yield (number of the first line, lines) for up to `size` lines at a time.
 
@@ -129,6 +147,19 @@ class LineSource(ChunkedSource):
         self._lines = lines
         super().__init__(lines.name)
         self.live = lines.live
+
+    @property
+    def bytes_read(self) -> int | None:
+        return self._lines.bytes_read
+
+    @property
+    def bytes_total(self) -> int | None:
+        return self._lines.bytes_total
+
+    @property
+    def lines_read(self) -> int:
+        """Lines taken from the input so far (parsed, or waiting in a chunk to be)."""
+        return self._lines.next_line - 1
 
     def close(self) -> None:
         self._lines.close()
