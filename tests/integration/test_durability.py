@@ -204,7 +204,7 @@ def test_a_pull_that_overtakes_a_lost_push_is_refused_not_answered(local_cluster
     ch = Channel(c.address("shard", 0))
     keys = np.array([2, 4], np.uint64)
     ch.request(Push("ctr", keys, np.ones((2, 2), np.float32), "w", 1), 5)
-    assert ch.request(Pull("ctr", keys, "w", 1), 5).values.shape == (2,)
+    assert ch.request(Pull("ctr", keys, "w", 1), 5).values.shape == (2, 2)
     with pytest.raises(Refused, match="follows push 2 of worker w") as refused:
         ch.request(Pull("ctr", keys, "w", 2), 5)  # push 2 never arrived
     assert isinstance(refused.value, MissingPush)
