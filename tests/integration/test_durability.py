@@ -209,7 +209,7 @@ def test_a_pull_that_overtakes_a_lost_push_is_refused_not_answered(local_cluster
         ch.request(Pull("ctr", keys, "w", 2), 5)  # push 2 never arrived
     assert isinstance(refused.value, MissingPush)
     ch.request(Push("ctr", keys, np.ones((2, 2), np.float32), "w", 2), 5)
-    assert ch.request(Pull("ctr", keys, "w", 2), 5).values.shape == (2,)
+    assert ch.request(Pull("ctr", keys, "w", 2), 5).values.shape == (2, 2)
     ch.close()
 
 
