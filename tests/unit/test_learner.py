@@ -75,3 +75,13 @@ def test_group_by_event_is_a_stable_counting_sort():
     offsets, entries = group_by_event(4, rows, inverse)
     assert offsets.tolist() == [0, 2, 3, 6, 6]
     assert entries.tolist() == [11, 14, 13, 10, 12, 15]
+
+
+def test_events_without_features_are_predicted_at_one_half_and_change_nothing():
+    from common.features import Features
+    from worker.keys import BatchKeys
+    learner = LinearLearner(OptimizerSpec("ftrl"))
+    empty = Features(3, np.zeros(0, np.int64), np.zeros(0, np.uint64))
+    keys = BatchKeys(np.zeros(0, np.uint64), np.zeros(0, np.int32))
+    p, deltas = learner.learn(empty, keys, np.zeros((0, 0), np.float32), np.ones(3, np.float32))
+    assert p.tolist() == [0.5, 0.5, 0.5] and deltas.shape == (0, 2)

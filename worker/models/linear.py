@@ -28,6 +28,8 @@ class LinearLearner:
     def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
               importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(progressive probabilities of the events, float32 deltas of the pulled `state`)."""
+        if state.size == 0 and keys.slots.size == 0:  # events without features: no rows pulled
+            state = np.zeros((0, len(self.columns)), np.float32)
         if state.shape != (keys.slots.size, len(self.columns)):
             raise ValueError(f"pulled state of shape {list(state.shape)}, expected "
                              f"{[keys.slots.size, len(self.columns)]}")
