@@ -34,15 +34,17 @@ def _pushes(n: int, bits: int, seed: int = 0) -> list[tuple[np.ndarray, np.ndarr
     out = []
     for _ in range(n):
         keys = np.unique(rng.integers(0, 1 << bits, PUSH_KEYS)).astype(np.uint64)
-        out.append((keys, rng.normal(0, 0.1, keys.size).astype(np.float32)))
+        deltas = rng.normal(0, 0.1, (keys.size, 2)).astype(np.float32)  # FTRL's (z, n)
+        deltas[:, 1] = np.abs(deltas[:, 1])  # n stays >= 0
+        out.append((keys, deltas))
     return out
 
 
 def _push_rate(client: PSClient, pushes, window: int) -> float:
     inflight: deque = deque()
     start = time.perf_counter()
-    for keys, grads in pushes:
-        inflight.append(client.push_async("m", keys, grads))
+    for keys, deltas in pushes:
+        inflight.append(client.push_async("m", keys, deltas))
         if len(inflight) >= window:
             inflight.popleft().wait()
     while inflight:
@@ -82,11 +84,11 @@ def recovery(ctx) -> tuple[list, list, dict]:
         c.start_all(wait=True)
         client = PSClient(c.cluster.shards())
         pushes = _pushes(200 if ctx.quick else 1000, bits, 1)
-        for keys, grads in pushes[: len(pushes) // 2]:
-            client.push("m", keys, grads)
+        for keys, deltas in pushes[: len(pushes) // 2]:
+            client.push("m", keys, deltas)
         take_snapshots(c.cluster)
-        for keys, grads in pushes[len(pushes) // 2:]:
-            client.push("m", keys, grads)
+        for keys, deltas in pushes[len(pushes) // 2:]:
+            client.push("m", keys, deltas)
         client.close()
         restarts, recoveries = [], []
         for _ in range(1 if ctx.quick else RESTARTS):  # each replays the same log tail

@@ -1,6 +1,6 @@
 """Freshness: time from a push being acknowledged to its new values being readable everywhere.
 
-A probe pushes a tiny gradient to one slot; the acknowledgement names the update sequence
+A probe pushes a tiny change of FTRL's z to one slot; the acknowledgement names the update sequence
 number that will carry it; the probe then asks every replica (a predict of an empty instance
 returns the version it answered with) until each reports that sequence number or later. The
 time from ack to the last replica is one sample. Measured at idle and while a separate worker
@@ -27,7 +27,7 @@ SLOT = np.array([6], np.uint64)  # one slot of shard 0
 def _probe(client: PSClient, replicas: list[Channel], samples: int, gap_s: float) -> np.ndarray:
     out = []
     for _ in range(samples):
-        seq = client.push("ctr", SLOT, np.array([1e-6], np.float32))[0]
+        seq = client.push("ctr", SLOT, np.array([[1e-6, 0.0]], np.float32))[0]
         acked = time.perf_counter()
         for ch in replicas:
             while ch.request(Predict("ctr", [{}]), 5.0).version[0] < seq:

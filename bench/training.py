@@ -381,8 +381,8 @@ def _notes(vw_res: dict, runs: dict[Setting, dict]) -> list[str]:
     elif rounds > 1:
         notes.append("deltaps' logloss and AUC were the same in every round.")
     return notes + ["'logloss - VW ...' compares on the same events (VW's progressive "
-                    "predictions on the run's prefix). VW learns one event at a time; deltaps "
-                    "scores a whole batch with the weights pulled before it."]
+                    "predictions on the run's prefix). Both learn one event at a time (deltaps "
+                    "on the worker, pushing the state's changes per batch)."]
 
 
 def planted(ctx) -> dict:

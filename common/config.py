@@ -18,7 +18,9 @@ from common.errors import ConfigError, find_model
 from common.features import FeatureSpec, Transform
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
-OPTIMIZERS = ("ftrl", "adagrad", "sgd")
+# the sparse optimizers of common.optim (kept here so loading a spec does not import numba;
+# tests/unit/test_optim.py checks the two agree)
+OPTIMIZERS = ("ftrl", "adagrad", "sgd", "lazy_adam")
 
 
 @dataclass
@@ -28,6 +30,9 @@ class OptimizerSpec:
     beta: float = 1.0
     l1: float = 0.0
     l2: float = 0.0
+    beta1: float = 0.9
+    beta2: float = 0.999
+    epsilon: float = 1e-8
 
 
 @dataclass
@@ -70,6 +75,7 @@ class ClusterSpec:
     worker_nice: int = 10  # CPU niceness `deltaps train` runs at (Linux nice, 0..19)
     replica_slice_ms: float = 0.1  # time slice replicas ask the kernel for; 0: its default
     serving_cpus: str = ""  # CPUs reserved for replicas ("1", "2-3"); "": shared with training
+    max_delta: float = 1e6  # largest |change| of one state value a push may carry
     transforms: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
 
@@ -133,6 +139,24 @@ def _merge(section: str, defaults: dict, given: dict) -> dict:
     return out
 
 
+def _check_optimizer(section: str, opt: dict) -> None:
+    if opt["name"] == "adam":
+        raise ConfigError(f"[{section}] name = \"adam\": dense Adam moves every row of a sparse "
+                          "model at every step; use \"lazy_adam\", which updates only the rows "
+                          "an event touches")
+    if opt["name"] not in OPTIMIZERS:
+        raise ConfigError(f"[{section}] name must be one of {OPTIMIZERS}")
+    if opt["name"] == "lazy_adam" and opt["l1"]:
+        raise ConfigError(f"[{section}] l1 = {opt['l1']}: lazy_adam has no L1 term; use ftrl "
+                          "or adagrad for sparsity")
+    if not (0 <= opt["beta1"] < 1 and 0 <= opt["beta2"] < 1):
+        raise ConfigError(f"[{section}] beta1 and beta2 must be in [0, 1)")
+    if not (opt["learning_rate"] > 0 and opt["epsilon"] >= 0 and opt["beta"] >= 0
+            and opt["l1"] >= 0 and opt["l2"] >= 0):
+        raise ConfigError(f"[{section}] learning_rate must be > 0; beta, epsilon, l1 and l2 "
+                          "must be >= 0")
+
+
 def load_spec(path: str | Path | None = None, text: str | None = None) -> ClusterSpec:
     """Read a spec (file or TOML text) over the defaults; raise ConfigError naming any bad key."""
     defaults = tomllib.loads(DEFAULTS_PATH.read_text())
@@ -158,8 +182,7 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
     for name, m in model_tables.items():
         merged = _merge(f"models.{name}", defaults["model"], m)
         opt = merged.pop("optimizer")
-        if opt["name"] not in OPTIMIZERS:
-            raise ConfigError(f"[models.{name}.optimizer] name must be one of {OPTIMIZERS}")
+        _check_optimizer(f"models.{name}.optimizer", opt)
         if not 1 <= merged["bits"] <= 32:  # pre-hashed reads carry 32 bits of an id
             raise ConfigError(f"[models.{name}] bits must be between 1 and 32")
         for tname in merged["transforms"]:
@@ -169,6 +192,8 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
     spec = ClusterSpec(**cluster, transforms=transforms, models=models)
     if spec.fsync not in ("always", "interval", "never"):
         raise ConfigError("[cluster] fsync must be always, interval or never")
+    if not spec.max_delta > 0:
+        raise ConfigError(f"[cluster] max_delta = {spec.max_delta}: must be > 0")
     if spec.snapshots_kept < 1:
         raise ConfigError("[cluster] snapshots_kept must be >= 1")
     if spec.shards < 1 or spec.replicas < 0:

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL = 4
+PROTOCOL = 5
 REGISTRY: dict[str, type["Message"]] = {}
 
 
@@ -120,6 +120,9 @@ class Pull(Message):
 
 @message("pull_reply")
 class PullReply(Message):
+    """`values[i]`: the optimizer state of `keys[i]`, shape (k, S), one column per state array
+    of the model's optimizer (`common.optim`, its `COLUMNS`)."""
+
     ARRAYS = {"values": "float32"}
     model: str
     seq: int
@@ -128,7 +131,9 @@ class PullReply(Message):
 
 @message("push")
 class Push(Message):
-    """Sparse gradients summed per key over a mini-batch.
+    """Additive changes of the optimizer state of each key: `deltas` has shape (k, S), the
+    columns of the pull reply. Workers run the optimizer; a shard adds what they push, so
+    pushes of several workers merge in any order.
 
     `after`: the worker's push to this shard before this one. With several pushes in flight, a
     reconnect can lose push n while push n+1 reaches the restarted shard first; applying n+1
@@ -136,11 +141,11 @@ class Push(Message):
     (`missing_push`), so a worker's pushes to a shard are applied exactly once and in order.
     """
 
-    ARRAYS = {"keys": "uint64", "grads": "float32"}
-    FINITE = ("grads",)
+    ARRAYS = {"keys": "uint64", "deltas": "float32"}
+    FINITE = ("deltas",)
     model: str
     keys: np.ndarray
-    grads: np.ndarray
+    deltas: np.ndarray
     worker: str = ""  # with push_no: identifies a retried push so it is applied once
     push_no: int = 0  # increasing per worker; 0 = no duplicate detection
     after: int = 0

@@ -1,1 +1,1 @@
-"""The parameter-server shard: owns a slice of every model, applies the optimizer, publishes."""
+"""The parameter-server shard: owns a slice of every model, merges workers' optimizer deltas, publishes."""

@@ -19,7 +19,7 @@ import numpy as np
 
 from common import wire
 from common.config import ClusterSpec
-from common.errors import ConfigError, DeltapsError, MissingPush, find_model
+from common.errors import ConfigError, DeltapsError, InvalidValue, MissingPush, find_model
 from common.messages import Push
 from ps.snapshot import load_newest_good, snapshot_lsns, write_snapshot
 from ps.store import ModelShard
@@ -57,7 +57,7 @@ class ShardState:
         self.spec = spec
         self.index = index
         self.dir = Path(directory)
-        self.stores = {name: ModelShard(model, index, spec.shards)
+        self.stores = {name: ModelShard(model, index, spec.shards, spec.max_delta)
                        for name, model in spec.models.items()}
         self.applied: dict[str, int] = {}  # worker -> highest push_no applied
         self.wal = WriteAheadLog(self.dir / "wal", spec.fsync, spec.wal_segment_mb << 20)
@@ -70,23 +70,23 @@ class ShardState:
 
     # --- pushes -------------------------------------------------------------------------------
 
-    def push(self, model: str, keys: np.ndarray, grads: np.ndarray, worker: str = "",
+    def push(self, model: str, keys: np.ndarray, deltas: np.ndarray, worker: str = "",
              push_no: int = 0, after: int = 0) -> np.ndarray | None:
         """Apply a push durably; returns rows changed, or None for a duplicate. `after` is the
         worker's previous push here: refusing to skip it keeps "highest applied" exact.
-        `grads` are finite: the codec refused any push that was not when decoding it."""
+        `deltas` are finite: the codec refused any push that was not when decoding it."""
         store = self.store(model)
-        rows = store.check_push(keys, grads)
+        checked = store.check_push(keys, deltas)
         if worker and push_no <= self.applied.get(worker, 0):
             self.duplicates += 1
             return None
         self.require_applied(worker, after, f"push {push_no}")
-        frames = wire.encode(Push(model, keys, grads, worker, push_no, after))
+        frames = wire.encode(Push(model, keys, deltas, worker, push_no, after))
         self.last_lsn = self.wal.append(pack_frames(frames))
-        store.apply(rows, grads)
+        store.apply(checked)
         if worker:
             self.applied[worker] = push_no
-        return rows
+        return checked.rows
 
     def require_applied(self, worker: str, push_no: int, request: str) -> None:
         """Refuse `request` (a pull or push that must follow `worker`'s push `push_no`) while
@@ -141,7 +141,11 @@ class ShardState:
             if store is None:
                 raise ConfigError(f"log record {lsn} is for model {push.model!r}, which the "
                                   "spec no longer has; restore the model or move the log aside")
-            store.apply(store.rows_for(push.keys), push.grads)
+            try:
+                store.apply(store.check_push(push.keys, push.deltas))
+            except InvalidValue as exc:  # it passed these checks when it was logged
+                raise ConfigError(f"log record {lsn} no longer applies ({exc}): was the spec's "
+                                  "max_delta lowered? Restore it to recover") from None
             if push.worker:
                 self.applied[push.worker] = max(push.push_no, self.applied.get(push.worker, 0))
             self.last_lsn = lsn

@@ -84,7 +84,7 @@ class ShardNode(Node):
     def on_push(self, msg: Push) -> PushAck:
         if msg.push_no < 0:
             raise InvalidValue("push_no must be >= 0")
-        rows = self.state.push(msg.model, msg.keys, msg.grads, msg.worker, msg.push_no,
+        rows = self.state.push(msg.model, msg.keys, msg.deltas, msg.worker, msg.push_no,
                                msg.after)
         if rows is None:  # a retry of a push already applied
             return PushAck(msg.model, self.coalescer.seq[msg.model])

@@ -1,29 +1,47 @@
-"""A shard's slice of one model: weights plus optimizer state, with validated pull and push.
+"""A shard's slice of one model: optimizer state plus weights, with validated pull and push.
 
+Workers run the optimizer (`common.optim`); a shard keeps the state columns, answers a pull with
+them, and merges a push by adding its deltas, so the pushes of many workers merge in any order.
 Plain object, no sockets: tests drive it directly and the shard node wires it to the network.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
+from common import optim
 from common.config import ModelSpec
 from common.errors import InvalidValue
 from common.sharding import local_rows, shard_size
-from ps.optim import make_optimizer
+
+
+@dataclass
+class CheckedPush:
+    """A push that passed every check, with the new values of its rows' state columns."""
+
+    rows: np.ndarray
+    columns: dict[str, np.ndarray]
 
 
 class ModelShard:
-    """One model's rows that this shard owns (slot ``row * n_shards + shard``), stored densely
-    with the optimizer's per-row state, so a pull is one gather and a push one vectorized
-    optimizer step. It refuses keys the shard does not own before changing anything."""
+    """One model's rows that this shard owns (slot ``row * n_shards + shard``), stored densely,
+    one float32 array per state column and one for the weights ("w"; for FTRL derived from z
+    and n), so a pull is one gather per column and a push one add per column. A push is checked
+    whole before anything changes: its keys, its deltas' shape and size (|delta| <= `max_delta`),
+    and that columns which cannot be negative stay >= 0."""
 
-    def __init__(self, spec: ModelSpec, shard: int, n_shards: int):
+    def __init__(self, spec: ModelSpec, shard: int, n_shards: int, max_delta: float = 1e6):
         self.spec = spec
         self.shard = shard
         self.n_shards = n_shards
+        self.max_delta = max_delta
         self.size = shard_size(spec.bits, n_shards, shard)
-        self.optimizer = make_optimizer(spec.optimizer)
-        self.state = self.optimizer.init_state(self.size)
+        self.optimizer = optim.get(spec.optimizer.name)
+        self.columns: tuple[str, ...] = self.optimizer.COLUMNS
+        self._nonneg = optim.nonneg_index(self.optimizer)
+        names = self.columns if "w" in self.columns else ("w", *self.columns)
+        self.state = {name: np.zeros(self.size, dtype=np.float32) for name in names}
         self.pushes = 0
         self.pulls = 0
 
@@ -45,27 +63,57 @@ class ModelShard:
         return local_rows(keys, self.n_shards)
 
     def pull(self, keys: np.ndarray) -> np.ndarray:
-        self.pulls += 1
-        return self.weights[self.rows_for(keys)]
-
-    def check_push(self, keys: np.ndarray, grads: np.ndarray) -> np.ndarray:
-        """Local rows of a push, after validating what only the shard can judge (its keys,
-        one gradient per key); raises InvalidValue and changes nothing. That gradients are
-        finite the wire codec checked when it decoded the push."""
+        """The state of `keys`, float32 of shape (len(keys), len(columns))."""
         rows = self.rows_for(keys)
-        if grads.shape != keys.shape:
-            raise InvalidValue(f"{grads.size} gradients for {keys.size} keys")
-        return rows
+        self.pulls += 1
+        out = np.empty((rows.size, len(self.columns)), np.float32)
+        for j, name in enumerate(self.columns):
+            np.take(self.state[name], rows, out=out[:, j])
+        return out
 
-    def apply(self, rows: np.ndarray, grads: np.ndarray) -> None:
-        self.optimizer.apply(self.state, rows, grads)
+    def check_push(self, keys: np.ndarray, deltas: np.ndarray) -> CheckedPush:
+        """Validate a push against what only the shard can judge and work out its result;
+        raises InvalidValue naming the problem and changes nothing. That deltas are finite the
+        wire codec checked when it decoded the push."""
+        rows = self.rows_for(keys)
+        want = (keys.size, len(self.columns))
+        if deltas.shape != want:
+            raise InvalidValue(f"deltas of shape {list(deltas.shape)} for {keys.size} keys: "
+                               f"model {self.spec.name!r} ({self.spec.optimizer.name}) needs "
+                               f"{list(want)}, columns {list(self.columns)}")
+        if deltas.size:
+            big = np.abs(deltas) > self.max_delta
+            if big.any():
+                i, j = np.argwhere(big)[0]
+                raise InvalidValue(f"delta {float(deltas[i, j]):g} of {self.columns[j]} for key "
+                                   f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
+        new = {name: self.state[name][rows] + deltas[:, j]
+               for j, name in enumerate(self.columns)}
+        for j in self._nonneg:
+            name = self.columns[j]
+            bad = new[name] < 0
+            if bad.any():
+                i = int(np.argmax(bad))
+                raise InvalidValue(f"delta {float(deltas[i, j]):g} would make {name} of key "
+                                   f"{int(keys[i])} negative ({float(new[name][i]):g}); "
+                                   f"{name} must stay >= 0")
+        for name, values in new.items():
+            if not np.isfinite(values).all():
+                raise InvalidValue(f"deltas would make {name} overflow to inf")
+        if "w" not in self.columns:
+            new["w"] = self.optimizer.weights(new, self.spec.optimizer)
+        return CheckedPush(rows, new)
+
+    def apply(self, push: CheckedPush) -> None:
+        for name, values in push.columns.items():
+            self.state[name][push.rows] = values
         self.pushes += 1
 
-    def push(self, keys: np.ndarray, grads: np.ndarray) -> np.ndarray:
-        """Validate and apply summed gradients; returns the local rows changed."""
-        rows = self.check_push(keys, grads)
-        self.apply(rows, grads)
-        return rows
+    def push(self, keys: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+        """Validate and add deltas; returns the local rows changed."""
+        checked = self.check_push(keys, deltas)
+        self.apply(checked)
+        return checked.rows
 
     def slots_of_rows(self, rows: np.ndarray) -> np.ndarray:
         return rows.astype(np.uint64) * np.uint64(self.n_shards) + np.uint64(self.shard)

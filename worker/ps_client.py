@@ -173,17 +173,21 @@ class PSClient:
                   for k, idx in parts]
 
         def assemble(replies):
-            values = np.empty(keys.size, dtype=np.float32)
+            width = replies[0].values.shape[1] if replies else 0
+            values = np.empty((keys.size, width), dtype=np.float32)
             for (_k, idx), reply in zip(parts, replies):
+                if reply.values.shape != (idx.size, width):
+                    raise DeltapsError(f"pull of {idx.size} keys answered with state of shape "
+                                       f"{list(reply.values.shape)}")
                 values[idx] = reply.values
             return values
         return Pending(self, tokens, assemble)
 
-    def push_async(self, model: str, keys: np.ndarray, grads: np.ndarray) -> Pending:
-        grads = np.asarray(grads, dtype=np.float32)
+    def push_async(self, model: str, keys: np.ndarray, deltas: np.ndarray) -> Pending:
+        deltas = np.asarray(deltas, dtype=np.float32)
         self.push_no += 1
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
-        tokens = [self._send(k, Push(model, keys[idx], grads[idx], self.worker_id,
+        tokens = [self._send(k, Push(model, keys[idx], deltas[idx], self.worker_id,
                                        self.push_no, self._last_push[k])) for k, idx in parts]
         for k, _idx in parts:
             self._last_push[k] = self.push_no
@@ -191,12 +195,13 @@ class PSClient:
                        lambda acks: {k: ack.seq for (k, _idx), ack in zip(parts, acks)})
 
     def pull(self, model: str, keys: np.ndarray) -> np.ndarray:
-        """Current weights of `keys`, in the order of `keys`."""
+        """Current optimizer state of `keys`, (len(keys), S) in the order of `keys`."""
         return self.pull_async(model, keys).wait()
 
-    def push(self, model: str, keys: np.ndarray, grads: np.ndarray) -> dict[int, int]:
-        """Send summed gradients; returns {shard: update seq that will publish them}."""
-        return self.push_async(model, keys, grads).wait()
+    def push(self, model: str, keys: np.ndarray, deltas: np.ndarray) -> dict[int, int]:
+        """Send state deltas (len(keys), S); returns {shard: update seq that will publish
+        them}."""
+        return self.push_async(model, keys, deltas).wait()
 
     def close(self) -> None:
         for ch in self.channels:

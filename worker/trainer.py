@@ -1,11 +1,13 @@
-"""The training loop: per mini-batch, featurize -> pull -> score -> gradients -> push.
+"""The training loop: per mini-batch, featurize -> pull state -> learn event by event -> push
+the state's changes.
 
-Progressive validation comes for free: each batch is scored with the weights pulled for it,
-before its own gradients are pushed. Several trainers may run against the same model at once
-(asynchronous, Hogwild-style); shards apply whatever arrives.
+Progressive validation comes for free: each event is scored before it is learned from, with
+the state that already includes every earlier event (`worker.models.linear`). Several trainers
+may run against the same model at once (asynchronous, Hogwild-style); shards add whatever
+deltas arrive.
 
 Pipelining: batch i+2 is read, featurized and its keys indexed on a helper thread while batch
-i is scored and its gradients pushed (numpy releases the GIL for most of that work, and the
+i is learned and its deltas pushed (the compiled kernel and numpy release the GIL for most of that work, and the
 main thread mostly waits on the shards), so batch i+1 is ready the moment push i is out and its
 pull follows at once. Each shard
 answers one worker's requests in order, so that pull still sees push i applied: a single
@@ -16,7 +18,7 @@ Bounded delay (`max_delay=k`, Li et al., "Scaling Distributed Machine Learning w
 Parameter Server", OSDI 2014): the pulls of the next k batches are already out when batch i is
 pushed, so batch i is scored and learned with weights that may miss this worker's last k pushes
 (and no others). The shards then serve those pulls while the worker computes instead of after
-it, so neither side waits for the other; the price is staler gradients. k = 0 is the exact
+it, so neither side waits for the other; the price is a staler starting state. k = 0 is the exact
 loop above. A single worker's run stays deterministic for every k: the order in which a shard
 sees its pulls and pushes is fixed.
 """
@@ -34,7 +36,7 @@ from common.config import ClusterSpec
 from common.features import Batch, Featurizer, Features
 from worker.keys import BatchKeys, KeyIndexer
 from worker.metrics import ProgressiveMetrics
-from worker.models.linear import gradients, predict
+from worker.models.linear import LinearLearner
 from worker.ps_client import Pending, PSClient
 
 
@@ -90,6 +92,7 @@ class Trainer:
         self.model = spec.model(model)
         self.featurizer = Featurizer(spec.feature_spec(model))
         self.indexer = KeyIndexer(self.model.bits)
+        self.learner = LinearLearner(self.model.optimizer)
         self.batch_size = batch_size
         self.pipeline = pipeline
         self.metrics = ProgressiveMetrics()
@@ -107,12 +110,13 @@ class Trainer:
         return self.send_pull(self.index(batch))
 
     def learn(self, prep: _Prepared) -> Pending:
-        """Score the batch with its pulled weights (progressive validation), push gradients."""
-        weights = prep.pull.wait()
-        p = predict(prep.features, prep.keys, weights)
+        """Learn the batch event by event from its pulled state (each event predicted first:
+        progressive validation), push the state's changes."""
+        state = prep.pull.wait()
+        p, deltas = self.learner.learn(prep.features, prep.keys, state, prep.batch.labels,
+                                       prep.batch.weights)
         self.metrics.update(p, prep.batch.labels)
-        grads = gradients(prep.features, prep.keys, p, prep.batch.labels, prep.batch.weights)
-        return self.client.push_async(self.model.name, prep.keys.slots, grads)
+        return self.client.push_async(self.model.name, prep.keys.slots, deltas)
 
     def step(self, batch: Batch) -> None:
         """Train on one batch, unpipelined."""

@@ -23,7 +23,7 @@ from worker.trainer import Trainer
 @click.option("--cluster", "cluster_file", default=".deltaps/cluster.json", show_default=True,
               help="Cluster file of the running cluster.")
 @click.option("--model", default=None, help="Model to train (default: the cluster's only model).")
-@click.option("--batch-size", default=256, show_default=True, type=click.IntRange(1, 1 << 20),
+@click.option("--batch-size", default=4096, show_default=True, type=click.IntRange(1, 1 << 20),
               help="Events per mini-batch.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Stop after this many events.")
 @click.option("--format", "fmt", default=None, type=click.Choice(["jsonl", "tsv", "csv"]),

@@ -5,6 +5,8 @@ import time
 
 import numpy as np
 
+from common import optim
+from common.config import OptimizerSpec
 from common.features import Batch, Featurizer, columnarize
 from common.linear import margins, sigmoid
 from common.sharding import slots_of
@@ -59,10 +61,14 @@ def wait_replica_caught_up(address: str, model: str, seqs: dict[int, int],
         time.sleep(0.02)
 
 
-def shard_weights(client: PSClient, model: str, bits: int) -> np.ndarray:
-    """Every weight of a model, read from the shards."""
-    keys = np.arange(1 << bits, dtype=np.uint64)
-    return client.pull(model, keys)
+def shard_weights(client: PSClient, model: str, bits: int,
+                  optimizer: OptimizerSpec | None = None) -> np.ndarray:
+    """Every weight of a model, computed from its state read from the shards exactly as the
+    shards compute the weights they publish (default optimizer: the default FTRL)."""
+    optimizer = optimizer or OptimizerSpec()
+    state = client.pull(model, np.arange(1 << bits, dtype=np.uint64))
+    module = optim.get(optimizer.name)
+    return module.weights({c: state[:, j] for j, c in enumerate(module.COLUMNS)}, optimizer)
 
 
 def score_locally(spec, model: str, weights: np.ndarray, instances: list[dict]) -> np.ndarray:

@@ -63,22 +63,33 @@ def test_malformed_frames_get_error_replies(shard0, frames, code, text):
     assert ch.request(StatusRequest(), 5).info["state"] == "serving"
 
 
-@pytest.mark.parametrize("grads, keys, text", [
-    (np.array([np.nan, 1, 1, 1], np.float32), KEYS, "NaN or inf"),
-    (np.array([np.inf, 1, 1, 1], np.float32), KEYS, "NaN or inf"),
-    (np.ones(4, np.float32), np.array([6, 4, 2, 0], np.uint64), "sorted and unique"),
-    (np.ones(4, np.float32), np.array([0, 2, 2, 4], np.uint64), "sorted and unique"),
-    (np.ones(4, np.float32), np.array([0, 1, 2, 3], np.uint64), "not owned by shard 0"),
-    (np.ones(4, np.float32), np.array([0, 2, 4, 1 << 20], np.uint64), "outside model"),
-    (np.ones(3, np.float32), KEYS, "3 gradients for 4 keys"),
+def _deltas(*first_row):
+    """Deltas of FTRL's (z, n) for the 4 keys: 1 everywhere but the first row."""
+    d = np.ones((4, 2), np.float32)
+    d[0] = first_row
+    return d
+
+
+@pytest.mark.parametrize("deltas, keys, text", [
+    (_deltas(np.nan, 1), KEYS, "NaN or inf"),
+    (_deltas(1, np.inf), KEYS, "NaN or inf"),
+    (_deltas(1e7, 1), KEYS, "delta 1e+07 of z for key 0 exceeds max_delta = 1e+06"),
+    (_deltas(1, -5), KEYS, "delta -5 would make n of key 0 negative"),
+    (np.ones(4, np.float32), KEYS, "deltas of shape [4] for 4 keys"),
+    (np.ones((4, 3), np.float32), KEYS, "deltas of shape [4, 3] for 4 keys"),
+    (np.ones((3, 2), np.float32), KEYS, "deltas of shape [3, 2] for 4 keys"),
+    (np.ones((4, 2), np.float32), np.array([6, 4, 2, 0], np.uint64), "sorted and unique"),
+    (np.ones((4, 2), np.float32), np.array([0, 2, 2, 4], np.uint64), "sorted and unique"),
+    (np.ones((4, 2), np.float32), np.array([0, 1, 2, 3], np.uint64), "not owned by shard 0"),
+    (np.ones((4, 2), np.float32), np.array([0, 2, 4, 1 << 20], np.uint64), "outside model"),
 ])
-def test_invalid_pushes_change_nothing(shard0, grads, keys, text):
+def test_invalid_pushes_change_nothing(shard0, deltas, keys, text):
     c, ch = shard0
     before = _weights(c, KEYS)
-    ch.request(Push("ctr", KEYS, np.ones(4, np.float32)), 5)  # a valid push changes weights
+    ch.request(Push("ctr", KEYS, _deltas(-1, 1)), 5)  # a valid push changes the state
     after_valid = _weights(c, KEYS)
     assert not np.array_equal(before, after_valid)
-    frames = encode(Push("ctr", keys, grads))
+    frames = encode(Push("ctr", keys, deltas))
     reply = _raw(ch, frames)
     assert isinstance(reply, ErrorReply) and text in reply.message
     np.testing.assert_array_equal(_weights(c, KEYS), after_valid)
@@ -113,7 +124,7 @@ def test_oversized_message_is_refused_and_node_keeps_serving(local_cluster):
     try:
         assert small.request(StatusRequest(), 5).info["state"] == "serving"
         reply = small.request(Pull("ctr", np.arange(10, dtype=np.uint64)), 5)
-        assert reply.values.shape == (10,)
+        assert reply.values.shape == (10, 2)  # FTRL state: z, n
     finally:
         big.close()
         small.close()

@@ -114,7 +114,7 @@ def test_kill_9_shards_mid_stream_loses_nothing(local_cluster, fsync, max_delay)
 def test_duplicate_push_is_applied_once_also_across_a_restart(local_cluster):
     c = local_cluster(SMALL_SPEC, shards=1, replicas=0).start_all()
     keys = np.array([3, 5, 8], np.uint64)
-    push = Push("ctr", keys, np.ones(3, np.float32), "worker-a", 1)
+    push = Push("ctr", keys, np.ones((3, 2), np.float32), "worker-a", 1)
     ch = Channel(c.address("shard", 0))
     ch.request(push, 5)
     client = PSClient(c.cluster.shards())
@@ -127,7 +127,7 @@ def test_duplicate_push_is_applied_once_also_across_a_restart(local_cluster):
     ch.request(push, 10)  # and once more after the restart
     np.testing.assert_array_equal(client.pull("ctr", keys), once)
     assert node_status(c.address("shard", 0))["duplicates"] == 1  # counted since restart
-    ch.request(Push("ctr", keys, np.ones(3, np.float32), "worker-a", 2), 5)
+    ch.request(Push("ctr", keys, np.ones((3, 2), np.float32), "worker-a", 2), 5)
     assert not np.array_equal(client.pull("ctr", keys), once)
     ch.close()
     client.close()
@@ -203,13 +203,13 @@ def test_a_pull_that_overtakes_a_lost_push_is_refused_not_answered(local_cluster
     c = local_cluster(SMALL_SPEC, shards=1, replicas=0).start_all()
     ch = Channel(c.address("shard", 0))
     keys = np.array([2, 4], np.uint64)
-    ch.request(Push("ctr", keys, np.ones(2, np.float32), "w", 1), 5)
-    assert ch.request(Pull("ctr", keys, "w", 1), 5).values.shape == (2,)
+    ch.request(Push("ctr", keys, np.ones((2, 2), np.float32), "w", 1), 5)
+    assert ch.request(Pull("ctr", keys, "w", 1), 5).values.shape == (2, 2)
     with pytest.raises(Refused, match="follows push 2 of worker w") as refused:
         ch.request(Pull("ctr", keys, "w", 2), 5)  # push 2 never arrived
     assert isinstance(refused.value, MissingPush)
-    ch.request(Push("ctr", keys, np.ones(2, np.float32), "w", 2), 5)
-    assert ch.request(Pull("ctr", keys, "w", 2), 5).values.shape == (2,)
+    ch.request(Push("ctr", keys, np.ones((2, 2), np.float32), "w", 2), 5)
+    assert ch.request(Pull("ctr", keys, "w", 2), 5).values.shape == (2, 2)
     ch.close()
 
 
@@ -220,10 +220,10 @@ def test_a_push_that_overtakes_a_lost_push_is_refused_not_applied(local_cluster)
     ch = Channel(c.address("shard", 0))
     keys = np.array([2, 4], np.uint64)
     with pytest.raises(Refused, match="push 2 follows push 1 of worker w") as refused:
-        ch.request(Push("ctr", keys, np.ones(2, np.float32), "w", 2, after=1), 5)
+        ch.request(Push("ctr", keys, np.ones((2, 2), np.float32), "w", 2, after=1), 5)
     assert isinstance(refused.value, MissingPush)
-    ch.request(Push("ctr", keys, np.ones(2, np.float32), "w", 1, after=0), 5)
-    ch.request(Push("ctr", keys, np.ones(2, np.float32), "w", 2, after=1), 5)
+    ch.request(Push("ctr", keys, np.ones((2, 2), np.float32), "w", 1, after=0), 5)
+    ch.request(Push("ctr", keys, np.ones((2, 2), np.float32), "w", 2, after=1), 5)
     st = node_status(c.address("shard", 0))
     assert st["lsn"] == 2 and st["duplicates"] == 0
     ch.close()

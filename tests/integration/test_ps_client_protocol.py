@@ -39,7 +39,7 @@ def shard_that_loses_the_first_push(forget_after: int | None = None):
         seen.append(("pull", msg.after))
         if applied["w"] < msg.after:
             raise MissingPush("push not arrived")
-        return PullReply(msg.model, 1, np.full(msg.keys.size, applied["w"], np.float32))
+        return PullReply(msg.model, 1, np.full((msg.keys.size, 1), applied["w"], np.float32))
 
     handlers = {"hello": lambda msg: HelloReply(PROTOCOL, "shard", 0, 1, {"ctr": {"bits": 8}}),
                 "push": on_push, "pull": on_pull}
@@ -78,11 +78,11 @@ def test_a_refused_pull_makes_the_client_send_the_lost_push_then_the_pull_again(
     with shard_that_loses_the_first_push() as (address, seen):
         client = PSClient([NodeInfo("shard", 0, address)], timeout=20, retry_s=5.0,
                           worker_id="w")
-        push = client.push_async("ctr", KEYS, np.ones(2, np.float32))
+        push = client.push_async("ctr", KEYS, np.ones((2, 1), np.float32))
         pull = client.pull_async("ctr", KEYS)
         values = pull.wait()
         push.wait()
-        assert values.tolist() == [1.0, 1.0]  # the answer includes push 1
+        assert values.tolist() == [[1.0], [1.0]]  # the answer includes push 1
         assert seen[:3] == [("pull", 1), ("push", 1), ("pull", 1)]  # refused, then in order
         assert client.retries >= 2
         client.close()
@@ -92,12 +92,12 @@ def test_a_refused_push_makes_the_client_send_the_lost_push_then_itself_again():
     with shard_that_loses_the_first_push() as (address, seen):
         client = PSClient([NodeInfo("shard", 0, address)], timeout=20, retry_s=5.0,
                           worker_id="w")
-        first = client.push_async("ctr", KEYS, np.ones(2, np.float32))
-        second = client.push_async("ctr", KEYS, np.ones(2, np.float32))
+        first = client.push_async("ctr", KEYS, np.ones((2, 1), np.float32))
+        second = client.push_async("ctr", KEYS, np.ones((2, 1), np.float32))
         second.wait()
         first.wait()
         assert seen[:3] == [("push", 2), ("push", 1), ("push", 2)]  # refused, then in order
-        assert client.pull("ctr", KEYS).tolist() == [2.0, 2.0]
+        assert client.pull("ctr", KEYS).tolist() == [[2.0], [2.0]]
         client.close()
 
 
@@ -105,8 +105,8 @@ def test_a_shard_that_lost_an_acknowledged_push_is_an_error_not_a_resend_loop():
     with shard_that_loses_the_first_push(forget_after=2) as (address, seen):
         client = PSClient([NodeInfo("shard", 0, address)], timeout=20, retry_s=0.2,
                           worker_id="w")
-        client.push_async("ctr", KEYS, np.ones(2, np.float32))  # lost, then sent again
-        client.push("ctr", KEYS, np.ones(2, np.float32))  # acknowledged, then forgotten
+        client.push_async("ctr", KEYS, np.ones((2, 1), np.float32))  # lost, then sent again
+        client.push("ctr", KEYS, np.ones((2, 1), np.float32))  # acknowledged, then forgotten
         with pytest.raises(DeltapsError, match="shard 0 no longer has push 2 of worker w"):
             client.pull("ctr", KEYS)
         assert len(seen) < 10  # refused once, not sent again and again

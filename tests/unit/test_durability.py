@@ -25,7 +25,9 @@ def random_pushes(n: int, seed: int = 0):
     for i in range(n):
         model, bits = ("a", 10) if i % 3 else ("b", 8)
         keys = np.unique(rng.integers(0, 1 << (bits - 1), 40)).astype(np.uint64) * 2 + 1
-        yield model, keys, rng.normal(0, 1, keys.size).astype(np.float32)
+        deltas = rng.normal(0, 1, (keys.size, 2)).astype(np.float32)  # ftrl (z, n), adagrad (w, g2)
+        deltas[:, 1] = np.abs(deltas[:, 1])  # n and g2 stay >= 0
+        yield model, keys, deltas
 
 
 def state_arrays(state: ShardState) -> dict:
@@ -41,8 +43,8 @@ def assert_same_state(a: ShardState, b: ShardState) -> None:
 
 def test_recovery_from_log_alone_is_bit_identical(tmp_path):
     live = make_state(tmp_path / "live")
-    for i, (model, keys, grads) in enumerate(random_pushes(60)):
-        live.push(model, keys, grads, "w1", i + 1)
+    for i, (model, keys, deltas) in enumerate(random_pushes(60)):
+        live.push(model, keys, deltas, "w1", i + 1)
     live.close()
     again = make_state(tmp_path / "live")
     report, _ = again.recover()
@@ -68,14 +70,14 @@ def test_a_push_that_overtakes_the_one_before_it_is_refused_and_nothing_logged(t
 def test_recovery_from_snapshot_plus_log_and_rotation(tmp_path):
     live = make_state(tmp_path / "s", wal_segment_mb=0)  # 0 MiB: a new segment per record
     pushes = list(random_pushes(90))
-    for i, (model, keys, grads) in enumerate(pushes[:50]):
-        live.push(model, keys, grads, "w", i + 1)
+    for i, (model, keys, deltas) in enumerate(pushes[:50]):
+        live.push(model, keys, deltas, "w", i + 1)
     live.snapshot({"a": 7, "b": 3})
-    for i, (model, keys, grads) in enumerate(pushes[50:], start=50):
-        live.push(model, keys, grads, "w", i + 1)
+    for i, (model, keys, deltas) in enumerate(pushes[50:], start=50):
+        live.push(model, keys, deltas, "w", i + 1)
     live.snapshot({"a": 9, "b": 4})
-    for i, (model, keys, grads) in enumerate(pushes[50:], start=50):  # retries: all duplicates
-        assert live.push(model, keys, grads, "w", i + 1) is None
+    for i, (model, keys, deltas) in enumerate(pushes[50:], start=50):  # retries: all duplicates
+        assert live.push(model, keys, deltas, "w", i + 1) is None
     live.close()
     segments = sorted((tmp_path / "s" / "wal").glob("wal-*.log"))
     assert len(segments) < 60  # segments covered by both kept snapshots were deleted
@@ -88,13 +90,13 @@ def test_recovery_from_snapshot_plus_log_and_rotation(tmp_path):
 def test_log_cut_at_last_fsync_recovers_exactly_the_synced_pushes(tmp_path):
     live = make_state(tmp_path / "l", fsync="always")
     pushes = list(random_pushes(30))
-    for model, keys, grads in pushes[:20]:
-        live.push(model, keys, grads)
+    for model, keys, deltas in pushes[:20]:
+        live.push(model, keys, deltas)
         live.wal.commit()
     synced = live.wal._current_path.stat().st_size
     reference = state_arrays(live)
-    for model, keys, grads in pushes[20:]:
-        live.push(model, keys, grads)  # written but never fsynced
+    for model, keys, deltas in pushes[20:]:
+        live.push(model, keys, deltas)  # written but never fsynced
     live.wal._file.flush()
     path = live.wal._current_path
     with open(path, "r+b") as f:  # the machine crashed: the tail after the fsync is gone
@@ -110,8 +112,8 @@ def test_log_cut_at_last_fsync_recovers_exactly_the_synced_pushes(tmp_path):
 def test_torn_last_record_is_reported_cut_off_and_log_stays_usable(tmp_path, cut):
     live = make_state(tmp_path / "t")
     pushes = list(random_pushes(12))
-    for model, keys, grads in pushes[:10]:
-        live.push(model, keys, grads)
+    for model, keys, deltas in pushes[:10]:
+        live.push(model, keys, deltas)
     reference = state_arrays(live)
     live.push(*pushes[10])
     live.close()
@@ -266,14 +268,14 @@ def test_a_snapshot_written_while_pushes_go_on_holds_its_capture_and_the_log_the
 
     live = make_state(tmp_path / "s", wal_segment_mb=0)
     pushes = list(random_pushes(80, seed=5))
-    for i, (model, keys, grads) in enumerate(pushes[:40]):
-        live.push(model, keys, grads, "w", i + 1)
+    for i, (model, keys, deltas) in enumerate(pushes[:40]):
+        live.push(model, keys, deltas, "w", i + 1)
     at_capture = state_arrays(live)
     capture = live.capture({"a": 40, "b": 20})
     writer = threading.Thread(target=live.write_snapshot, args=(capture,))
     writer.start()
-    for i, (model, keys, grads) in enumerate(pushes[40:], start=40):
-        live.push(model, keys, grads, "w", i + 1)
+    for i, (model, keys, deltas) in enumerate(pushes[40:], start=40):
+        live.push(model, keys, deltas, "w", i + 1)
     writer.join()
     live.close()
     snap, problems = load_newest_good(tmp_path / "s" / "snapshots")
@@ -291,14 +293,14 @@ def test_the_log_holds_each_push_as_the_wire_codec_encodes_it(tmp_path):
     from common.messages import Push
     from ps.wal import unpack_frames
     live = make_state(tmp_path / "w")
-    model, keys, grads = next(random_pushes(1))
-    live.push(model, keys, grads, "w7", 3, after=0)
+    model, keys, deltas = next(random_pushes(1))
+    live.push(model, keys, deltas, "w7", 3, after=0)
     live.close()
     (lsn, payload), = WriteAheadLog(tmp_path / "w" / "wal").replay(0, ReadReport())
     push, _rid = wire.decode(unpack_frames(payload))
     assert isinstance(push, Push) and lsn == 1
     assert (push.model, push.worker, push.push_no) == (model, "w7", 3)
-    assert np.array_equal(push.keys, keys) and np.array_equal(push.grads, grads)
+    assert np.array_equal(push.keys, keys) and np.array_equal(push.deltas, deltas)
 
 
 def _as_format_1(wal_dir):

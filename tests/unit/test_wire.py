@@ -90,11 +90,12 @@ def test_a_float_field_may_arrive_as_an_integer_but_no_field_as_a_bool():
 
 def test_push_roundtrip_keeps_arrays_exactly():
     keys = np.array([1, 5, 2**63 + 7], dtype=np.uint64)
-    grads = np.array([0.25, -1e-30, 3e30], dtype=np.float32)
-    got = roundtrip(Push("ctr", keys, grads))
+    deltas = np.array([[0.25, 1], [-1e-30, 2], [3e30, 3]], dtype=np.float32)
+    got = roundtrip(Push("ctr", keys, deltas))
     assert got.model == "ctr"
     np.testing.assert_array_equal(got.keys, keys)
-    np.testing.assert_array_equal(got.grads, grads)
+    np.testing.assert_array_equal(got.deltas, deltas)
+    assert got.deltas.shape == (3, 2)
     assert got.keys.dtype == np.dtype("<u8")
 
 
@@ -126,7 +127,7 @@ def test_small_messages_travel_as_one_frame_and_decode_the_same():
 def test_wrong_dtype_is_converted_on_encode_and_refused_on_decode():
     frames = encode(Push("x", np.arange(5000, dtype=np.int32), np.ones(5000, np.float64)))
     got, _ = decode(frames)
-    assert got.keys.dtype == np.uint64 and got.grads.dtype == np.float32
+    assert got.keys.dtype == np.uint64 and got.deltas.dtype == np.float32
     header = msgpack.unpackb(frames[0])
     header["arrays"][1][0] = "<f8"
     with pytest.raises(MalformedMessage, match="must be <f4"):

@@ -1,1 +1,1 @@
-"""Model math run by workers: forward pass and gradients; optimizers live on the shards."""
+"""Model math run by workers: the compiled per-event learner; the optimizer math is common.optim."""

@@ -1,31 +1,42 @@
-"""Logistic regression over hashed binary features, in numpy.
+"""Logistic regression over hashed binary features, learned event by event on the worker.
 
-A batch's features are reduced to the unique slots they touch; the worker pulls those, scores
-the batch, and sums the log-loss gradient per unique slot with one bincount.
+A batch's features are reduced to the unique slots they touch; the worker pulls those rows'
+optimizer state, learns the batch in the compiled kernel (`worker.models.kernel`) on a float64
+copy, and pushes the change of every state column per row. A shard adds the changes, so a
+single worker learns at any batch size what one-event-at-a-time learning gives, up to float32
+rounding of the state between batches.
 """
 from __future__ import annotations
 
 import numpy as np
 
+from common import optim
+from common.config import OptimizerSpec
 from common.features import Features
-from common.linear import margins, sigmoid
 from worker.keys import BatchKeys
+from worker.models.kernel import group_by_event, learn_events
 
 
-def predict(features: Features, keys: BatchKeys, weights: np.ndarray) -> np.ndarray:
-    """Probabilities of every event, given the pulled weights of `keys.slots`.
+class LinearLearner:
+    """The optimizer's code and hyper-parameters, fixed for a model, and one batch's learning."""
 
-    The unique weights are widened to float64 before the gather (bincount sums in float64 and
-    would otherwise convert every entry's copy), and gathered with `take` (cheaper than fancy
-    indexing for the same sums)."""
-    return sigmoid(margins(features, weights.astype(np.float64).take(keys.inverse)))
+    def __init__(self, spec: OptimizerSpec):
+        self.kind = optim.CODES[spec.name]
+        self.columns = optim.get(spec.name).COLUMNS
+        self.hp = optim.hyper_parameters(spec)
 
-
-def gradients(features: Features, keys: BatchKeys, p: np.ndarray, labels: np.ndarray,
-              sample_weights: np.ndarray | None = None) -> np.ndarray:
-    """d(log loss)/d(weight) summed over the batch, one value per unique slot."""
-    err = p - labels
-    if sample_weights is not None:
-        err = err * sample_weights
-    return np.bincount(keys.inverse, weights=err.take(features.rows),
-                       minlength=keys.slots.size).astype(np.float32)
+    def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
+              importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(progressive probabilities of the events, float32 deltas of the pulled `state`)."""
+        if state.size == 0 and keys.slots.size == 0:  # events without features: no rows pulled
+            state = np.zeros((0, len(self.columns)), np.float32)
+        if state.shape != (keys.slots.size, len(self.columns)):
+            raise ValueError(f"pulled state of shape {list(state.shape)}, expected "
+                             f"{[keys.slots.size, len(self.columns)]}")
+        local = state.astype(np.float64)
+        offsets, entries = group_by_event(features.n, features.rows, keys.inverse)
+        labels = np.asarray(labels, np.float64)
+        importance = np.ones(features.n) if importance is None \
+            else np.asarray(importance, np.float64)
+        p = learn_events(offsets, entries, labels, importance, local, self.kind, self.hp)
+        return p, (local - state).astype(np.float32)

@@ -1,0 +1,33 @@
+"""AdaGrad (Duchi, Hazan, Singer, JMLR 2011), diagonal, per coordinate: g += l2 w; g2 += g^2;
+w -= lr / (beta + sqrt(g2)) g, then L1 applied proximally (soft threshold by the same step)."""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from common.optim.params import BETA, L1, L2, LR
+
+COLUMNS = ("w", "g2")
+NONNEG = ("g2",)
+
+
+@numba.njit(cache=True, inline="always")
+def weight(st, r, hp):
+    return st[r, 0]
+
+
+@numba.njit(cache=True, inline="always")
+def update(st, r, g, hp):
+    w = st[r, 0]
+    g = g + hp[L2] * w
+    g2 = st[r, 1] + g * g
+    step = hp[LR] / (hp[BETA] + math.sqrt(g2))
+    w = w - step * g
+    st[r, 0] = math.copysign(max(abs(w) - step * hp[L1], 0.0), w)
+    st[r, 1] = g2
+
+
+def weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
+    return cols["w"]

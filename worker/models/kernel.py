@@ -1,0 +1,84 @@
+"""The compiled per-event learning loop: one numba function runs a whole batch event by event.
+
+For each event in order: its margin from the current weights of its features, p = sigmoid
+(recorded: progressive validation, every event predicted before it is learned), then the
+optimizer's per-coordinate update of every feature entry with g = (p - y) * importance weight.
+Each event therefore sees every earlier event of the batch, as one-event-at-a-time learning
+(VW) does, and the batch size no longer changes what is learned. Features are binary (value 1);
+a slot named twice by one event is updated twice, as two features would be.
+
+`nogil=True`: the trainer's helper thread featurizes the next batch while this runs. The
+optimizer is chosen by its code (`common.optim.CODES`); its functions are inlined into the loop.
+"""
+from __future__ import annotations
+
+import math
+
+import numba
+import numpy as np
+
+from common.optim import adagrad, ftrl, lazy_adam, sgd
+
+FTRL, ADAGRAD, SGD, LAZY_ADAM = 0, 1, 2, 3  # common.optim.CODES
+
+
+@numba.njit(cache=True, nogil=True)
+def group_by_event(n, rows, inverse):
+    """CSR of a batch's entries: event i's entries (indices into the unique rows) are
+    ``entries[offsets[i]:offsets[i + 1]]``, in the order they have in `rows` (a stable
+    counting sort: the featurizer emits field by field, not event by event)."""
+    offsets = np.zeros(n + 1, np.int64)
+    for e in range(rows.size):
+        offsets[rows[e] + 1] += 1
+    for i in range(n):
+        offsets[i + 1] += offsets[i]
+    fill = offsets[:-1].copy()
+    entries = np.empty(rows.size, np.int64)
+    for e in range(rows.size):
+        r = rows[e]
+        entries[fill[r]] = inverse[e]
+        fill[r] += 1
+    return offsets, entries
+
+
+@numba.njit(cache=True, inline="always")
+def _weight(kind, st, r, hp):
+    if kind == FTRL:
+        return ftrl.weight(st, r, hp)
+    if kind == ADAGRAD:
+        return adagrad.weight(st, r, hp)
+    if kind == SGD:
+        return sgd.weight(st, r, hp)
+    return lazy_adam.weight(st, r, hp)
+
+
+@numba.njit(cache=True, inline="always")
+def _update(kind, st, r, g, hp):
+    if kind == FTRL:
+        ftrl.update(st, r, g, hp)
+    elif kind == ADAGRAD:
+        adagrad.update(st, r, g, hp)
+    elif kind == SGD:
+        sgd.update(st, r, g, hp)
+    else:
+        lazy_adam.update(st, r, g, hp)
+
+
+@numba.njit(cache=True, nogil=True)
+def learn_events(offsets, entries, labels, importance, st, kind, hp):
+    """Learn the events in order on the state block `st` (float64 (k, S), changed in place);
+    returns each event's probability before it was learned."""
+    n = offsets.size - 1
+    p_out = np.empty(n, np.float64)
+    for i in range(n):
+        lo, hi = offsets[i], offsets[i + 1]
+        margin = 0.0
+        for e in range(lo, hi):
+            margin += _weight(kind, st, entries[e], hp)
+        margin = min(max(margin, -35.0), 35.0)
+        p = 1.0 / (1.0 + math.exp(-margin))
+        p_out[i] = p
+        g = (p - labels[i]) * importance[i]
+        for e in range(lo, hi):
+            _update(kind, st, entries[e], g, hp)
+    return p_out
