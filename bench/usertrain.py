@@ -148,6 +148,12 @@ def default_bits() -> int:
     return spec.model(model).bits
 
 
+def _default_batch_size():
+    """`deltaps train`'s default --batch-size at this commit (read from the CLI itself)."""
+    from deploy.nodes.worker import main
+    return next((p.default for p in main.params if p.name == "batch_size"), "?")
+
+
 def vw_args(data: Path, bits: int, extra: tuple[str, ...] = ()) -> list[str]:
     return ["-d", str(data), "-b", str(bits), "--loss_function", "logistic", "--link",
             "logistic", *extra]
@@ -196,11 +202,21 @@ def profile(ctx, name: str, source: Path) -> dict:
     stats = pstats.Stats(str(prof)).stats
     prof.unlink()
     rows = [{"function": _where(k), "ncalls": v[1], "tottime": round(v[2], 3),
-             "cumtime": round(v[3], 3)} for k, v in stats.items()]
+             "cumtime": round(v[3], 3)} for k, v in stats.items() if not _wrapper(k)]
     top = lambda key: sorted(rows, key=lambda x: -x[key])[:PROFILE_TOP]  # noqa: E731
     return {"command": f"python -m cProfile -o OUT -m deploy.nodes.worker {source.name} --json",
             "seconds_under_profile": r["seconds"], "by_cumtime": top("cumtime"),
             "by_tottime": top("tottime")}
+
+
+_WRAPPERS = ("runpy", "click/", "<string>")
+
+
+def _wrapper(key: tuple) -> bool:
+    """Frames every run has around the real work (runpy, click, exec, the module itself)."""
+    path, _line, func = key
+    return (any(w in path for w in _WRAPPERS) or func in ("<built-in method builtins.exec>",)
+            or (path.endswith("deploy/nodes/worker.py") and func in ("<module>", "main")))
 
 
 def _where(key: tuple) -> str:
@@ -233,6 +249,10 @@ def compare_cli(ctx, prefix: str, source: Path, vw_data: Path, labels: np.ndarra
         theirs.append(vw_train(ctx, f"{prefix}-vw-{r}", vw_data, bits))
         ctx.log(f"  vw -d: {theirs[-1]['events']:,d} events in {theirs[-1]['seconds']:.2f}s, "
                 f"logloss {theirs[-1]['logloss']:.4f}")
+    startup = {"deltaps": deltaps_train(ctx, f"{prefix}-startup", source,
+                                        ("--limit", "1"))["seconds"],
+               "vw": vw_train(ctx, f"{prefix}-vw-startup", vw_data, bits,
+                              ("--examples", "1"))["seconds"]}
     alphas = QUICK_ALPHAS if ctx.quick else ALPHAS
     grid = [{"ftrl_alpha": a, **vw_train(ctx, f"{prefix}-vw-ftrl", vw_data, bits,
                                          ("--ftrl", "--ftrl_alpha", repr(a)))} for a in alphas]
@@ -245,7 +265,7 @@ def compare_cli(ctx, prefix: str, source: Path, vw_data: Path, labels: np.ndarra
     med = statistics.median
     d0, v0 = ours[0], theirs[0]
     res = {"rounds": rounds, "bits": bits, "deltaps": ours, "vw_default": theirs,
-           "vw_ftrl_grid": grid, "vw_ftrl_best": best, "loss_check": check, "profile": prof,
+           "startup_s": startup, "vw_ftrl_grid": grid, "vw_ftrl_best": best, "loss_check": check, "profile": prof,
            "speed_ratio_by_round": ratios, "speed_ratio_median": med(ratios),
            "cpu_ratio_by_round": cpu_ratio,
            "same_quality_every_round": len({(o["logloss"], o["auc"]) for o in ours}) == 1,
@@ -309,6 +329,12 @@ def compare_cli(ctx, prefix: str, source: Path, vw_data: Path, labels: np.ndarra
         "itself, so the best is optimistic): " + ", ".join(
             f"{g['ftrl_alpha']:g}: {g['logloss']:.4f}" for g in grid)
         + f"; best alpha {best['ftrl_alpha']:g}.",
+        f"Fixed cost of a process (one event: `deltaps train --limit 1` on a fresh cluster, "
+        f"`vw --examples 1`): deltaps {startup['deltaps']:.2f}s, VW {startup['vw']:.2f}s. "
+        "deltaps' own rate over its training loop (its summary, startup excluded): "
+        + " / ".join(f"{o['summary']['events_per_s']:,.0f}" for o in ours) + " events/s, in "
+        + f"{d0['summary'].get('batches', '?')} batches (default batch size "
+        + f"{_default_batch_size()}).",
         "CPU s per 1M events: user+system of the train process (wait4) and of every node "
         "(psutil) over the run; VW's of its process. deltaps train runs at its default "
         "niceness (worker_nice), VW at the caller's.",
