@@ -203,9 +203,12 @@ def profile(ctx, name: str, source: Path) -> dict:
     prof.unlink()
     rows = [{"function": _where(k), "ncalls": v[1], "tottime": round(v[2], 3),
              "cumtime": round(v[3], 3)} for k, v in stats.items() if not _wrapper(k)]
+    imports = max((v[3] for k, v in stats.items() if k[2] == "_find_and_load"), default=0.0)
+    rows = [x for x in rows if "importlib" not in x["function"]]
     top = lambda key: sorted(rows, key=lambda x: -x[key])[:PROFILE_TOP]  # noqa: E731
     return {"command": f"python -m cProfile -o OUT -m deploy.nodes.worker {source.name} --json",
-            "seconds_under_profile": r["seconds"], "by_cumtime": top("cumtime"),
+            "seconds_under_profile": r["seconds"], "imports_s": round(imports, 3),
+            "by_cumtime": top("cumtime"),
             "by_tottime": top("tottime")}
 
 
@@ -231,7 +234,8 @@ def _profile_note(p: dict, n: int = 10) -> str:
     def cell(x):
         return f"{x['function']} {x['cumtime']:.2f}s"
     return (f"Where the time goes (`{p['command']}`, {p['seconds_under_profile']:.1f}s under "
-            f"the profiler; main thread only), top {n} by cumulative time: "
+            f"the profiler; main thread only): imports {p['imports_s']:.2f}s (the largest "
+            f"top-level import's cumulative time); top {n} by cumulative time: "
             + "; ".join(cell(x) for x in p["by_cumtime"][:n])
             + ". Top by own time: " + "; ".join(f"{x['function']} {x['tottime']:.2f}s"
                                                for x in p["by_tottime"][:n]) + ".")
