@@ -51,7 +51,8 @@ from bench.vwtext import write_vw
 from common.config import load_spec
 from common.linear import logloss
 from deploy.local import LocalCluster
-from worker.sources import MOVIELENS_SPEC_TOML, open_source, synthetic_spec_toml
+from worker.sources import (MOVIELENS_SPEC_TOML, SyntheticStream, open_source,
+                            synthetic_spec_toml)
 
 REPO = Path(__file__).resolve().parents[1]
 SHARDS, REPLICAS = 2, 1
@@ -378,6 +379,14 @@ def planted(ctx) -> dict:
         out = compare_cli(ctx, "planted", tsv, data, labels)
     finally:
         data.unlink(missing_ok=True)
+    stream = SyntheticStream(ctx.events, SEED)  # the stream `deltaps synth` wrote
+    while stream.read(65536) is not None:
+        pass
+    bayes = stream.bayes_logloss
+    out["figures"].append(figure("planted.cli.bayes_logloss", bayes, "nats", None,
+                                 {"stream": f"synthetic:{ctx.events}:{SEED}"}))
+    out["table"]["rows"].append(["Bayes-optimal (the planted model itself)", ctx.events, "", "",
+                                 "", "", bayes, "", ""])
     out["notes"].insert(0, f"Events: `deltaps synth {ctx.events} --seed {SEED}` (TSV, "
                         f"{tsv.stat().st_size / 1e6:.0f} MB); VW text written from what "
                         "deltaps' reader yields from it, featurized by synthetic_spec_toml().")
