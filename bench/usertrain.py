@@ -225,7 +225,8 @@ def _wrapper(key: tuple) -> bool:
 
 def _where(key: tuple) -> str:
     path, line, func = key
-    for root in (str(REPO) + "/", "site-packages/"):
+    for root in (str(REPO) + "/", "site-packages/", f"python{sys.version_info[0]}."
+                 f"{sys.version_info[1]}/"):
         if root in path:
             path = path.split(root, 1)[1]
     return f"{path}:{line}({func})" if line else func
