@@ -35,6 +35,7 @@ from __future__ import annotations
 import json
 import os
 import pstats
+import re
 import shutil
 import statistics
 import subprocess
@@ -189,6 +190,69 @@ def loss_check(ctx, data: Path, bits: int, labels: np.ndarray) -> dict:
             "same": bool(abs(ours - r["logloss"]) < 1e-5)}
 
 
+def sampled(ctx, name: str, source: Path, rate: int = 200) -> dict | None:
+    """`deltaps train SOURCE` once under py-spy (every thread, non-idle samples): the share of
+    samples in which each function is on the stack, and is the running frame. None when
+    py-spy is not installed (the `bench` extra)."""
+    spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent),
+                                                       os.environ.get("PATH", "")]))
+    if spy is None:
+        return None
+    raw = ctx.workdir / f"{name}.spy"
+
+    def run(cluster):
+        return timed([spy, "record", "-o", str(raw), "-f", "raw", "--threads", "--rate",
+                      str(rate), "--", sys.executable, "-m", "deploy.nodes.worker", str(source),
+                      "--cluster", str(cluster.path), "--json"], ctx.workdir, name)
+
+    r, _nodes = with_cluster(ctx, name, run)
+    inclusive, own, threads, total = {}, {}, {}, 0
+    for line in raw.read_text().splitlines():
+        stack, _sep, count = line.rpartition(" ")
+        if not count.isdigit():
+            continue
+        # one entry per function, not per line it was at
+        frames, n = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")], int(count)
+        total += n
+        threads[frames[0]] = threads.get(frames[0], 0) + n
+        for frame in set(frames[1:]):
+            if not any(w in frame for w in _SPY_WRAPPERS):
+                inclusive[frame] = inclusive.get(frame, 0) + n
+        if len(frames) > 1:
+            own[frames[-1]] = own.get(frames[-1], 0) + n
+    raw.unlink()
+    top = lambda d: [{"function": _short(f), "share": round(c / max(total, 1), 4)}  # noqa: E731
+                     for f, c in sorted(d.items(), key=lambda x: -x[1])[:PROFILE_TOP]]
+    return {"command": f"py-spy record -f raw --threads --rate {rate} -- python -m "
+                       f"deploy.nodes.worker {source.name} --json",
+            "seconds": r["seconds"], "samples": total, "sampled_s": round(total / rate, 2),
+            "threads": {t: round(c / max(total, 1), 4) for t, c in threads.items()},
+            "by_inclusive": top(inclusive), "by_own": top(own)}
+
+
+_SPY_WRAPPERS = ("runpy", "click/", "threading.py)", "nodes/worker.py)", "<module> (",
+                 "importlib")
+
+
+def _short(frame: str) -> str:
+    for root in (str(REPO) + "/", "site-packages/", f"python{sys.version_info[0]}."
+                 f"{sys.version_info[1]}/"):
+        if root in frame:
+            head, _sep, tail = frame.partition("(")
+            frame = head + "(" + tail.split(root, 1)[1]
+    return frame
+
+
+def _spy_note(p: dict, n: int = 12) -> str:
+    return (f"All threads, sampled (`{p['command']}`, {p['seconds']:.1f}s, {p['samples']} samples "
+            "py-spy counts as not idle; a wait on a Python-level lock counts): by thread "
+            + ", ".join(f"{t} {v:.0%}" for t, v in p["threads"].items())
+            + f"; top {n} functions on the stack: "
+            + "; ".join(f"{x['function']} {x['share']:.0%}" for x in p["by_inclusive"][:n])
+            + ". Running themselves: "
+            + "; ".join(f"{x['function']} {x['share']:.0%}" for x in p["by_own"][:n]) + ".")
+
+
 def profile(ctx, name: str, source: Path) -> dict:
     """`deltaps train SOURCE` once under cProfile (main thread only): top functions by
     cumulative and by own time."""
@@ -265,13 +329,15 @@ def compare_cli(ctx, prefix: str, source: Path, vw_data: Path, labels: np.ndarra
     best = min(grid, key=lambda g: g["logloss"])
     check = loss_check(ctx, vw_data, bits, labels)
     prof = profile(ctx, f"{prefix}-profile", source)
+    spy = sampled(ctx, f"{prefix}-spy", source)
     ratios = [round(a["events_per_s"] / b["events_per_s"], 4) for a, b in zip(ours, theirs)]
     cpu_ratio = [round(sum(a["cpu_s"].values()) / b["cpu_seconds"], 4)
                  for a, b in zip(ours, theirs)]
     med = statistics.median
     d0, v0 = ours[0], theirs[0]
     res = {"rounds": rounds, "bits": bits, "deltaps": ours, "vw_default": theirs,
-           "startup_s": startup, "vw_ftrl_grid": grid, "vw_ftrl_best": best, "loss_check": check, "profile": prof,
+           "startup_s": startup, "vw_ftrl_grid": grid, "vw_ftrl_best": best,
+           "loss_check": check, "profile": prof, "sampled_profile": spy,
            "speed_ratio_by_round": ratios, "speed_ratio_median": med(ratios),
            "cpu_ratio_by_round": cpu_ratio,
            "same_quality_every_round": len({(o["logloss"], o["auc"]) for o in ours}) == 1,
@@ -344,7 +410,7 @@ def compare_cli(ctx, prefix: str, source: Path, vw_data: Path, labels: np.ndarra
         "CPU s per 1M events: user+system of the train process (wait4) and of every node "
         "(psutil) over the run; VW's of its process. deltaps train runs at its default "
         "niceness (worker_nice), VW at the caller's.",
-        _profile_note(prof)]
+        _profile_note(prof)] + ([_spy_note(spy)] if spy else [])
     if not res["same_events"]:
         notes.append("WARNING: deltaps and VW counted different numbers of events.")
     if not res["same_quality_every_round"]:
