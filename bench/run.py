@@ -21,7 +21,7 @@ from typing import Callable
 import click
 
 from bench import (adaptive, durability, footprint, freshness, machine, reads, report, training,
-                   vw)
+                   usertrain, vw)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -29,8 +29,10 @@ DEFAULT_MOVIELENS = REPO.parent / "shared" / "data" / "movielens-100k"
 DEFAULT_OUT = REPO / "bench" / "results"
 
 SECTIONS: dict[str, Callable[["Context"], dict]] = {
-    "planted": training.planted,
-    "movielens": training.movielens,
+    "planted": usertrain.planted,  # the whole `deltaps train FILE` vs the whole `vw -d FILE`
+    "movielens": usertrain.movielens,
+    "planted_preparsed": training.planted,  # secondary: pre-parsed input, not what a user runs
+    "movielens_preparsed": training.movielens,
     "adaptive": adaptive.run,
     "freshness": freshness.run,
     "reads": reads.run,
@@ -49,6 +51,7 @@ class Context:
     quick: bool = False
     movielens_limit: int | None = None
     repeats: int = 3  # speed rounds: VW and deltaps timed in alternation (bench.training)
+    cli_rounds: int = 5  # rounds of whole processes, deltaps then VW (bench.usertrain)
     vw_grid: dict = field(default_factory=lambda: dict(vw.GRID))
     planted_settings: tuple = training.PLANTED_SETTINGS
     movielens_settings: tuple = training.MOVIELENS_SETTINGS
@@ -72,7 +75,8 @@ class Context:
                    "runs ~250 events/s: about 7 minutes for all 100k). Repeatable.")
 @click.option("--quick", is_flag=True,
               help="Small and fast: 50k planted events, 20k MovieLens events (5k at batch "
-                   "size 1), 1 speed round, a smaller VW grid.")
+                   "size 1), 3 rounds of whole processes and 1 pre-parsed speed round, "
+                   "smaller VW grids.")
 def main(events, movielens, out, only, caps, quick):
     """Benchmark deltaps (a real local cluster) against Vowpal Wabbit on the same events."""
     keep_message_buffers_on_heap()  # this process trains as `deltaps train` would
@@ -85,7 +89,8 @@ def main(events, movielens, out, only, caps, quick):
     ctx = Context(events=events or (50_000 if quick else 1_000_000),
                   movielens=movielens if (movielens / "u.data").is_file() else None,
                   workdir=workdir, quick=quick, movielens_limit=20_000 if quick else None,
-                  repeats=1 if quick else 3, vw_grid=dict(vw.QUICK_GRID if quick else vw.GRID),
+                  repeats=1 if quick else 3, cli_rounds=3 if quick else 5,
+                  vw_grid=dict(vw.QUICK_GRID if quick else vw.GRID),
                   movielens_caps={1: 5_000} if quick else {})
     ctx.movielens_caps.update(_caps(caps))
     if ctx.movielens is None:
@@ -93,6 +98,7 @@ def main(events, movielens, out, only, caps, quick):
     result = {"started": started, "command": "python -m bench.run " + shlex.join(sys.argv[1:]),
               "options": {"events": ctx.events, "movielens": str(movielens), "quick": quick,
                           "movielens_limit": ctx.movielens_limit, "vw_repeats": ctx.repeats,
+                          "cli_rounds": ctx.cli_rounds,
                           "movielens_caps": ctx.movielens_caps,
                           "only": list(only)},
               "machine": info, "sections": {}}

@@ -1,4 +1,10 @@
-"""Training benchmarks: deltaps through a real local cluster, side by side with Vowpal Wabbit.
+"""Secondary training benchmarks, on pre-parsed input (not what a user runs): deltaps' Trainer
+fed in-memory batches through a real local cluster, side by side with Vowpal Wabbit.
+
+What a user runs — the whole `deltaps train FILE` process against the whole `vw -d FILE` —
+is the headline, in bench.usertrain; these sections (`planted_preparsed`,
+`movielens_preparsed`) isolate the training loop from reading and parsing, and keep their
+figure names (`planted.deltaps.b4096.*` ...), whose meaning is unchanged.
 
 Why through the whole cluster: what a user gets is a worker talking to shard processes over
 ZeroMQ (with write-ahead logs) while a replica follows the update stream, so that is what is
@@ -74,6 +80,9 @@ MOVIELENS_SETTINGS = tuple(Setting(bs) for bs in (1, 8, 32, 256))
 MOVIELENS_ROUNDS = 1  # its batch-1..32 runs take ~2 minutes a round; speed there is context
 SEED = 0
 CHUNK = 65536
+PREPARSED = ("Pre-parsed input, not what a user runs: deltaps trains from batches already in "
+             "memory while VW parses its file; the user's path is the planted / movielens "
+             "section (bench.usertrain).")
 
 
 class MemorySource:
@@ -255,7 +264,8 @@ def _deltaps_row(r: dict, vw_res: dict) -> list:
     at = vw.on_prefix(vw_res, r["events"])
     cpu = r["cpu_s_per_1m_events"]
     delay = f", bounded delay {r['max_delay']}" if r["max_delay"] else ""
-    return [f"deltaps ({SHARDS} shards, {REPLICAS} replica, 1 worker{delay})", r["batch_size"],
+    return [f"deltaps from pre-parsed batches ({SHARDS} shards, {REPLICAS} replica, 1 worker"
+            f"{delay})", r["batch_size"],
             r["events"], r["events_per_s"], _by_round(r["per_round"]["events_per_s"]),
             r["logloss"], r["auc"],
             round(r["logloss"] - at["default"]["logloss"], 4),
@@ -406,7 +416,8 @@ def planted(ctx) -> dict:
     figs += [figure(f"planted.deltaps.{s.label}.excess_over_bayes",
                     round(r["logloss"] - bayes, 5), "nats", LOWER, stream_cfg, band=0.1)
              for s, r in runs.items()]
-    notes = [f"Stream synthetic:{n}:{SEED} (worker.sources.synthetic), model spec "
+    notes = [PREPARSED,
+             f"Stream synthetic:{n}:{SEED} (worker.sources.synthetic), model spec "
              "synthetic_spec_toml() (FTRL alpha 0.05, beta 1, 22 bits); events served from "
              "memory to deltaps, from a text file or VW's cache to VW.",
              f"Generating the stream (reading it in {CHUNK:,d}-event chunks, untimed in the "
@@ -430,7 +441,7 @@ def movielens(ctx) -> dict:
     vw_res, runs = vw_and_deltaps(ctx, "movielens", chunks, MOVIELENS_SPEC_TOML, "movielens",
                                   parts, MOVIELENS_ROUNDS)
     rows = [_deltaps_row(r, vw_res) for r in runs.values()] + _vw_rows(vw_res, events)
-    notes = [f"{directory}: {events:,d} ratings in timestamp order, label rating >= 4, spec "
+    notes = [PREPARSED, f"{directory}: {events:,d} ratings in timestamp order, label rating >= 4, spec "
              "MOVIELENS_SPEC_TOML (FTRL alpha 0.2, beta 1, l2 1; 4 crosses, written out for VW "
              "as explicit pair features)."] + _notes(vw_res, runs)
     capped = {s.batch_size: r["events"] for s, r in runs.items() if r["events"] < events}
