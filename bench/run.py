@@ -20,8 +20,8 @@ from typing import Callable
 
 import click
 
-from bench import (adaptive, durability, footprint, freshness, machine, reads, report, training,
-                   vw)
+from bench import (adaptive, durability, footprint, freshness, machine, readers, reads, report,
+                   training, vw)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -36,6 +36,7 @@ SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "reads": reads.run,
     "durability": durability.run,
     "footprint": footprint.run,
+    "readers": readers.run,
 }
 
 

@@ -165,10 +165,13 @@ def _features(buf, window, starts, ends, line, is_ns, feature, invalid, bad, lib
     categorical = usable & (value == 1.0)
     numeric = usable & ~categorical
     out = _group(CATEGORICAL, ns_name[categorical], line[tok[categorical]], text[categorical])
-    num_names = text[numeric]
-    in_default = ns_name[numeric] == DEFAULT_NAMESPACE
-    keys = np.where(in_default, num_names,
-                    np.char.add(np.char.add(ns_name[numeric], "."), num_names))
+    keys = text[numeric]
+    ns_num = ns_name[numeric]
+    named = np.flatnonzero(ns_num != DEFAULT_NAMESPACE)
+    if named.size:  # a numeric feature outside the default namespace is "ns.name"
+        keys = keys.astype(object)
+        keys[named] = np.char.add(np.char.add(ns_num[named], "."), text[numeric][named])
+        keys = keys.astype(str)
     out.update(_group(NUMERIC, keys, line[tok[numeric]], value[numeric]))
     return out
 
@@ -188,6 +191,8 @@ def _group(kind: str, keys: np.ndarray, rows: np.ndarray, values: np.ndarray
     """Entries grouped by field name, each field's entries in line order (a stable sort)."""
     if keys.size == 0:
         return {}
+    if bool((keys == keys[0]).all()):  # one field (a VW file with one namespace)
+        return {str(keys[0]): (kind, rows, values)}
     names, code = np.unique(keys, return_inverse=True)
     order = np.argsort(code, kind="stable")
     bounds = np.concatenate(([0], np.cumsum(np.bincount(code, minlength=names.size))))
