@@ -62,9 +62,13 @@ def strings_of(arr: pa.Array, take: np.ndarray | None = None) -> np.ndarray:
     if n == 0 or m == 0:
         return np.zeros(m, "<U1")
     if int(data.max(initial=0)) < 128:
-        padded = pc.utf8_rpad(pc.cast(arr, pa.string(), safe=False), width, padding="\x00")
-        codes = np.frombuffer(padded.buffers()[2], np.uint8, n * width,
-                              padded.offset * width).reshape(n, width)
+        text = pc.cast(arr, pa.string(), safe=False)
+        if text.null_count:
+            text = pc.fill_null(text, "")
+        padded_offsets, padded = offsets_and_data(
+            pc.utf8_rpad(text, width, padding="\x00"))
+        start = int(padded_offsets[0])
+        codes = padded[start:start + n * width].reshape(n, width)
         if take is not None:
             codes = codes[take]
         return codes.astype("<u4").view(f"<U{width}").reshape(m)
