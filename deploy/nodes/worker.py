@@ -26,8 +26,10 @@ from worker.trainer import Trainer
 @click.option("--batch-size", default=4096, show_default=True, type=click.IntRange(1, 1 << 20),
               help="Events per mini-batch.")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Stop after this many events.")
-@click.option("--format", "fmt", default=None, type=click.Choice(["jsonl", "tsv", "csv"]),
-              help="Format of stdin ('-') or of a file whose extension does not tell.")
+@click.option("--format", "fmt", default=None,
+              type=click.Choice(["jsonl", "tsv", "csv", "vw", "libsvm"]),
+              help="Format of stdin ('-') or of a file whose extension does not tell "
+                   "(vw: Vowpal Wabbit text; libsvm: svmlight).")
 @click.option("--schema", default=None,
               help="Columns of a TSV/CSV source, e.g. 'label,age:num,city:cat,id:skip'.")
 @click.option("--pipeline/--no-pipeline", default=True, show_default=True,

@@ -52,3 +52,34 @@ def test_jsonl_field_kind_conflicts_across_chunks(tmp_path):
         batch = concat_batches(read_all(source, [2]))
         assert batch.columns["a"].values.tolist() == [1.0, 2.0, 4.0]
         assert [line for line, _ in source.stats.examples] == [3, 5]
+
+
+def test_arrow_path_gives_the_events_json_loads_gives(tmp_path, monkeypatch):
+    """Clean blocks go through pyarrow.json; the events must be those of the line-by-line
+    path (json.loads + columnarize), values, kinds, lists, booleans, nulls and weights alike."""
+    import json
+
+    import worker.sources.jsonl as jsonl
+    from tests.unit.source_helpers import events_of
+    from worker.sources.jsonl_arrow import to_batch
+    lines = [json.dumps({"label": i % 2 if i % 5 else -1, "weight": 1 + i % 3,
+                         "features": {"u": f"u{i % 7}", "n": i * 0.5,
+                                      "g": [f"g{i % 3}", "é"][:i % 3], "b": bool(i % 2),
+                                      "ids": [i, i + 1], "maybe": None}})
+             for i in range(300)]
+    path = write(tmp_path / "c.jsonl", "\n".join(lines) + "\n")
+    fast = JsonLinesSource(path, chunk_lines=64)
+    used = []
+
+    def arrow(block):
+        batch = to_batch(block)
+        used.append(batch is not None)
+        return batch
+    monkeypatch.setattr(jsonl, "to_batch", arrow)
+    got = concat_batches(read_all(fast, [50]))
+    monkeypatch.setattr(jsonl, "to_batch", lambda block: None)
+    slow = concat_batches(read_all(JsonLinesSource(path, chunk_lines=64), [50]))
+    assert used and all(used) and events_of(got) == events_of(slow)
+    assert got.weights.tolist() == slow.weights.tolist()
+    kinds = {n: c.kind for n, c in slow.columns.items()}
+    assert {n: c.kind for n, c in got.columns.items()} == kinds

@@ -81,3 +81,23 @@ def test_movielens_spec_is_valid_and_featurizes():
     features = Featurizer(spec.feature_spec("movielens")).featurize(batch)
     per_event = np.bincount(features.rows, minlength=batch.n)
     assert per_event.min() > len(model.fields)  # fields + crosses + bias on every event
+
+
+def test_movielens_ids_are_categorical_in_training_and_serving(tmp_path):
+    """User and item ids are ids, not amounts: the reader gives them as categorical integers,
+    and a predict instance sending them as JSON numbers gets the very same feature ids under
+    the MovieLens spec (whose transforms say they are categorical); with the default model
+    training still treats them as ids (never log2 buckets)."""
+    from common.features import CATEGORICAL, FeatureSpec, Transform
+    batch = MovieLensSource(tiny_movielens(tmp_path / "ml")).read(100)
+    assert batch.columns["user"].kind == CATEGORICAL == batch.columns["item"].kind
+    spec = load_spec(text=MOVIELENS_SPEC_TOML).feature_spec("movielens")
+    only_ids = FeatureSpec(("user", "item"), spec.transforms, (), bias=False)
+    trained = Featurizer(only_ids).featurize(batch.slice(0, 1))
+    served = Featurizer(only_ids).featurize_events([{"user": 2, "item": 11}])
+    assert sorted(trained.ids.tolist()) == sorted(served.ids.tolist())
+    default = Featurizer(FeatureSpec(("user",), {}, (), bias=False)).featurize(batch.slice(0, 4))
+    bucketed = Featurizer(FeatureSpec(("user",), {"user": Transform("log2")}, (), bias=False))
+    amounts = bucketed.featurize_events([{"user": u} for u in (2, 3, 1, 1)])
+    assert len(set(default.ids.tolist())) == 3  # three users, three ids
+    assert len(set(amounts.ids.tolist())) == 2  # as amounts, users 1 and 2 share a bucket

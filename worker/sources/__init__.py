@@ -10,9 +10,10 @@ wrong type) never stops training: it is skipped, counted in ``source.stats``, an
 `MAX_REPORTED` are logged on ``deltaps.sources`` with their 1-based line number.
 
 One module per job: `base` (the shared reading and chunk cutting), `lines` (line input, live
-or not), `schema`, `fields` (decoding delimited columns), `delimited`, `jsonl`, `movielens`,
-`planted` (the synthetic stream's model), `synthetic`, `synthetic_files` and `open`
-(`open_source`). This package re-exports what callers use.
+or not), `schema`, `fields` (decoding columns of a byte buffer), `delimited` (TSV/CSV through
+pyarrow) and `arrow_columns` (Arrow columns to numpy), `jsonl`, `sparse_text` (VW text and
+libsvm), `movielens`, `planted` (the synthetic stream's model), `synthetic`,
+`synthetic_files` and `open` (`open_source`). This package re-exports what callers use.
 """
 from worker.sources.base import MAX_REPORTED, ChunkCutter, ChunkedSource, SourceStats
 from worker.sources.delimited import DelimitedSource
@@ -21,11 +22,12 @@ from worker.sources.lines import DEFAULT_CHUNK_LINES
 from worker.sources.movielens import MOVIELENS_SPEC_TOML, MovieLensSource
 from worker.sources.open import FORMATS, open_source
 from worker.sources.schema import CRITEO_SCHEMA, SCHEMA_KINDS, parse_schema, schema_from_header
+from worker.sources.sparse_text import DEFAULT_NAMESPACE, SparseTextSource
 from worker.sources.synthetic import SyntheticStream, synthetic_spec_toml
 from worker.sources.synthetic_files import write_synthetic
 
 __all__ = ["open_source", "FORMATS", "ChunkedSource", "ChunkCutter", "SourceStats",
            "MAX_REPORTED", "DEFAULT_CHUNK_LINES", "CRITEO_SCHEMA", "SCHEMA_KINDS",
            "parse_schema", "schema_from_header", "DelimitedSource", "JsonLinesSource",
-           "MovieLensSource", "MOVIELENS_SPEC_TOML", "SyntheticStream", "synthetic_spec_toml",
+           "MovieLensSource", "MOVIELENS_SPEC_TOML", "SparseTextSource", "DEFAULT_NAMESPACE", "SyntheticStream", "synthetic_spec_toml",
            "write_synthetic"]

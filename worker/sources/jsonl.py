@@ -13,6 +13,7 @@ from typing import Iterator
 
 from common.errors import InvalidInstance
 from common.features import NUMERIC, Batch, columnarize
+from worker.sources.jsonl_arrow import to_batch
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource, MalformedLines
 
 _INDEX_PREFIX = re.compile(r"^(instance|event) \d+: ")
@@ -21,8 +22,9 @@ _INDEX_PREFIX = re.compile(r"^(instance|event) \d+: ")
 class JsonLinesSource(LineSource):
     """One event per line: ``{"label": 0|1, "features": {...}, "weight"?: w}``.
 
-    A chunk is columnarized at once; only when that fails are its events checked one by one
-    to find and skip the bad lines, so clean input pays for no per-event validation. A field
+    A clean block is parsed by pyarrow.json (`jsonl_arrow`); any other is columnarized at
+    once, and only when that fails are its events checked one by one to find and skip the
+    bad lines, so clean input pays for no per-event validation. A field
     keeps the kind (numeric or categorical) it first had in the stream, because a model's
     feature must mean the same thing throughout; a line that gives it the other kind is
     malformed.
@@ -31,11 +33,17 @@ class JsonLinesSource(LineSource):
     def __init__(self, path_or_file, chunk_lines: int = DEFAULT_CHUNK_LINES):
         self.chunk_lines = chunk_lines
         self._kinds: dict[str, str] = {}
-        super().__init__(LineReader(path_or_file, binary=False))
+        super().__init__(LineReader(path_or_file, binary=True))
 
     def _chunks(self) -> Iterator[Batch]:
-        for first_line, lines in self._lines.chunks(self.chunk_lines):
-            yield self._parse_chunk(first_line, lines)
+        for first_line, block in self._lines.blocks(self.chunk_lines):
+            batch = to_batch(block)
+            if batch is not None and not self._conflicts(batch):
+                self._remember(batch)
+                yield batch
+                continue
+            lines = block.decode("utf-8", "replace").split("\n")
+            yield self._parse_chunk(first_line, lines[:-1] if lines[-1] == "" else lines)
 
     def _parse_chunk(self, first_line: int, lines: list[str]) -> Batch:
         bad = MalformedLines()

@@ -14,12 +14,24 @@ import os
 import select
 import stat
 import sys
+import zlib
 from pathlib import Path
 from typing import IO, Iterator
+
+import numpy as np
 
 from worker.sources.base import ChunkedSource, SourceStats
 
 DEFAULT_CHUNK_LINES = 65536
+DEFAULT_BLOCK_BYTES = 1 << 22
+_GZIP_MAGIC = b"\x1f\x8b"
+_TEXT_CHECK_BYTES = 1 << 16
+
+
+def _is_gzip(path: Path) -> bool:
+    """Whether a file starts with the gzip magic bytes, whatever its name says."""
+    with open(path, "rb") as f:
+        return f.read(2) == _GZIP_MAGIC
 
 
 class LineReader:
@@ -35,7 +47,7 @@ class LineReader:
         self.binary, self._owned, self._encode = binary, False, False
         if isinstance(path_or_file, (str, Path)) and str(path_or_file) != "-":
             path = Path(path_or_file)
-            opener = gzip.open if path.suffix == ".gz" else open
+            opener = gzip.open if path.suffix == ".gz" or _is_gzip(path) else open
             self.file = (opener(path, "rb") if binary
                          else opener(path, "rt", encoding="utf-8", errors="replace"))
             self.name, self._owned = str(path), True
@@ -51,6 +63,7 @@ class LineReader:
             name = "<stdin>" if stdin else getattr(path_or_file, "name", None)
             self.name = name if isinstance(name, str) else "<stream>"
         self.next_line = 1  # 1-based number of the next line to be read
+        self._checked = False  # whether the first block was checked to be text
 
     def readline(self) -> str:
         """One line as text (for a header)."""
@@ -95,13 +108,94 @@ class LineReader:
             yield from self._live_chunks(size)
             return
         while True:
-            lines = list(itertools.islice(self.file, size))
+            with self._reading():
+                lines = list(itertools.islice(self.file, size))
             if not lines:
                 return
             if self._encode:
                 lines = [line.encode("utf-8") for line in lines]
             first, self.next_line = self.next_line, self.next_line + len(lines)
+            self._check_text("".join(lines) if isinstance(lines[0], str) else b"".join(lines),
+                             first)
             yield first, lines
+
+    def blocks(self, max_lines: int, block_bytes: int = DEFAULT_BLOCK_BYTES
+               ) -> Iterator[tuple[int, bytes]]:
+        """Yield (number of the first line, bytes of whole lines) of at most `max_lines` lines.
+
+        Why blocks of bytes: a columnar parser takes a buffer, and reading one with a single
+        `read` costs nothing per line; lines are only counted (`bytes.count`) so malformed
+        ones can still be reported by number. A live input gives what has arrived.
+        """
+        if not self.binary:
+            raise ValueError("blocks() needs a LineReader opened with binary=True")
+        if self.live:
+            for first, lines in self._live_chunks(max_lines):
+                yield first, b"".join(lines)
+            return
+        pending = b""
+        while True:
+            with self._reading():
+                data = self.file.read(block_bytes)
+            if isinstance(data, str):
+                data = data.encode("utf-8")
+            if not data:
+                if pending:
+                    yield from self._cut(pending + b"\n", max_lines)
+                return
+            data = pending + data if pending else data
+            end = data.rfind(b"\n") + 1
+            if end == 0:
+                pending = data
+                continue
+            pending = data[end:]
+            yield from self._cut(data[:end] if pending else data, max_lines)
+
+    def _cut(self, block: bytes, max_lines: int) -> Iterator[tuple[int, bytes]]:
+        """Whole-line pieces of at most `max_lines` lines, numbered; checked to be text."""
+        count = block.count(b"\n")  # block ends with a newline
+        if count > max_lines:
+            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
+            bounds = [0] + (ends[max_lines - 1::max_lines] + 1).tolist()
+            if bounds[-1] != len(block):
+                bounds.append(len(block))
+            pieces = [block[a:b] for a, b in zip(bounds, bounds[1:])]
+        else:
+            pieces = [block]
+        for k, piece in enumerate(pieces):
+            first = self.next_line
+            self.next_line += min(max_lines, count - k * max_lines)
+            self._check_text(piece, first)
+            yield first, piece
+
+    def _check_text(self, block, first_line: int) -> None:
+        """Refuse binary input: a NUL byte anywhere, or (in the first block) bytes that are
+        not UTF-8, means this is not a text file, and parsing it would make garbage events."""
+        if isinstance(block, str):
+            if "\x00" in block:
+                raise ValueError(f"{self.name}: NUL character near line {first_line}: this looks "
+                                 "like a binary file, not text")
+            return
+        nul = block.find(b"\x00")
+        if nul >= 0:
+            line = first_line + block.count(b"\n", 0, nul)
+            raise ValueError(f"{self.name}: line {line} holds a NUL byte: this looks like a "
+                             "binary file (or a compressed one without a .gz name), not text")
+        if not self._checked:
+            self._checked = True
+            head = block[:_TEXT_CHECK_BYTES]
+            cut = head.rfind(b"\n") + 1 if len(block) > _TEXT_CHECK_BYTES else len(head)
+            try:
+                head[:cut or len(head)].decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise ValueError(f"{self.name}: not UTF-8 text near line {first_line} "
+                                 f"(byte {exc.start}: {exc.reason}); is this a binary file?"
+                                 ) from None
+
+    def _reading(self):
+        """Context turning a truncated or corrupt gzip stream into an error naming the input
+        and how far it was read (the events before it have been read and counted)."""
+        return _GzipErrors(self)
 
     def _live_chunks(self, size: int) -> Iterator[tuple[int, list]]:
         fd = self.file.fileno()
@@ -134,6 +228,21 @@ class LineReader:
     def close(self) -> None:
         if self._owned:
             self.file.close()
+
+
+class _GzipErrors:
+    def __init__(self, reader: LineReader):
+        self.reader = reader
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        if kind is not None and issubclass(kind, (EOFError, gzip.BadGzipFile, zlib.error)):
+            raise ValueError(f"{self.reader.name}: compressed data is truncated or corrupt "
+                             f"after line {self.reader.next_line - 1} ({exc or kind.__name__}); "
+                             "the events before it were read") from exc
+        return False
 
 
 class LineSource(ChunkedSource):

@@ -15,9 +15,12 @@ from worker.sources.jsonl import JsonLinesSource
 from worker.sources.lines import DEFAULT_CHUNK_LINES
 from worker.sources.movielens import MovieLensSource
 from worker.sources.schema import CRITEO_SCHEMA
+from worker.sources.sparse_text import SparseTextSource
 from worker.sources.synthetic import SyntheticStream
 
-FORMATS = ("jsonl", "tsv", "csv")
+FORMATS = ("jsonl", "tsv", "csv", "vw", "libsvm")
+_EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".csv": "csv", ".vw": "vw",
+               ".svm": "libsvm", ".libsvm": "libsvm", ".svmlight": "libsvm"}
 
 
 def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = None,
@@ -27,10 +30,11 @@ def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = N
 
     - ``synthetic:N`` or ``synthetic:N:SEED``: a planted-model stream (SyntheticStream);
     - a directory holding u.data: MovieLens 100k;
-    - ``*.jsonl`` / ``*.json``: JSON lines; ``*.tsv`` / ``*.csv`` (optionally ``.gz``):
-      delimited with `schema` (a .tsv defaults to CRITEO_SCHEMA; a .csv without a schema must
-      start with a header naming its columns, one of them "label");
-    - ``-``: stdin, as `fmt` ("jsonl" by default, or "tsv"/"csv").
+    - ``*.jsonl`` / ``*.json``: JSON lines; ``*.tsv`` / ``*.csv``: delimited with `schema`
+      (a .tsv defaults to CRITEO_SCHEMA; a .csv without a schema must start with a header
+      naming its columns, one of them "label"); ``*.vw``: Vowpal Wabbit text; ``*.svm`` /
+      ``*.libsvm`` / ``*.svmlight``: libsvm. Any of them may be gzipped (``.gz``);
+    - ``-``: stdin, as `fmt` ("jsonl" by default, or any of FORMATS).
     `fmt` also overrides what a file's extension says. Extra `opts` go to SyntheticStream.
     """
     if fmt is not None and fmt not in FORMATS:
@@ -49,12 +53,11 @@ def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = N
     if not path.exists():
         raise ValueError(f"no such file: {spec}")
     suffixes = path.suffixes[-2:] if path.suffix == ".gz" else path.suffixes[-1:]
-    ext = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".csv": "csv"}.get(
-        suffixes[0] if suffixes else "")
+    ext = _EXTENSIONS.get(suffixes[0] if suffixes else "")
     if fmt is None and ext is None:
         raise ValueError(f"cannot tell the format of {spec}: expected synthetic:N[:SEED], a "
-                         "MovieLens directory, or a .jsonl/.json/.tsv/.csv[.gz] file "
-                         "(or pass fmt=)")
+                         "MovieLens directory, or a file named "
+                         f"{'/'.join(sorted(_EXTENSIONS))}[.gz] (or pass fmt=)")
     return _open_text(path, fmt or ext, schema, header, chunk_lines)
 
 
@@ -73,6 +76,10 @@ def _open_synthetic(spec: str, **opts) -> ChunkedSource:
 def _open_text(path, fmt: str, schema, header: bool | None, chunk_lines: int) -> ChunkedSource:
     if fmt == "jsonl":
         return JsonLinesSource(path, chunk_lines=chunk_lines)
+    if fmt in ("vw", "libsvm"):
+        if schema is not None:
+            raise ValueError(f"a schema only applies to TSV/CSV sources, not {fmt}")
+        return SparseTextSource(path, libsvm=fmt == "libsvm", chunk_lines=chunk_lines)
     delimiter = "\t" if fmt == "tsv" else ","
     if header is None:
         header = schema is None and fmt == "csv"
