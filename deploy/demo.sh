@@ -13,24 +13,24 @@ trap 'deltaps down --cluster "$cluster" >/dev/null 2>&1 || true' EXIT
 
 if [[ -z "$data" ]]; then
     python -c 'from worker.sources import synthetic_spec_toml; print(synthetic_spec_toml())' > "$dir/spec.toml"
-    source="synthetic:$events:7"; batch=1024
+    source="synthetic:$events:7"
     samples=('{"c1": 3, "c2": 17, "c3": 1, "i1": 4.0, "i2": 120.0}' '{"c1": 900, "i5": 3000.0}')
 elif [[ -f "$data/u.data" ]]; then
     python -c 'from worker.sources import MOVIELENS_SPEC_TOML; print(MOVIELENS_SPEC_TOML)' > "$dir/spec.toml"
-    source="$data"; batch=32
+    source="$data"
     samples=('{"user": 196, "item": 242, "age": 49, "gender": "M", "occupation": "writer", "genres": ["Comedy"]}'
              '{"user": 13, "item": 50, "age": 47, "gender": "M", "genres": ["Action", "Sci-Fi"]}')
 else
     : > "$dir/spec.toml"  # the default model reads every field an event has
-    source="$data"; batch=256
+    source="$data"
     samples=('{}')
 fi
 
 echo "== deltaps up --spec $dir/spec.toml"
 deltaps up --spec "$dir/spec.toml" --dir "$dir"
 echo
-echo "== deltaps train $source --batch-size $batch"
-deltaps train "$source" --cluster "$cluster" --batch-size "$batch"
+echo "== deltaps train $source"
+deltaps train "$source" --cluster "$cluster"
 echo
 echo "== deltaps status"
 deltaps status --cluster "$cluster"
