@@ -5,17 +5,12 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 
+from common.optim.stored import soft_threshold, weight, weights  # noqa: F401  (re-exported)
 from common.optim.params import BETA, L1, L2, LR
 
 COLUMNS = ("w", "g2")
 NONNEG = ("g2",)
-
-
-@numba.njit(cache=True, inline="always")
-def weight(st, r, hp):
-    return st[r, 0]
 
 
 @numba.njit(cache=True, inline="always")
@@ -25,9 +20,6 @@ def update(st, r, g, hp):
     g2 = st[r, 1] + g * g
     step = hp[LR] / (hp[BETA] + math.sqrt(g2))
     w = w - step * g
-    st[r, 0] = math.copysign(max(abs(w) - step * hp[L1], 0.0), w)
+    st[r, 0] = soft_threshold(w, step * hp[L1])
     st[r, 1] = g2
 
-
-def weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
-    return cols["w"]

@@ -10,17 +10,12 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 
+from common.optim.stored import weight, weights  # noqa: F401  (re-exported)
 from common.optim.params import BETA1, BETA2, EPS, L2, LR
 
 COLUMNS = ("w", "m", "v", "t")
 NONNEG = ("v", "t")
-
-
-@numba.njit(cache=True, inline="always")
-def weight(st, r, hp):
-    return st[r, 0]
 
 
 @numba.njit(cache=True, inline="always")
@@ -37,6 +32,3 @@ def update(st, r, g, hp):
     st[r, 2] = v
     st[r, 3] = t
 
-
-def weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
-    return cols["w"]

@@ -1,11 +1,9 @@
 """Plain SGD per coordinate: w -= lr (g + l2 w), then L1 soft-thresholding by lr l1."""
 from __future__ import annotations
 
-import math
-
 import numba
-import numpy as np
 
+from common.optim.stored import soft_threshold, weight, weights  # noqa: F401  (re-exported)
 from common.optim.params import L1, L2, LR
 
 COLUMNS = ("w",)
@@ -13,16 +11,8 @@ NONNEG: tuple[str, ...] = ()
 
 
 @numba.njit(cache=True, inline="always")
-def weight(st, r, hp):
-    return st[r, 0]
-
-
-@numba.njit(cache=True, inline="always")
 def update(st, r, g, hp):
     w = st[r, 0]
     w = w - hp[LR] * (g + hp[L2] * w)
-    st[r, 0] = math.copysign(max(abs(w) - hp[LR] * hp[L1], 0.0), w)
+    st[r, 0] = soft_threshold(w, hp[LR] * hp[L1])
 
-
-def weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
-    return cols["w"]
