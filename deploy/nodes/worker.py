@@ -46,8 +46,9 @@ from worker.trainer import Trainer
               help="Draw progressive log loss and AUC against events into this PNG file.")
 def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, max_delay, nice,
          as_json, plot_path):
-    """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl, .vw, .svm; .gz of any), '-' for stdin, a
-    MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted stream."""
+    """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl, .vw, .svm; .gz of any),
+    '-' for stdin, a MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted
+    stream."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     keep_message_buffers_on_heap()
     plot_file = check_plot_path(plot_path) if plot_path else None
