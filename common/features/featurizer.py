@@ -16,7 +16,7 @@ from common.features.batch import NUMERIC, Batch, Features, pieces
 from common.features.crosses import cross_ids
 from common.features.events import columnarize
 from common.features.spec import FeatureSpec, Transform
-from common.hashing import hash_ints, hash_string, hash_strings
+from common.hashing import hash_string, hash_strings, splitmix64
 
 BIAS_ID = hash_string("\x00bias")
 
@@ -24,9 +24,11 @@ BIAS_ID = hash_string("\x00bias")
 class Featurizer:
     """Turns a `Batch` into `Features` for one `FeatureSpec`; pure and vectorized.
 
-    A feature's id is its value hashed with the hash of its field's name as seed: integer
-    values and numeric buckets of every column go through one splitmix64 pass together, and
-    every string through one string-hashing pass. Why one object per spec: what depends only
+    A feature's id is its value hashed with the hash of its field's name as seed. A string is
+    first hashed on its own (`hash_strings`, one pass over every string of the batch), which
+    lets a reader hash strings where they lie in its buffers (`worker.sources.delimited_scan`)
+    and hand over the hashes as integer values; then integer values, numeric buckets and
+    string hashes of every column go through one splitmix64 pass together. Why one object per spec: what depends only
     on a field's name (its seed, its transform) is computed once and reused by every batch.
     """
 
@@ -77,7 +79,7 @@ class Featurizer:
         total = ends[-1] if ends else 0
         bias = batch.n if self.spec.bias else 0
         rows = np.empty(total + bias, np.int64)
-        words = np.empty(total + bias, np.int64)  # what each entry hashes: int value or bucket
+        words = np.empty(total + bias, np.uint64)  # what each entry hashes (see the class)
         strings: list[int] = []
         numeric: dict[tuple, list[int]] = {}
         for k, name in enumerate(order):
@@ -87,7 +89,8 @@ class Featurizer:
                 numeric.setdefault(self._transform_key.get(name) or self._key_of(name),
                                    []).append(k)
             elif col.values.dtype.kind in "iu":
-                words[spans[k]] = col.values
+                words[spans[k]] = col.values.astype(np.int64, copy=False).view(np.uint64) \
+                    if col.values.dtype.kind == "i" else col.values
             else:
                 strings.append(k)
         for key, group in numeric.items():
@@ -96,15 +99,14 @@ class Featurizer:
                 values[0] if len(values) == 1 else np.concatenate(values))
             for k, part in zip(group, pieces(buckets, [sizes[k] for k in group])):
                 words[spans[k]] = part
-        seeds = np.repeat(np.array([self.field_seed(n) for n in order] + [0], np.uint64),
-                          sizes + [bias])
-        ids = hash_ints(words, seeds)  # string entries' slots are overwritten below
         if strings:
             values = [columns[order[k]].values for k in strings]
-            hashed = hash_strings(values[0] if len(values) == 1 else np.concatenate(values),
-                                  np.concatenate([seeds[spans[k]] for k in strings]))
+            hashed = hash_strings(values[0] if len(values) == 1 else np.concatenate(values))
             for k, part in zip(strings, pieces(hashed, [sizes[k] for k in strings])):
-                ids[spans[k]] = part
+                words[spans[k]] = part
+        seeds = np.repeat(np.array([self.field_seed(n) for n in order] + [0], np.uint64),
+                          sizes + [bias])
+        ids = splitmix64(words ^ seeds)
         if bias:
             rows[total:] = np.arange(batch.n)
             ids[total:] = BIAS_ID

@@ -3,7 +3,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from common.features import Batch
+from common.hashing import hash_strings
+
+
+def string_ids(values) -> list[int]:
+    """Categorical string values as the featurizer sees them: their string hashes. A reader
+    may hand over strings or, having hashed them in its buffers, the hashes themselves."""
+    arr = np.asarray(values)
+    return (hash_strings(arr) if arr.dtype.kind in "US" else arr.astype(np.uint64)).tolist()
 
 
 def events_of(batch: Batch) -> list[dict]:

@@ -146,7 +146,8 @@ def _reference_ids(spec: FeatureSpec, events: list[dict]) -> tuple[list[int], li
         kind, vs = kind_values
         seed = np.uint64(hash_string(name))
         if kind == "cat":
-            return [int(hash_strings(np.array([v]), seed)[0]) for v in vs]
+            # a string is hashed on its own, then with its field's seed like an integer
+            return [int(hash_ints(hash_strings(np.array([v])), seed)[0]) for v in vs]
         return [int(hash_ints(np.array([bucket(name, v)]), seed)[0]) for v in vs]
 
     seen = list(dict.fromkeys(name for f in feats for name, v in f.items() if v is not None))

@@ -1,11 +1,15 @@
-"""TSV and CSV events, parsed by pyarrow's CSV reader a block of lines at a time.
+"""TSV and CSV events: a compiled scan for clean blocks, pyarrow's CSV reader for the rest.
 
-Why pyarrow: a well-kept columnar parser in C++ (field splitting, quotes, number conversion)
-that is several times faster than splitting bytes with numpy. What stays ours is reading
-whole-line blocks (so every line keeps its number, for reports), turning Arrow columns into
-`Column`s without a Python object per value (`arrow_columns`), and the rules for malformed
-lines: a line with the wrong field count, a label not 0/1 or a number that is not a finite
-number is skipped and reported with its line number; the rest of its block is kept.
+A block of whole lines first goes through `delimited_scan`, which parses labels and numbers
+and hashes categorical values in one pass over the bytes. A block it does not take (a line of
+the wrong width, a value not written plainly, quotes in CSV, non-ASCII text) goes through
+pyarrow's reader, a well-kept columnar parser in C++ whose rules decide what is malformed:
+a line with the wrong field count, a label not 0/1 or a number that is not a finite number
+is skipped and reported with its line number; the rest of its block is kept. Either way a
+categorical column holds the values' string hashes (`common.hashing.hash_strings`), so
+blocks from both paths join into one batch and featurize alike. What else stays ours is
+reading whole-line blocks (so every line keeps its number, for reports) and turning Arrow
+columns into `Column`s without a Python object per value (`arrow_columns`).
 """
 from __future__ import annotations
 
@@ -17,8 +21,10 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from common.features import CATEGORICAL, NUMERIC, Batch, Column
+from common.hashing import hash_strings
 from worker.sources.arrow_columns import (checked_numbers, labels_of, lengths_of, numbers_of,
                                           single, strings_of)
+from worker.sources.delimited_scan import BlockScanner
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource, MalformedLines
 from worker.sources.schema import as_schema, check_schema, schema_from_header
 
@@ -62,6 +68,7 @@ class DelimitedSource(LineSource):
         self._fast = self._convert(number_type=pa.float64())
         self._checked = self._convert(number_type=pa.binary())
         self._bad_rows: list[tuple[int, int]] = []
+        self._scanner = BlockScanner([kind for _, kind in schema], delimiter)
         super().__init__(self._lines)
 
     def _convert(self, number_type: pa.DataType) -> pacsv.ConvertOptions:
@@ -85,6 +92,30 @@ class DelimitedSource(LineSource):
             yield self._parse_block(first_line, block)
 
     def _parse_block(self, first_line: int, block: bytes) -> Batch:
+        scanned = self._scanner.scan(block, block.count(b"\n"))
+        if scanned is not None:
+            return self._from_scan(*scanned)
+        return self._read_block(first_line, block)
+
+    def _from_scan(self, labels, numbers, number_present, hashes, hash_present) -> Batch:
+        """A Batch from a clean block's scan (`delimited_scan`): columns in schema order,
+        categorical values as their string hashes."""
+        columns = {}
+        for j in self._used:
+            name, kind = self.schema[j]
+            slot = self._scanner.slots[j]
+            if kind == "num":
+                present = number_present[slot]
+                columns[name] = Column(NUMERIC, np.flatnonzero(present),
+                                       numbers[slot].compress(present))
+            elif kind == "cat":
+                present = hash_present[slot]
+                columns[name] = Column(CATEGORICAL, np.flatnonzero(present),
+                                       hashes[slot].compress(present))
+        return Batch(labels.size, columns, labels)
+
+    def _read_block(self, first_line: int, block: bytes) -> Batch:
+        """pyarrow's reading of a block the scan did not take: the rules for malformed lines."""
         bad = MalformedLines()
         self._bad_rows = []
         buf = pa.py_buffer(block)
@@ -174,8 +205,8 @@ def _assemble(m: int, invalid: np.ndarray, parsed: dict, labels: np.ndarray) -> 
     for name, (kind, present, values) in parsed.items():
         rows = np.flatnonzero(present)
         kept = keep[rows]
-        if kind == CATEGORICAL:
-            values = strings_of(values, rows[kept])
+        if kind == CATEGORICAL:  # hashed, as the scan hands them over
+            values = hash_strings(strings_of(values, rows[kept]))
         else:
             values = values[kept]
         columns[name] = Column(kind, new_row[rows[kept]], values)

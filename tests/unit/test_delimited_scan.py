@@ -1,0 +1,94 @@
+"""The compiled scan of delimited blocks: the same hashes and numbers as the pyarrow path, and it
+declines every block it cannot read exactly."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from common.hashing import hash_strings
+from worker.sources import DelimitedSource
+from worker.sources.delimited_scan import BlockScanner
+
+SCHEMA = [("label", "label"), ("n1", "num"), ("c1", "cat"), ("x", "skip"), ("n2", "num"),
+          ("c2", "cat")]
+
+
+def _random_lines(rng, n: int, delimiter: str) -> list[str]:
+    numbers = ["0", "7", "-3", "007", "12.5", "-0.25", "1e3", "2.5E-4", "-0", "123456789012345",
+               "0.000001", "9007199254740992", "1e22", "3.14159265358979", ""]
+    letters = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-:/ "))
+    lines = []
+    for _ in range(n):
+        cat = ["".join(rng.choice(letters, rng.integers(0, 25))).strip() for _ in range(2)]
+        decimal = f"{rng.integers(-10**9, 10**9)}.{rng.integers(0, 10**6):06d}"
+        fields = [str(rng.choice(["0", "1", "-1", "+1", "0.0", "1.0"])), str(rng.choice(numbers)),
+                  cat[0], "skipped", decimal if rng.random() < 0.5 else str(rng.choice(numbers)),
+                  cat[1]]
+        lines.append(delimiter.join(fields))
+    return lines
+
+
+@pytest.mark.parametrize("delimiter,ending", [("\t", "\n"), (",", "\n"), ("\t", "\r\n")])
+def test_scan_gives_what_the_pyarrow_reader_gives(tmp_path, delimiter, ending):
+    text = ending.join(_random_lines(np.random.default_rng(3), 2000, delimiter)) + ending
+    path = tmp_path / "r.txt"
+    path.write_text(text)
+    source = DelimitedSource(path, SCHEMA, delimiter=delimiter)
+    block = path.read_bytes()
+    assert source._scanner.scan(block, block.count(b"\n")) is not None  # the scan takes it
+    fast = source._parse_block(1, block)
+    reference = source._read_block(1, block)
+    assert fast.n == reference.n == 2000
+    np.testing.assert_array_equal(fast.labels, reference.labels)
+    assert list(fast.columns) == list(reference.columns)
+    for name, col in reference.columns.items():
+        got = fast.columns[name]
+        assert got.kind == col.kind and got.values.dtype == col.values.dtype
+        np.testing.assert_array_equal(got.rows, col.rows)
+        np.testing.assert_array_equal(got.values, col.values)  # floats bit for bit, hashes
+
+
+def test_string_hashes_are_hash_strings_of_the_text():
+    rng = np.random.default_rng(0)
+    words = ["".join(chr(c) for c in rng.integers(33, 127, rng.integers(1, 40)))
+             for _ in range(500)]
+    words = [w.replace("\t", "") or "x" for w in words]
+    block = "".join(f"1\t{w}\n" for w in words).encode()
+    scanned = BlockScanner(["label", "cat"], "\t").scan(block, len(words))
+    np.testing.assert_array_equal(scanned[3][0], hash_strings(np.array(words)))
+
+
+@pytest.mark.parametrize("line", [
+    "1\t+4\tx",            # a sign pyarrow may read differently: left to it
+    "1\t1.\tx",            # a bare point
+    "1\t.5\tx",
+    "1\tinf\tx",           # not finite: pyarrow's path reports it
+    "1\t1e400\tx",         # beyond a double
+    "1\t12345678901234567890\tx",  # more digits than the exact fast path
+    "1\t3\tcafé",          # not ASCII: decoded by the reader, not hashed as bytes
+    "1\t3\tx\ty",          # too many fields
+    "1\t3",                # too few
+    "2\t3\tx",             # not a label
+    "",                    # blank
+    "1\t3\tx\ry",          # a lone CR (pyarrow ends a line there)
+    "1\t9007199254740993\tx",  # above 2**53: one exact operation no longer suffices
+])
+def test_scan_declines_what_it_cannot_read_exactly(line):
+    block = ("1\t1\tok\n" + line + "\n").encode()
+    assert BlockScanner(["label", "num", "cat"], "\t").scan(block, 2) is None
+
+
+def test_scan_declines_quotes_in_csv_only():
+    assert BlockScanner(["label", "cat"], ",").scan(b'1,"a"\n', 1) is None
+    tsv = BlockScanner(["label", "cat"], "\t").scan(b'1\t"a"\n', 1)
+    assert tsv is not None and tsv[3][0][0] == hash_strings(np.array(['"a"']))[0]
+
+
+def test_declined_blocks_still_read_every_good_line(tmp_path):
+    path = tmp_path / "m.tsv"
+    path.write_text("1\t1\ta\tz\t2\tb\n1\t+4\ta\tz\t\tb\n0\tx\ta\tz\t1\tb\n")
+    source = DelimitedSource(path, SCHEMA)
+    batch = source.read(10)
+    assert batch.n == 2 and source.stats.malformed == 1
+    assert batch.columns["n1"].values.tolist() == [1.0, 4.0]
+    assert batch.columns["c1"].values.tolist() == hash_strings(np.array(["a", "a"])).tolist()
