@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL = 5
+PROTOCOL = 6  # 6: a string feature id hashes the string, then mixes in its field (featurizer)
 REGISTRY: dict[str, type["Message"]] = {}
 
 
