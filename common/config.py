@@ -26,7 +26,7 @@ OPTIMIZERS = ("ftrl", "adagrad", "sgd", "lazy_adam")
 @dataclass
 class OptimizerSpec:
     name: str = "ftrl"
-    learning_rate: float = 0.05
+    learning_rate: float = 0.1
     beta: float = 1.0
     l1: float = 0.0
     l2: float = 0.0

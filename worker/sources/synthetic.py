@@ -93,5 +93,5 @@ def synthetic_spec_toml(bits: int = 22) -> str:
         lines += [f"[transforms.c{k}]", 'kind = "categorical"']
     lines += ["[models.ctr]", f"bits = {bits}",
               "transforms = [" + ", ".join(f'"c{k}"' for k in range(1, 27)) + "]",
-              "[models.ctr.optimizer]", 'name = "ftrl"', "learning_rate = 0.05"]
+              "[models.ctr.optimizer]", 'name = "ftrl"', "learning_rate = 0.1"]
     return "\n".join(lines) + "\n"
