@@ -6,6 +6,11 @@ the state that already includes every earlier event (`worker.models.linear`). Se
 may run against the same model at once (asynchronous, Hogwild-style); shards add whatever
 deltas arrive.
 
+Declaration: a model the spec leaves open learns what its input declaration says
+(`worker.declare`, `common.declaration`): the first trainer offers its source's schema and
+recommended features, later ones learn what the cluster keeps, and every batch is conformed to
+the declared schema before it is featurized, as replicas do with reads.
+
 Pipelining: batch i+2 is read, featurized and its keys indexed on a helper thread while batch
 i is learned and its deltas pushed (the compiled kernel and numpy release the GIL for most of that work, and the
 main thread mostly waits on the shards), so batch i+1 is ready the moment push i is out and its
