@@ -89,6 +89,13 @@ class ConfigError(DeltapsError):
     code = "config"
 
 
+class DeclarationConflict(DeltapsError):
+    """A model's input was already declared otherwise (`common.declaration`): the first
+    declaration stays, a different later one is refused."""
+
+    code = "declaration_conflict"
+
+
 class InternalError(DeltapsError):
     """A handler failed with an unexpected exception (a bug in the node, not in the request);
     the node answers with this code and keeps running."""

@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL = 6  # 6: a string feature id hashes the string, then mixes in its field (featurizer)
+PROTOCOL = 6  # 6: model declarations; a string feature id hashes the string, then its field
 REGISTRY: dict[str, type["Message"]] = {}
 
 
@@ -100,6 +100,26 @@ class ChecksumReply(Message):
     sums: dict
 
 
+@message("declare")
+class Declare(Message):
+    """A model's input declaration (`common.declaration.Declaration.to_dict`) for a shard to
+    keep: the first one a shard gets for a model wins, an identical one is agreed to, another
+    is refused (`declaration_conflict`). An empty `declaration` only asks for the one kept.
+    Admin-level: trainers send it once, before their first pull."""
+
+    model: str
+    declaration: dict
+
+
+@message("declare_reply")
+class DeclareReply(Message):
+    """The declaration the shard keeps for the model; empty when the model runs undeclared
+    (none was sent, or it was trained before one was: it keeps its spec's features)."""
+
+    model: str
+    declaration: dict
+
+
 # --- worker <-> shard -------------------------------------------------------------------------
 
 @message("pull")
@@ -177,6 +197,7 @@ class SnapshotReply(Message):
     epoch: int
     seq: int
     values: np.ndarray
+    declaration: dict = field(default_factory=dict)  # the model's, when it has one
 
 
 @message("update")

@@ -38,13 +38,15 @@ def cluster_status(cluster: ClusterFile, timeout: float = 1.0) -> list[dict]:
         if info:
             for model, st in info["models"].items():
                 if node.role == "shard":
-                    row["models"][model] = {"seq": st["seq"], "pushes": st["pushes"]}
+                    row["models"][model] = {"seq": st["seq"], "pushes": st["pushes"],
+                                            "declared": st.get("declared")}
                 else:
                     want = shard_seqs.get(model, [])
                     lag = sum(max(0, w - v) for w, v in zip(want, st["version"]))
                     row["models"][model] = {"version": st["version"], "lag": lag,
                                             "ready": st["ready"],
-                                            "staleness_ms": st["staleness_ms"]}
+                                            "staleness_ms": st["staleness_ms"],
+                                            "declared": st.get("declared")}
         rows.append(row)
     return rows
 

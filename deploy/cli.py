@@ -133,7 +133,18 @@ def _status_table(rows: list[dict]) -> str:
         lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<22} "
                      f"{r.get('http') or '-':<22} {r['pid']:>7} {r.get('cpus') or '-':<6} "
                      f"{r['restarts']:>8} {r['state']:<8} {models}")
-    return "\n".join(lines)
+    return "\n".join(lines + _declared_lines(rows))
+
+
+def _declared_lines(rows: list[dict]) -> list[str]:
+    """Each declared model's input, as the first shard that answers keeps it."""
+    shown: dict[str, dict] = {}
+    for r in rows:
+        for name, st in r["models"].items():
+            if r["role"] == "shard" and st.get("declared") and name not in shown:
+                shown[name] = st["declared"]
+    return [f"model {name}: declared by {d['source']}; fields {d['fields']}; crosses "
+            f"{d['crosses'] or 'none'}; optimizer {d['optimizer']}" for name, d in shown.items()]
 
 
 @cli.command()

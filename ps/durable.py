@@ -19,8 +19,10 @@ import numpy as np
 
 from common import wire
 from common.config import ClusterSpec
+from common.declaration import Declaration
 from common.errors import ConfigError, DeltapsError, InvalidValue, MissingPush, find_model
 from common.messages import Push
+from ps.declared import Declarations
 from ps.snapshot import load_newest_good, snapshot_lsns, write_snapshot
 from ps.store import ModelShard
 from ps.wal import ReadReport, WriteAheadLog, pack_frames, unpack_frames
@@ -57,8 +59,8 @@ class ShardState:
         self.spec = spec
         self.index = index
         self.dir = Path(directory)
-        self.stores = {name: ModelShard(model, index, spec.shards, spec.max_delta)
-                       for name, model in spec.models.items()}
+        self.declarations = Declarations(self.dir)
+        self.stores = {name: self._new_store(name) for name in spec.models}
         self.applied: dict[str, int] = {}  # worker -> highest push_no applied
         self.wal = WriteAheadLog(self.dir / "wal", spec.fsync, spec.wal_segment_mb << 20)
         self.last_lsn = 0
@@ -67,6 +69,29 @@ class ShardState:
 
     def store(self, model: str) -> ModelShard:
         return find_model(self.stores, model, f"shard {self.index} holds")
+
+    def _new_store(self, name: str) -> ModelShard:
+        """An empty store of the model as its declaration (if any) makes it."""
+        model = self.spec.models[name]
+        declared = self.declarations.get(name)
+        if declared is not None:
+            model = declared.model_spec(model)
+        return ModelShard(model, self.index, self.spec.shards, self.spec.max_delta)
+
+    # --- input declarations -------------------------------------------------------------------
+
+    def declare(self, model: str, offered: dict) -> tuple[Declaration | None, bool]:
+        """Offer a model's input declaration (`ps.declared` has the rules; an empty one only
+        asks); returns (the one kept, whether it is new). A new one is on disk before this
+        returns, and the model's store is rebuilt with its optimizer (it is empty: a trained
+        model takes no declaration)."""
+        store = self.store(model)
+        proposal = Declaration.from_dict(offered) if offered else None
+        trained = any(bool(a.any()) for a in store.state.values())
+        kept, new = self.declarations.offer(model, self.spec.models[model], proposal, trained)
+        if new:
+            self.stores[model] = self._new_store(model)
+        return kept, new
 
     # --- pushes -------------------------------------------------------------------------------
 

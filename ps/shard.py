@@ -14,8 +14,9 @@ import threading
 import time
 from pathlib import Path
 
-from common.messages import (ChecksumReply, ChecksumRequest, Pull, PullReply, Push, PushAck,
-                             SnapshotReply, SnapshotRequest, SnapshotTaken, TakeSnapshot)
+from common.messages import (ChecksumReply, ChecksumRequest, Declare, DeclareReply, Pull,
+                             PullReply, Push, PushAck, SnapshotReply, SnapshotRequest,
+                             SnapshotTaken, TakeSnapshot)
 from common.checksum import weights_checksum
 from common.config import ClusterSpec
 from common.errors import InvalidValue
@@ -52,6 +53,7 @@ class ShardNode(Node):
             "snapshot": self.on_snapshot,
             "take_snapshot": self.on_take_snapshot,
             "checksums": self.on_checksums,
+            "declare": self.on_declare,
         })
         self.server.before_replies = self.state.wal.commit
         self.publisher = Publisher(pub_address, spec.publish_hwm)
@@ -92,8 +94,23 @@ class ShardNode(Node):
 
     def on_snapshot(self, msg: SnapshotRequest) -> SnapshotReply:
         store = self.state.store(msg.model)
+        declared = self.state.declarations.get(msg.model)
         return SnapshotReply(msg.model, self.index, self.spec.shards, self.epoch,
-                               self.coalescer.seq[msg.model], store.weights.copy())
+                             self.coalescer.seq[msg.model], store.weights.copy(),
+                             declared.to_dict() if declared else {})
+
+    def on_declare(self, msg: Declare) -> DeclareReply:
+        """Keep a model's input declaration (rules in `ps.declared`). A new one starts a new
+        epoch: replicas see it in the next heartbeat, fetch a snapshot, and with it the
+        declaration they then featurize reads with (before it, the model has no weights)."""
+        kept, new = self.state.declare(msg.model, msg.declaration)
+        if new:
+            self.publish()  # what other models changed goes out under the old epoch
+            self.epoch = self.coalescer.epoch = time.time_ns() & ((1 << 62) - 1)
+            self.heartbeat()
+            log.info("model %s declared by %s: fields %s, crosses %s", msg.model, kept.source,
+                     list(kept.fields) or "all", [list(c) for c in kept.crosses])
+        return DeclareReply(msg.model, kept.to_dict() if kept else {})
 
     def on_take_snapshot(self, _msg: TakeSnapshot) -> SnapshotTaken:
         path = self.take_snapshot()
@@ -116,9 +133,14 @@ class ShardNode(Node):
             "recovery": {"snapshot": r.snapshot, "replayed": r.replayed, "seconds": r.seconds,
                          "torn_bytes": r.torn_bytes, "problems": r.problems},
             "models": {name: {"seq": self.coalescer.seq[name], "pushes": s.pushes,
-                              "pulls": s.pulls, "slots": s.size}
+                              "pulls": s.pulls, "slots": s.size,
+                              "declared": self._declared(name)}
                        for name, s in self.stores.items()},
         }
+
+    def _declared(self, model: str) -> dict | None:
+        declared = self.state.declarations.get(model)
+        return declared.summary() if declared else None
 
     # --- timers -------------------------------------------------------------------------------
 

@@ -14,7 +14,9 @@ import numpy as np
 from common.checksum import weights_checksum
 from common.config import ModelSpec
 from common.errors import InvalidInstance, InvalidValue, NotReady
-from common.features import Batch, Features, FeatureSpec, Featurizer
+from common.declaration import Declaration
+from common.features import Batch, Features, FeatureSpec, Featurizer, columnarize
+from common.features.conform import conform
 from common.instances import check_features  # noqa: F401  (also imported from here)
 from common.linear import instance_margins, margins, sigmoid
 from common.messages import Update
@@ -37,6 +39,7 @@ class ServingModel:
         self.n_shards = n_shards
         self.weights = np.zeros(spec.slots, dtype=np.float32)
         self.featurizer = Featurizer(features)
+        self.declared: Declaration | None = None  # the model's input, once its source declared it
         self.shards = [ShardSync(k) for k in range(n_shards)]
         self.applied = [-1] * n_shards  # per shard: seq of the last fully written update
         self.updates_applied = 0
@@ -57,6 +60,15 @@ class ServingModel:
     def staleness_ms(self) -> float:
         oldest = min(s.confirmed_at for s in self.shards)
         return round((time.monotonic() - oldest) * 1000.0, 3)
+
+    def declare(self, declaration: Declaration) -> None:
+        """Featurize reads as the model's declaration says (a shard's snapshot carries it):
+        its features, and its schema's kinds (`conform`: `{"user": 196}` is an id if the
+        source's user column was)."""
+        if self.declared is not None and self.declared.to_dict() == declaration.to_dict():
+            return
+        self.declared = declaration
+        self.featurizer = Featurizer(declaration.feature_spec())
 
     # --- snapshots and updates ----------------------------------------------------------------
 
@@ -125,13 +137,15 @@ class ServingModel:
             raise NotReady(f"model {self.spec.name!r} is not ready: shard(s) {syncing} syncing")
 
     def score(self, batch: Batch) -> np.ndarray:
-        """Probabilities for every event of the batch."""
+        """Probabilities for every event of the batch (conformed to the declared schema)."""
+        if self.declared is not None:
+            batch = conform(batch, self.declared.schema)
         return self.score_features(self.featurizer.featurize(batch))
 
     def score_events(self, instances) -> np.ndarray:
         """Probabilities for feature-dict instances, ``score(columnarize(instances))``: the
         path of every predict request."""
-        return self.score_features(self.featurizer.featurize_events(instances))
+        return self.score(columnarize(instances, with_labels=False))
 
     def score_features(self, features: Features) -> np.ndarray:
         """Probabilities for features already hashed (one vectorized pass over the batch)."""

@@ -40,6 +40,7 @@ import numpy as np
 from common.messages import (ChecksumReply, ChecksumRequest, Heartbeat, Predict, PredictIds,
                              PredictReply, SnapshotReply, SnapshotRequest, Update)
 from common.config import ClusterSpec, NodeInfo
+from common.declaration import Declaration
 from common.errors import DeltapsError, find_model
 from common.node import Node
 from common.transport import Channel, Subscriber
@@ -183,6 +184,8 @@ class ReplicaNode(Node):
             self.inflight.pop(key, None)
             model = self.models[reply.model]
             try:
+                if reply.declaration:
+                    model.declare(Declaration.from_dict(reply.declaration))
                 buffered = model.load_snapshot(shard, reply.n_shards, reply.epoch, reply.seq,
                                                reply.values)
             except DeltapsError as exc:
@@ -303,6 +306,7 @@ class ReplicaNode(Node):
             "cache": self.cache.stats(),
             "interleaved_reads": self.interleaved_reads,
             "models": {name: {"ready": model.ready, "version": model.version,
+                              "declared": model.declared.summary() if model.declared else None,
                               "staleness_ms": model.staleness_ms(), "gaps": sum(s.gaps for s in model.shards),
                               "updates": model.updates_applied}
                        for name, model in self.models.items()},

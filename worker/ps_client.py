@@ -22,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 
-from common.messages import Hello, Message, PROTOCOL, Pull, Push
+from common.messages import Declare, Hello, Message, PROTOCOL, Pull, Push
 from common.config import NodeInfo
 from common.errors import DeltapsError, MissingPush, Timeout
 from common.sharding import split_by_shard
@@ -193,6 +193,21 @@ class PSClient:
             self._last_push[k] = self.push_no
         return Pending(self, tokens,
                        lambda acks: {k: ack.seq for (k, _idx), ack in zip(parts, acks)})
+
+    def declare(self, model: str, declaration: dict) -> dict:
+        """Offer a model's input declaration (empty: only ask for it); returns the one the
+        cluster keeps (empty: the model runs undeclared). Shard 0 decides, and what it keeps
+        is then offered to every other shard, so trainers racing to declare are ordered by
+        shard 0 and all shards end up keeping the same one (`ps.declared`)."""
+        kept = self.wait([self._send(0, Declare(model, declaration))])[0].declaration
+        if kept and self.n_shards > 1:
+            replies = self.wait([self._send(k, Declare(model, kept))
+                                 for k in range(1, self.n_shards)])
+            for k, reply in enumerate(replies, 1):
+                if {**reply.declaration, "source": ""} != {**kept, "source": ""}:
+                    raise DeltapsError(f"shard {k} keeps another declaration of model "
+                                       f"{model!r} than shard 0: {reply.declaration}")
+        return kept
 
     def pull(self, model: str, keys: np.ndarray) -> np.ndarray:
         """Current optimizer state of `keys`, (len(keys), S) in the order of `keys`."""

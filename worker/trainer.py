@@ -6,6 +6,11 @@ the state that already includes every earlier event (`worker.models.linear`). Se
 may run against the same model at once (asynchronous, Hogwild-style); shards add whatever
 deltas arrive.
 
+Declaration: a model the spec leaves open learns what its input declaration says
+(`worker.declare`, `common.declaration`): the first trainer offers its source's schema and
+recommended features, later ones learn what the cluster keeps, and every batch is conformed to
+the declared schema before it is featurized, as replicas do with reads.
+
 Pipelining: batch i+2 is read, featurized and its keys indexed on a helper thread while batch
 i is learned and its deltas pushed (the compiled kernel and numpy release the GIL for most of that work, and the
 main thread mostly waits on the shards), so batch i+1 is ready the moment push i is out and its
@@ -33,7 +38,10 @@ from typing import Callable, Protocol
 
 
 from common.config import ClusterSpec
+from common.declaration import Declaration
 from common.features import Batch, Featurizer, Features
+from common.features.conform import conform
+from worker.declare import agree
 from worker.keys import BatchKeys, KeyIndexer
 from worker.metrics import ProgressiveMetrics
 from worker.models.linear import LinearLearner
@@ -82,7 +90,7 @@ class Trainer:
     drive the very same loop with any source and any PS client."""
 
     def __init__(self, client: PSClient, spec: ClusterSpec, model: str, batch_size: int = 512,
-                 pipeline: bool = True, max_delay: int = 0):
+                 pipeline: bool = True, max_delay: int = 0, declare: bool = True):
         if max_delay < 0:
             raise ValueError(f"max_delay must be >= 0, not {max_delay}")
         if max_delay and not pipeline:
@@ -97,8 +105,21 @@ class Trainer:
         self.pipeline = pipeline
         self.metrics = ProgressiveMetrics()
         self.last_seqs: dict[int, int] = {}
+        self.spec, self.declare = spec, declare
+        self.declared: Declaration | None = None  # the model's input, once agreed (train)
+
+    def adopt(self, declared: Declaration | None) -> None:
+        """Learn what the model's declaration says (`worker.declare`): its features, schema
+        and optimizer; None leaves the spec's."""
+        self.declared = declared
+        if declared is not None:
+            self.model = declared.model_spec(self.model)
+            self.featurizer = Featurizer(declared.feature_spec())
+            self.learner = LinearLearner(self.model.optimizer)
 
     def index(self, batch: Batch) -> tuple[Batch, Features, BatchKeys]:
+        if self.declared is not None:
+            batch = conform(batch, self.declared.schema)
         features = self.featurizer.featurize(batch)
         return batch, features, self.indexer.index(features.ids)
 
@@ -125,6 +146,8 @@ class Trainer:
     def train(self, source: Source, limit: int | None = None,
               progress: Callable[[dict], None] | None = None,
               progress_every_s: float = 2.0) -> Summary:
+        if self.declare and self.declared is None:
+            self.adopt(agree(self.client, self.spec, self.model.name, source))
         start = last_report = time.monotonic()
         batches = 0
         read = 0
