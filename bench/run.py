@@ -21,7 +21,7 @@ from typing import Callable
 import click
 
 from bench import (adaptive, durability, footprint, freshness, machine, readers, reads, report,
-                   training, usertrain, vw)
+                   training, usertrain, vw, workers)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -31,6 +31,7 @@ DEFAULT_OUT = REPO / "bench" / "results"
 SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "planted": usertrain.planted,  # the whole `deltaps train FILE` vs the whole `vw -d FILE`
     "movielens": usertrain.movielens,
+    "workers": workers.run,  # two workers on one stream against one
     "planted_preparsed": training.planted,  # secondary: pre-parsed input, not what a user runs
     "movielens_preparsed": training.movielens,
     "adaptive": adaptive.run,
