@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from common.hashing import hash_strings
+
 CATEGORICAL = "cat"
 NUMERIC = "num"
 
@@ -90,7 +92,8 @@ def concat_batches(batches: Iterable[Batch]) -> Batch:
             cols.setdefault(name, []).append(Column(c.kind, c.rows + n, c.values))
         n += b.n
     merged = {name: Column(parts[0].kind, np.concatenate([p.rows for p in parts]),
-                           np.concatenate([p.values for p in parts])) for name, parts in cols.items()}
+                           np.concatenate(_alike([p.values for p in parts])))
+              for name, parts in cols.items()}
     labels = (np.concatenate([b.labels for b in batches])
               if batches and all(b.labels is not None for b in batches) else None)
     weights = None
@@ -98,6 +101,16 @@ def concat_batches(batches: Iterable[Batch]) -> Batch:
         weights = np.concatenate([b.weights if b.weights is not None else np.ones(b.n, np.float32)
                                   for b in batches])
     return Batch(n, merged, labels, weights)
+
+
+def _alike(values: list[np.ndarray]) -> list[np.ndarray]:
+    """One categorical field's parts in one form: where a reader hashed some chunks' strings in
+    its buffers (uint64 string hashes) and not others, the strings become their hashes, which
+    is what the featurizer would make of them."""
+    kinds = {v.dtype.kind for v in values}
+    if "u" in kinds and kinds & {"U", "S"}:
+        return [hash_strings(v) if v.dtype.kind in "US" else v for v in values]
+    return values
 
 
 def pieces(array: np.ndarray, sizes: list[int]) -> list[np.ndarray]:

@@ -3,10 +3,12 @@ declines every block it cannot read exactly."""
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from common.hashing import hash_strings
 from worker.sources import DelimitedSource
+from worker.sources.arrow_columns import hashes_of
 from worker.sources.delimited_scan import BlockScanner
 
 SCHEMA = [("label", "label"), ("n1", "num"), ("c1", "cat"), ("x", "skip"), ("n2", "num"),
@@ -65,7 +67,6 @@ def test_string_hashes_are_hash_strings_of_the_text():
     "1\tinf\tx",           # not finite: pyarrow's path reports it
     "1\t1e400\tx",         # beyond a double
     "1\t12345678901234567890\tx",  # more digits than the exact fast path
-    "1\t3\tcafé",          # not ASCII: decoded by the reader, not hashed as bytes
     "1\t3\tx\ty",          # too many fields
     "1\t3",                # too few
     "2\t3\tx",             # not a label
@@ -76,6 +77,30 @@ def test_string_hashes_are_hash_strings_of_the_text():
 def test_scan_declines_what_it_cannot_read_exactly(line):
     block = ("1\t1\tok\n" + line + "\n").encode()
     assert BlockScanner(["label", "num", "cat"], "\t").scan(block, 2) is None
+
+
+def test_utf8_strings_hash_as_their_text():
+    rng = np.random.default_rng(1)
+    alphabet = list("aZ09_ é") + ["ß", "€", "中", "\U0001F600", "\u07FF", "\uFFFD", "\U0010FFFF"]
+    words = ["".join(rng.choice(alphabet, rng.integers(1, 12))).strip() or "x"
+             for _ in range(400)] + ["a\x00b", "tail\x00"]
+    block = "".join(f"1\t{w}\n" for w in words).encode()
+    scanned = BlockScanner(["label", "cat"], "\t").scan(block, len(words))
+    np.testing.assert_array_equal(scanned[3][0], hash_strings(np.array(words)))
+    arr = pa.array([w.encode() for w in words], pa.binary())
+    take = np.arange(0, len(words), 3)
+    np.testing.assert_array_equal(hashes_of(arr, take), hash_strings(np.array(words)[take]))
+
+
+@pytest.mark.parametrize("raw", [b"\xff", b"ab\xc3", b"\xc0\xaf", b"\xed\xa0\x80", b"\xf4\x90\x80\x80",
+                                 b"\xe2\x82"])
+def test_malformed_utf8_is_declined_and_the_file_refused_as_not_text(tmp_path, raw):
+    block = b"1\t1\tok\n1\t2\t" + raw + b"\n"
+    assert BlockScanner(["label", "num", "cat"], "\t").scan(block, 2) is None
+    path = tmp_path / "bad.tsv"
+    path.write_bytes(block)
+    with pytest.raises(ValueError, match="not UTF-8 text near line 1"):
+        DelimitedSource(path, "label,n:num,c:cat").read(10)
 
 
 def test_scan_declines_quotes_in_csv_only():

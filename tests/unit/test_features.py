@@ -91,6 +91,18 @@ def test_slice_and_concat_are_inverse():
     np.testing.assert_array_equal(again.labels, b.labels)
 
 
+def test_strings_and_their_hashes_join_and_featurize_alike():
+    events = [{"label": 1, "features": {"g": f"v{i % 4}"}} for i in range(6)]
+    b = columnarize(events, with_labels=True)
+    hashed = b.slice(3, 6)
+    col = hashed.columns["g"]
+    hashed.columns["g"] = Column(col.kind, col.rows, hash_strings(col.values))  # as a reader hands over
+    joined = concat_batches([b.slice(0, 3), hashed])
+    assert joined.columns["g"].values.dtype == np.uint64
+    fz = Featurizer(FeatureSpec())
+    assert ids_per_row(fz.featurize(joined)) == ids_per_row(fz.featurize(b))
+
+
 def _random_events(rng, n: int) -> list[dict]:
     """Events mixing every kind of value: strings, ints, floats, lists, booleans, None,
     fields missing from some events, and one field never present in others."""

@@ -13,7 +13,9 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from common.hashing import hash_strings
 from worker.sources.fields import ONE_LABELS, ZERO_LABELS, byte_window
+from worker.sources.string_hash import hash_values
 
 # A decimal number as text (what a "num" column must hold); inf and nan are refused later.
 NUMBER_PATTERN = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"
@@ -79,6 +81,17 @@ def strings_of(arr: pa.Array, take: np.ndarray | None = None) -> np.ndarray:
     codes = codes * (np.arange(width) < lengths[:, None])
     raw = np.ascontiguousarray(codes).view(f"S{width}").reshape(m)
     return np.char.decode(raw, "utf-8", "replace")
+
+
+def hashes_of(arr: pa.Array, take: np.ndarray) -> np.ndarray:
+    """`hash_strings` of the values at positions `take`, hashed from the Arrow buffers
+    (`string_hash`); a column holding malformed UTF-8 is decoded with replacement first, as
+    `strings_of` does."""
+    offsets, data = offsets_and_data(arr)
+    out = np.empty(take.size, np.uint64)
+    if hash_values(offsets, data, np.asarray(take, np.int64), out) >= 0:
+        return hash_strings(strings_of(arr, take))
+    return out
 
 
 def labels_of(arr: pa.Array) -> tuple[np.ndarray, np.ndarray]:

@@ -21,9 +21,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 
 from common.features import CATEGORICAL, NUMERIC, Batch, Column
-from common.hashing import hash_strings
-from worker.sources.arrow_columns import (checked_numbers, labels_of, lengths_of, numbers_of,
-                                          single, strings_of)
+from worker.sources.arrow_columns import (checked_numbers, hashes_of, labels_of, lengths_of,
+                                          numbers_of, single)
 from worker.sources.delimited_scan import BlockScanner
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource, MalformedLines
 from worker.sources.schema import as_schema, check_schema, schema_from_header
@@ -206,7 +205,7 @@ def _assemble(m: int, invalid: np.ndarray, parsed: dict, labels: np.ndarray) -> 
         rows = np.flatnonzero(present)
         kept = keep[rows]
         if kind == CATEGORICAL:  # hashed, as the scan hands them over
-            values = hash_strings(strings_of(values, rows[kept]))
+            values = hashes_of(values, rows[kept])
         else:
             values = values[kept]
         columns[name] = Column(kind, new_row[rows[kept]], values)

@@ -4,24 +4,24 @@ Why by hand, beside pyarrow's reader: a delimited file's journey ends in feature
 turning pyarrow's binary columns into something to hash costs more than reading the bytes
 once and hashing each categorical field where it lies. The scan takes only the clean case,
 which is nearly every block of a real file: every line has the schema's number of fields,
-labels and numbers are written plainly, categorical values are ASCII, and a CSV block holds
-no quote character. At the first line it cannot take it gives up on the block, which then
+labels and numbers are written plainly, categorical values are well-formed UTF-8, and a CSV
+block holds no quote character. At the first line it cannot take it gives up on the block, which then
 goes through pyarrow's reader (`DelimitedSource`), whose rules and messages decide what is
 malformed. So the scan never judges a line; it only says "not mine".
 
 Numbers: up to 18 significant digits (at most 2**53) with a power of ten within 10**±22 are converted with
 one exact multiplication or division of two exactly represented doubles, which is correctly
 rounded (Clinger's fast path), so they equal what pyarrow parses; anything else is not taken.
-Categorical values are hashed with `common.hashing.hash_strings`' function (an ASCII byte is
-its code point), so a file and a predict request give the same ids.
+Categorical values are hashed as `common.hashing.hash_strings` hashes their text
+(`string_hash`), so a file and a predict request give the same ids.
 """
 from __future__ import annotations
 
 import numba
 import numpy as np
 
-from common.hashing import GOLDEN, STR_TAG, _M1, _M2
 from worker.sources.fields import ONE_LABELS, ZERO_LABELS
+from worker.sources.string_hash import hash_utf8
 
 SKIP, LABEL, NUM, CAT = 0, 1, 2, 3
 KIND_CODES = {"skip": SKIP, "label": LABEL, "num": NUM, "cat": CAT}
@@ -39,33 +39,6 @@ def _label_table(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
 
 _ONES, _ONE_LENGTHS = _label_table(ONE_LABELS)
 _ZEROS, _ZERO_LENGTHS = _label_table(ZERO_LABELS)
-
-
-@numba.njit(cache=True, inline="always")
-def _splitmix(z):
-    z = z + GOLDEN
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-@numba.njit(cache=True, inline="always")
-def _hash_ascii(data, lo, hi):
-    """(ok, `hash_strings` of the ASCII bytes data[lo:hi]): code points two per word, folded;
-    not ok for a byte that is not ASCII, or NUL (trailing NULs do not count in a string)."""
-    h = _splitmix(np.uint64(hi - lo) ^ STR_TAG)
-    j = lo
-    while j < hi:
-        word = np.uint64(data[j])
-        if j + 1 < hi:
-            word |= np.uint64(data[j + 1]) << np.uint64(32)
-            if data[j + 1] >= 128 or data[j + 1] == 0:
-                return False, h
-        if data[j] >= 128 or data[j] == 0:
-            return False, h
-        h = _splitmix(h ^ word)
-        j += 2
-    return True, h
 
 
 @numba.njit(cache=True, inline="always")
@@ -197,7 +170,7 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
             elif kind == CAT:
                 present = hi > lo
                 if present:
-                    ok, h = _hash_ascii(data, lo, hi)
+                    ok, h = hash_utf8(data, lo, hi)
                     if not ok:
                         return line
                     hashes[slot, line] = h
