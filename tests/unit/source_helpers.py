@@ -16,11 +16,16 @@ def string_ids(values) -> list[int]:
     return (hash_strings(arr) if arr.dtype.kind in "US" else arr.astype(np.uint64)).tolist()
 
 
-def events_of(batch: Batch) -> list[dict]:
-    """Per-event view of a batch, for comparing batches however they were cut."""
+def events_of(batch: Batch, strings_as_hashes: bool = False) -> list[dict]:
+    """Per-event view of a batch, for comparing batches however they were cut; with
+    `strings_as_hashes`, categorical strings as their hashes (to compare a reader that hashes
+    in its buffers with one that does not)."""
     out = [{"label": float(batch.labels[i])} for i in range(batch.n)]
     for name, col in batch.columns.items():
-        for row, value in zip(col.rows.tolist(), col.values.tolist()):
+        values = col.values.tolist()
+        if strings_as_hashes and col.values.dtype.kind in "US":
+            values = string_ids(col.values)
+        for row, value in zip(col.rows.tolist(), values):
             out[row].setdefault(name, []).append(value)
     return out
 

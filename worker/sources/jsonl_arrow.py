@@ -14,7 +14,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pajson
 
 from common.features import CATEGORICAL, NUMERIC, Batch, Column
-from worker.sources.arrow_columns import single, strings_of
+from worker.sources.arrow_columns import hashes_of, single
 
 _PARSE = pajson.ParseOptions(unexpected_field_behavior="infer", newlines_in_values=False)
 
@@ -88,7 +88,7 @@ def _column(arr: pa.Array):
         values = np.asarray(arr.to_numpy(zero_copy_only=False), np.float64)[rows]
         return Column(NUMERIC, rows, values) if np.isfinite(values).all() else False
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return Column(CATEGORICAL, rows, strings_of(arr, rows))
+        return Column(CATEGORICAL, rows, hashes_of(arr, rows))  # hashed in Arrow's buffers
     if pa.types.is_boolean(t):
         flags = arr.to_numpy(zero_copy_only=False)[rows].astype(bool)
         return Column(CATEGORICAL, rows, np.where(flags, "true", "false"))
@@ -101,7 +101,7 @@ def _column(arr: pa.Array):
             return False
         keep = np.repeat(present, np.diff(offsets))
         if pa.types.is_string(t.value_type):
-            values = strings_of(items, np.flatnonzero(keep))
+            values = hashes_of(items, np.flatnonzero(keep))
         else:
             values = items.to_numpy(zero_copy_only=False)[keep].astype(str)
         return Column(CATEGORICAL, np.repeat(np.arange(len(arr)), counts), values)
