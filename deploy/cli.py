@@ -5,6 +5,7 @@ DELTAPS_UP_SHARDS=4 or DELTAPS_TRAIN_BATCH_SIZE=64.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -17,25 +18,34 @@ import click
 
 from common.config import ClusterFile, load_spec
 from common.errors import DeltapsError
-from deploy.admin import cluster_status, take_snapshots, verify, wait_ready
 from deploy.layout import cluster_file_path, plan_cluster
-from deploy.nodes.replica import main as serve_command
-from deploy.nodes.shard import main as shard_command
-from deploy.nodes.worker import main as train_command
 from deploy.runtime.placement import cpus_for
 
 CLUSTER_OPTION = click.option("--cluster", "cluster_file", default=".deltaps/cluster.json",
                               show_default=True, help="Cluster file of the running cluster.")
 
 
-@click.group(context_settings={"auto_envvar_prefix": "DELTAPS", "show_default": True})
+class _Commands(click.Group):
+    """The node commands are imported only when run (or listed by --help): `deltaps train`
+    then loads the worker alone, not the shard's and the replica's code, and `deltaps status`
+    or `down` loads none of them."""
+
+    NODES = {"shard": "deploy.nodes.shard", "serve": "deploy.nodes.replica",
+             "train": "deploy.nodes.worker"}
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.NODES})
+
+    def get_command(self, ctx, name):
+        if name in self.NODES and name not in self.commands:
+            self.add_command(importlib.import_module(self.NODES[name]).main, name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands,
+             context_settings={"auto_envvar_prefix": "DELTAPS", "show_default": True})
 def cli():
     """deltaps: a parameter server for online learning of sparse models."""
-
-
-cli.add_command(shard_command)
-cli.add_command(serve_command)
-cli.add_command(train_command)
 
 
 def _alive(pid: int) -> bool:
@@ -73,6 +83,7 @@ def up(spec_file, shards, replicas, data_dir, timeout):
     spec.shards = shards or spec.shards
     spec.replicas = spec.replicas if replicas is None else replicas
     spec.data_dir = data_dir or spec.data_dir
+    from deploy.admin import cluster_status, wait_ready
     path = cluster_file_path(spec.data_dir).resolve()
     if path.exists():
         old = ClusterFile.load(path)
@@ -141,6 +152,7 @@ def _status_table(rows: list[dict]) -> str:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(cluster_file, as_json):
     """Every node of the cluster: role, address, pid, CPUs, state, sequence numbers, lag."""
+    from deploy.admin import cluster_status
     try:
         rows = cluster_status(ClusterFile.load(cluster_file))
     except DeltapsError as exc:
@@ -159,6 +171,7 @@ def verify_cmd(cluster_file, timeout):
     Compares a checksum of each shard's slice of each model with the replica's copy, at the
     same version; exits non-zero on any difference.
     """
+    from deploy.admin import verify
     try:
         rows = verify(ClusterFile.load(cluster_file), timeout)
     except DeltapsError as exc:
@@ -176,6 +189,7 @@ def verify_cmd(cluster_file, timeout):
 @CLUSTER_OPTION
 def snapshot(cluster_file):
     """Make every shard write a snapshot now (they also do so on a timer and on SIGTERM)."""
+    from deploy.admin import take_snapshots
     try:
         for shard, path, lsn in take_snapshots(ClusterFile.load(cluster_file)):
             click.echo(f"shard-{shard}: {path} (log position {lsn})")
