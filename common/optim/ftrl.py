@@ -7,12 +7,13 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 
 from common.optim.params import BETA, L1, L2, LR
+from common.optim.state import LAYOUTS
+from common.optim.state import ftrl_weights as weights  # noqa: F401  (re-exported)
 
-COLUMNS = ("z", "n")
-NONNEG = ("n",)
+COLUMNS = LAYOUTS["ftrl"].columns
+NONNEG = LAYOUTS["ftrl"].nonneg
 
 
 @numba.njit(cache=True, inline="always")
@@ -32,11 +33,3 @@ def update(st, r, g, hp):
     st[r, 0] += g - sigma * w
     st[r, 1] = n_new
 
-
-def weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
-    """The weights of rows from their z and n (float32, whole arrays): the shard's copy, which it
-    publishes to replicas."""
-    z, n = cols["z"], cols["n"]
-    denom = (spec.beta + np.sqrt(n)) / spec.learning_rate + spec.l2
-    return np.where(np.abs(z) <= spec.l1, 0.0,
-                    -(z - np.sign(z) * spec.l1) / denom).astype(np.float32)

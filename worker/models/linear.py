@@ -22,7 +22,7 @@ class LinearLearner:
 
     def __init__(self, spec: OptimizerSpec):
         self.kind = optim.CODES[spec.name]
-        self.columns = optim.get(spec.name).COLUMNS
+        self.columns = optim.layout(spec.name).columns
         self.hp = optim.hyper_parameters(spec)
 
     def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
