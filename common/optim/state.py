@@ -31,12 +31,15 @@ def stored_weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
 class Layout:
     """One optimizer's per-row state: `columns` in wire order (what a pull returns and a push
     changes), `nonneg` the columns a shard keeps >= 0 whatever a push says (sums of squares,
-    step counts), and `weights(cols, spec)` the weights of rows from their float32 columns."""
+    step counts), `weights(cols, spec)` the weights of rows from their float32 columns, and
+    `scratch` how many float64 columns the worker's kernel keeps beside `columns` for the rows
+    it learns (FTRL: the current weight and sqrt(n); never sent)."""
 
     name: str
     columns: tuple[str, ...]
     nonneg: tuple[str, ...]
     weights: object  # (cols: dict[str, np.ndarray], spec: OptimizerSpec) -> np.ndarray
+    scratch: int = 0
 
     def nonneg_index(self) -> np.ndarray:
         """Positions in `columns` of the columns that must stay >= 0."""
@@ -44,7 +47,7 @@ class Layout:
 
 
 LAYOUTS: dict[str, Layout] = {
-    "ftrl": Layout("ftrl", ("z", "n"), ("n",), ftrl_weights),
+    "ftrl": Layout("ftrl", ("z", "n"), ("n",), ftrl_weights, scratch=2),
     "adagrad": Layout("adagrad", ("w", "g2"), ("g2",), stored_weights),
     "sgd": Layout("sgd", ("w",), (), stored_weights),
     "lazy_adam": Layout("lazy_adam", ("w", "m", "v", "t"), ("v", "t"), stored_weights),

@@ -22,7 +22,9 @@ class LinearLearner:
 
     def __init__(self, spec: OptimizerSpec):
         self.kind = optim.CODES[spec.name]
-        self.columns = optim.layout(spec.name).columns
+        layout = optim.layout(spec.name)
+        self.columns = layout.columns
+        self.scratch = layout.scratch
         self.hp = optim.hyper_parameters(spec)
 
     def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
@@ -33,10 +35,12 @@ class LinearLearner:
         if state.shape != (keys.slots.size, len(self.columns)):
             raise ValueError(f"pulled state of shape {list(state.shape)}, expected "
                              f"{[keys.slots.size, len(self.columns)]}")
-        local = state.astype(np.float64)
+        k, s = state.shape
+        local = np.empty((k, s + self.scratch), np.float64)  # scratch filled by the kernel
+        local[:, :s] = state
         offsets, entries = group_by_event(features.n, features.rows, keys.inverse)
         labels = np.asarray(labels, np.float64)
         importance = np.ones(features.n) if importance is None \
             else np.asarray(importance, np.float64)
         p = learn_events(offsets, entries, labels, importance, local, self.kind, self.hp)
-        return p, (local - state).astype(np.float32)
+        return p, (local[:, :s] - state).astype(np.float32)
