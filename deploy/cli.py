@@ -72,7 +72,10 @@ def _alive(pid: int) -> bool:
               help="Override [cluster] replicas.")
 @click.option("--dir", "data_dir", default=None, help="Override [cluster] data_dir.")
 @click.option("--timeout", default=60.0, help="Seconds to wait for the cluster to be ready.")
-def up(spec_file, shards, replicas, data_dir, timeout):
+@click.option("--build-kernel/--no-build-kernel", default=True,
+              help="Compile the worker's kernel ahead of time if this version has no build "
+                   "yet, so `deltaps train` starts without numba's JIT (worker/models/prebuilt.py).")
+def up(spec_file, shards, replicas, data_dir, timeout, build_kernel):
     """Start a local cluster in the background and wait until every replica is ready."""
     try:
         spec = load_spec(spec_file)
@@ -103,12 +106,40 @@ def up(spec_file, shards, replicas, data_dir, timeout):
                             process_group=0)
     cluster.supervisor_pid = proc.pid
     cluster.save(path)
+    builder = _start_kernel_build(path.parent / "kernel-build.log") if build_kernel else None
     if not wait_ready(cluster, timeout):
+        if builder is not None:
+            builder[0].kill()
+            builder[0].wait()
         click.echo(_status_table(cluster_status(ClusterFile.load(path))), err=True)
         raise click.ClickException(f"cluster not ready after {timeout:.0f}s; logs in "
                                    f"{path.parent / 'logs'}")
+    if builder is not None:
+        _finish_kernel_build(*builder)
     click.echo(f"cluster up: {spec.shards} shard(s), {spec.replicas} replica(s), models "
                f"{', '.join(sorted(spec.models))}; cluster file {path}")
+
+
+def _start_kernel_build(log_path: Path):
+    """The worker kernel's ahead-of-time build, started beside the cluster's start-up when this
+    version of the kernel has none: (process, log path), or None when there is one."""
+    from worker.models import prebuilt
+    if prebuilt.module_path().is_file():
+        return None
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "worker.models.prebuilt"], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    return proc, log_path
+
+
+def _finish_kernel_build(proc: subprocess.Popen, log_path: Path) -> None:
+    if proc.poll() is None:
+        click.echo("compiling the worker's kernel (once per version of deltaps)...", err=True)
+    if proc.wait() != 0:
+        click.echo(f"the worker's kernel was not prebuilt (see {log_path}); deltaps train "
+                   f"uses numba's JIT instead: same results, about a second more to start",
+                   err=True)
 
 
 @cli.command()

@@ -14,13 +14,14 @@ from common import optim
 from common.config import OptimizerSpec
 from common.features import Features
 from worker.keys import BatchKeys
-from worker.models.kernel import group_by_event, learn_events
+from worker.models.prebuilt import Kernel, kernel
 
 
 class LinearLearner:
     """The optimizer's code and hyper-parameters, fixed for a model, and one batch's learning."""
 
-    def __init__(self, spec: OptimizerSpec):
+    def __init__(self, spec: OptimizerSpec, compiled: Kernel | None = None):
+        self.kernel = compiled or kernel()  # prebuilt when built, else numba's JIT
         self.kind = optim.CODES[spec.name]
         layout = optim.layout(spec.name)
         self.columns = layout.columns
@@ -38,9 +39,9 @@ class LinearLearner:
         k, s = state.shape
         local = np.empty((k, s + self.scratch), np.float64)  # scratch filled by the kernel
         local[:, :s] = state
-        offsets, entries = group_by_event(features.n, features.rows, keys.inverse)
+        offsets, entries = self.kernel.group_by_event(features.n, features.rows, keys.inverse)
         labels = np.asarray(labels, np.float64)
         importance = np.ones(features.n) if importance is None \
             else np.asarray(importance, np.float64)
-        p = learn_events(offsets, entries, labels, importance, local, self.kind, self.hp)
+        p = self.kernel.learn_events(offsets, entries, labels, importance, local, self.kind, self.hp)
         return p, (local[:, :s] - state).astype(np.float32)
