@@ -6,6 +6,8 @@ a temporary directory: the user's cache is not touched.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -83,3 +85,14 @@ def test_a_build_is_named_by_the_sources_it_was_made_from(monkeypatch, tmp_path)
     assert prebuilt.key() == before
     (tmp_path / "common/optim/ftrl.py").write_text("# edited\n", encoding="utf-8")
     assert prebuilt.key() != before
+
+
+def test_prebuilt_kernel_releases_the_gil_while_it_learns(built):
+    """The trainer featurizes the next batch on a helper thread while a batch is learned: the
+    kernel must let go of the GIL, as the JIT's nogil=True does. pycc's Python wrappers release
+    it through PyEval_SaveThread / PyEval_RestoreThread only when built to (a build holding the
+    GIL links neither), so the built module must name both."""
+    path = Path(built.module.__file__)
+    code = path.read_bytes()
+    assert b"PyEval_SaveThread" in code and b"PyEval_RestoreThread" in code, \
+        f"{path.name} holds the GIL while it learns"

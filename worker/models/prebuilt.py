@@ -94,6 +94,7 @@ class Kernel:
             self._learn = kernel.learn_events
         else:
             self.prebuilt = True
+            self.module = module
             self._group_i4, self._group_i8 = module.group_by_event_i4, module.group_by_event_i8
             self._learn = module.learn_events
 
@@ -129,7 +130,17 @@ def build(directory: Path | None = None) -> Path:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # pycc's pending-deprecation notice
         from numba.pycc import CC
+        from numba.pycc import compiler as pycc_compiler
     from worker.models import kernel
+
+    class ReleaseGil(pycc_compiler.Flags):
+        """pycc has no nogil option; its Python wrappers release the GIL around the compiled
+        call (as the JIT's nogil=True does) when the flags say so, so the trainer's helper
+        thread keeps featurizing while a batch is learned."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
 
     out = module_path(directory)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -140,7 +151,12 @@ def build(directory: Path | None = None) -> Path:
     for name, sig in SIGNATURES.items():
         fn = kernel.learn_events if name == "learn_events" else kernel.group_by_event
         cc.export(name, sig)(fn.py_func)
-    cc.compile()
+    compiler_flags = pycc_compiler.Flags
+    pycc_compiler.Flags = ReleaseGil
+    try:
+        cc.compile()
+    finally:
+        pycc_compiler.Flags = compiler_flags
     os.replace(out.parent / cc.output_file, out)
     return out
 
