@@ -24,7 +24,6 @@ import importlib.util
 import os
 import platform
 import sys
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -54,7 +53,12 @@ def key() -> str:
     h = hashlib.sha256()
     for rel in SOURCES:
         h.update(rel.encode() + b"\0" + (_ROOT / rel).read_bytes() + b"\0")
-    h.update(f"{metadata.version('numba')} {sys.version} {platform.machine()}".encode())
+    # numba's version file, found without importing numba (or importlib.metadata: both cost
+    # more than the rest of this check)
+    numba = importlib.util.find_spec("numba")
+    if numba is not None and numba.origin:
+        h.update(Path(numba.origin).with_name("_version.py").read_bytes())
+    h.update(f"{sys.version} {platform.machine()}".encode())
     return h.hexdigest()[:16]
 
 
