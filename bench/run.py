@@ -21,7 +21,7 @@ from typing import Callable
 import click
 
 from bench import (adaptive, durability, footprint, freshness, machine, readers, reads, report,
-                   training, usertrain, vw)
+                   training, usertrain, vw, workers)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +39,7 @@ SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "durability": durability.run,
     "footprint": footprint.run,
     "readers": readers.run,
+    "workers": workers.run,  # two workers on one stream against one
 }
 
 
