@@ -1,111 +1,121 @@
-"""Two workers on one stream against one worker: throughput and progressive logloss.
+"""Two workers on one stream against one worker: whole `deltaps train` processes, as a user
+would run them against one cluster.
 
-Why interleaved halves: two trainers sharing a stream each see every other event, in the
-stream's order, and push into the same model at once (Hogwild: shards add whatever arrives).
-Each whole `deltaps train HALF` process runs against one fresh cluster of the default layout;
-the one-worker run trains the whole file the same way. Throughput is events over the wall time
-from the first spawn to the last exit; the two-worker logloss is the event-weighted mean of the
-two workers' progressive loglosses (each event scored by the worker that learned it, before it
-learned it, with whatever the other worker had pushed by then).
+Why: shards add whatever deltas arrive (Hogwild across workers), so a second worker should add
+throughput where there are cores for it, at some cost in quality (each worker learns from
+state that misses the other's latest pushes). The stream is the planted TSV `deltaps synth`
+writes, split into its odd and even lines so that both workers see the same stretch of the
+stream at the same time, as two partitions of one log would. One worker trains on the whole
+file; two train on the halves at once, spawned together; each on a fresh cluster of 2 shards
+and 1 replica (`bench.usertrain.with_cluster`, which also prepares the prebuilt kernel as
+`deltaps up` does). Speed is the stream's events over the wall time from spawn to the last
+exit; quality the progressive logloss over all events (each worker's, weighted by its events).
+Rounds alternate one worker / two workers (the VM's speed drifts within minutes).
 """
 from __future__ import annotations
 
 import json
 import os
+import statistics
 import subprocess
 import time
 from pathlib import Path
 
-from bench.report import figure
-from bench.usertrain import REPO, SEED, _env, deltaps_cmd, deltaps_train, timed, with_cluster
+from bench.report import HIGHER, LOWER, figure
+from bench.usertrain import REPO, SEED, _env, deltaps_cmd, with_cluster
 
 
-def _halves(tsv: Path) -> list[Path]:
-    """Lines 0, 2, 4, ... and 1, 3, 5, ... of `tsv` as two files."""
-    lines = tsv.read_bytes().splitlines(keepends=True)
-    paths = []
-    for k in range(2):
-        path = tsv.with_name(f"{tsv.stem}.half{k}{tsv.suffix}")
-        path.write_bytes(b"".join(lines[k::2]))
-        paths.append(path)
-    return paths
+def _summary(stdout: str) -> dict:
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    if not lines:
+        raise RuntimeError(f"deltaps train printed no JSON summary: {stdout[-500:]}")
+    return json.loads(lines[-1])
 
 
-def _two_workers(ctx, halves: list[Path], name: str) -> dict:
+def trained_together(ctx, name: str, sources: list[Path]) -> dict:
+    """One `deltaps train` per source, all spawned at once against one fresh cluster."""
     def run(cluster):
-        procs, outs = [], []
+        procs, files = [], []
         t0 = time.perf_counter()
-        for k, half in enumerate(halves):
-            out = open(ctx.workdir / f"{name}-{k}.out", "wb")
-            outs.append(out)
+        for i, source in enumerate(sources):
+            out = open(ctx.workdir / f"{name}-{i}.out", "w+b")
+            files.append(out)
             procs.append(subprocess.Popen(
-                deltaps_cmd("train", str(half), "--cluster", str(cluster.path), "--json"),
+                deltaps_cmd("train", str(source), "--cluster", str(cluster.path), "--json"),
                 cwd=REPO, env=_env(), stdout=out, stderr=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL))
         cpu = 0.0
         for proc in procs:
             _pid, status, usage = os.wait4(proc.pid, 0)
+            proc.returncode = os.waitstatus_to_exitcode(status)
             cpu += usage.ru_utime + usage.ru_stime
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise RuntimeError(f"a two-worker deltaps train exited with {status}")
         seconds = time.perf_counter() - t0
         summaries = []
-        for out in outs:
+        for proc, out in zip(procs, files):
+            out.seek(0)
+            text = out.read().decode(errors="replace")
             out.close()
-            text = Path(out.name).read_text()
             Path(out.name).unlink()
-            summaries.append(json.loads([ln for ln in text.splitlines()
-                                         if ln.startswith("{")][-1]))
+            if proc.returncode != 0:
+                raise RuntimeError(f"deltaps train exited with {proc.returncode}: {text[-500:]}")
+            summaries.append(_summary(text))
         return seconds, cpu, summaries
 
     (seconds, cpu, summaries), nodes = with_cluster(ctx, name, run)
     events = sum(s["events"] for s in summaries)
     logloss = sum(s["logloss"] * s["events"] for s in summaries) / events
-    ctx.log(f"  two workers: {events:,d} events in {seconds:.2f}s, logloss {logloss:.4f}")
-    return {"seconds": round(seconds, 3), "events": events,
+    return {"workers": len(sources), "seconds": round(seconds, 3), "events": events,
             "events_per_s": round(events / seconds, 1), "logloss": logloss,
+            "per_worker_logloss": [s["logloss"] for s in summaries],
             "cpu_s": {"workers": round(cpu, 3), **nodes}}
 
 
+def _halves(tsv: Path) -> list[Path]:
+    parts = [tsv.with_name(f"{tsv.stem}-{k}{tsv.suffix}") for k in ("odd", "even")]
+    with open(tsv, "rb") as src, open(parts[0], "wb") as a, open(parts[1], "wb") as b:
+        for i, line in enumerate(src):
+            (a if i % 2 == 0 else b).write(line)
+    return parts
+
+
 def run(ctx) -> dict:
-    tsv = ctx.workdir / "planted.tsv"
-    timed(deltaps_cmd("synth", str(ctx.events), "--seed", str(SEED), "--out", str(tsv)),
-          ctx.workdir, "synth")
+    tsv = ctx.workdir / "workers-planted.tsv"
+    subprocess.run(deltaps_cmd("synth", str(ctx.events), "--seed", str(SEED), "--out", str(tsv)),
+                   cwd=REPO, env=_env(), check=True, capture_output=True)
     halves = _halves(tsv)
-    rounds = 2 if ctx.quick else 3
-    ones, twos = [], []
+    rounds = max(1, min(ctx.cli_rounds, 3))
+    one, two = [], []
     try:
-        for r in range(rounds):  # alternated, so drift in the machine hits both alike
-            ones.append(deltaps_train(ctx, f"one-{r}", tsv))
-            twos.append(_two_workers(ctx, halves, f"two-{r}"))
+        for r in range(rounds):
+            ctx.log(f"  round {r + 1} of {rounds}")
+            one.append(trained_together(ctx, f"workers-1-{r}", [tsv]))
+            two.append(trained_together(ctx, f"workers-2-{r}", halves))
+            ctx.log(f"  1 worker: {one[-1]['events_per_s']:,.0f} ev/s, logloss "
+                    f"{one[-1]['logloss']:.4f}; 2 workers: {two[-1]['events_per_s']:,.0f} ev/s, "
+                    f"logloss {two[-1]['logloss']:.4f}")
     finally:
         for path in (tsv, *halves):
             path.unlink(missing_ok=True)
-    speed = sorted(t["events_per_s"] / o["events_per_s"] for o, t in zip(ones, twos))
-    median = speed[len(speed) // 2]
-    one_ll, two_ll = ones[-1]["logloss"], twos[-1]["logloss"]
-    rows = [["one worker: deltaps train planted.tsv", ones[-1]["events"],
-             " / ".join(f"{o['seconds']:.2f}" for o in ones),
-             " / ".join(f"{o['events_per_s']:,.0f}" for o in ones), "", one_ll],
-            ["two workers: deltaps train on each interleaved half, at once", twos[-1]["events"],
-             " / ".join(f"{t['seconds']:.2f}" for t in twos),
-             " / ".join(f"{t['events_per_s']:,.0f}" for t in twos),
-             " / ".join(f"{s:.2f}" for s in speed), two_ll]]
-    return {
-        "figures": [figure("workers.two_over_one_speed", median, "ratio", None,
-                           {"rounds": rounds}),
-                    figure("workers.one.logloss", one_ll, "nats", None, {}),
-                    figure("workers.two.logloss", two_ll, "nats", None, {})],
-        "table": {"columns": ["run", "events", "wall s by round", "events/s by round",
-                              "two / one speed by round", "progressive logloss"],
-                  "rows": rows},
-        "notes": [f"Events: `deltaps synth {ctx.events} --seed {SEED}`; the two workers train "
-                  "its even and odd lines, at once, against one fresh cluster (2 shards, 1 "
-                  "replica); the single worker trains the whole file on its own fresh cluster. "
-                  f"{rounds} rounds, alternated. Median speed ratio {median:.2f}.",
-                  "Two-worker logloss: the event-weighted mean of the two workers' progressive "
-                  "loglosses; each worker learns from weights that miss the other's pushes in "
-                  "flight (Hogwild), so it can only be as good as one worker's or worse.",
-                  "On a 2-core machine the two workers share the cores with the shards and the "
-                  "replica: more workers only help where there are cores to run them."],
-    }
+    ratios = [b["events_per_s"] / a["events_per_s"] for a, b in zip(one, two)]
+    med = statistics.median
+    figs = [figure("workers.one.events_per_s", med(x["events_per_s"] for x in one), "events/s",
+                   HIGHER, {"workers": 1}),
+            figure("workers.two.events_per_s", med(x["events_per_s"] for x in two), "events/s",
+                   HIGHER, {"workers": 2}),
+            figure("workers.two_over_one", med(ratios), "x", None),
+            figure("workers.one.logloss", one[0]["logloss"], "nats", LOWER, {"workers": 1}),
+            figure("workers.two.logloss", med(x["logloss"] for x in two), "nats", LOWER,
+                   {"workers": 2})]
+    rows = [[f"{x['workers']} worker(s)", x["events"], " / ".join(
+                f"{y['seconds']:.2f}" for y in group), med(y["events_per_s"] for y in group),
+             x["logloss"], " / ".join(f"{v:.4f}" for v in x["per_worker_logloss"])]
+            for group in (one, two) for x in group[:1]]
+    notes = [f"`deltaps synth {ctx.events} --seed {SEED}`; two workers train its odd and even "
+             "lines at once, one worker the whole file, each on a fresh cluster (2 shards, "
+             f"1 replica); {rounds} alternating rounds. Two / one by round: "
+             + " / ".join(f"{x:.2f}" for x in ratios) + ". On 2 cores the workers, shards and "
+             "replica share the same CPUs, so a second worker mostly competes for them."]
+    return {"figures": figs,
+            "table": {"columns": ["run", "events", "wall s by round", "events/s (median)",
+                                  "progressive logloss", "per worker"], "rows": rows},
+            "notes": notes, "details": {"one": one, "two": two}}

@@ -5,6 +5,7 @@ DELTAPS_UP_SHARDS=4 or DELTAPS_TRAIN_BATCH_SIZE=64.
 """
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -17,25 +18,34 @@ import click
 
 from common.config import ClusterFile, load_spec
 from common.errors import DeltapsError
-from deploy.admin import cluster_status, take_snapshots, verify, wait_ready
 from deploy.layout import cluster_file_path, plan_cluster
-from deploy.nodes.replica import main as serve_command
-from deploy.nodes.shard import main as shard_command
-from deploy.nodes.worker import main as train_command
 from deploy.runtime.placement import cpus_for
 
 CLUSTER_OPTION = click.option("--cluster", "cluster_file", default=".deltaps/cluster.json",
                               show_default=True, help="Cluster file of the running cluster.")
 
 
-@click.group(context_settings={"auto_envvar_prefix": "DELTAPS", "show_default": True})
+class _Commands(click.Group):
+    """The node commands are imported only when run (or listed by --help): `deltaps train`
+    then loads the worker alone, not the shard's and the replica's code, and `deltaps status`
+    or `down` loads none of them."""
+
+    NODES = {"shard": "deploy.nodes.shard", "serve": "deploy.nodes.replica",
+             "train": "deploy.nodes.worker"}
+
+    def list_commands(self, ctx):
+        return sorted({*super().list_commands(ctx), *self.NODES})
+
+    def get_command(self, ctx, name):
+        if name in self.NODES and name not in self.commands:
+            self.add_command(importlib.import_module(self.NODES[name]).main, name)
+        return super().get_command(ctx, name)
+
+
+@click.group(cls=_Commands,
+             context_settings={"auto_envvar_prefix": "DELTAPS", "show_default": True})
 def cli():
     """deltaps: a parameter server for online learning of sparse models."""
-
-
-cli.add_command(shard_command)
-cli.add_command(serve_command)
-cli.add_command(train_command)
 
 
 def _alive(pid: int) -> bool:
@@ -62,7 +72,10 @@ def _alive(pid: int) -> bool:
               help="Override [cluster] replicas.")
 @click.option("--dir", "data_dir", default=None, help="Override [cluster] data_dir.")
 @click.option("--timeout", default=60.0, help="Seconds to wait for the cluster to be ready.")
-def up(spec_file, shards, replicas, data_dir, timeout):
+@click.option("--build-kernel/--no-build-kernel", default=True,
+              help="Compile the worker's kernel ahead of time if this version has no build "
+                   "yet, so `deltaps train` starts without numba's JIT (worker/models/prebuilt.py).")
+def up(spec_file, shards, replicas, data_dir, timeout, build_kernel):
     """Start a local cluster in the background and wait until every replica is ready."""
     try:
         spec = load_spec(spec_file)
@@ -73,6 +86,7 @@ def up(spec_file, shards, replicas, data_dir, timeout):
     spec.shards = shards or spec.shards
     spec.replicas = spec.replicas if replicas is None else replicas
     spec.data_dir = data_dir or spec.data_dir
+    from deploy.admin import cluster_status, wait_ready
     path = cluster_file_path(spec.data_dir).resolve()
     if path.exists():
         old = ClusterFile.load(path)
@@ -92,12 +106,40 @@ def up(spec_file, shards, replicas, data_dir, timeout):
                             process_group=0)
     cluster.supervisor_pid = proc.pid
     cluster.save(path)
+    builder = _start_kernel_build(path.parent / "kernel-build.log") if build_kernel else None
     if not wait_ready(cluster, timeout):
+        if builder is not None:
+            builder[0].kill()
+            builder[0].wait()
         click.echo(_status_table(cluster_status(ClusterFile.load(path))), err=True)
         raise click.ClickException(f"cluster not ready after {timeout:.0f}s; logs in "
                                    f"{path.parent / 'logs'}")
+    if builder is not None:
+        _finish_kernel_build(*builder)
     click.echo(f"cluster up: {spec.shards} shard(s), {spec.replicas} replica(s), models "
                f"{', '.join(sorted(spec.models))}; cluster file {path}")
+
+
+def _start_kernel_build(log_path: Path):
+    """The worker kernel's ahead-of-time build, started beside the cluster's start-up when this
+    version of the kernel has none: (process, log path), or None when there is one."""
+    from worker.models import prebuilt
+    if prebuilt.module_path().is_file():
+        return None
+    log = open(log_path, "ab")
+    proc = subprocess.Popen([sys.executable, "-m", "worker.models.prebuilt"], stdout=log,
+                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    log.close()
+    return proc, log_path
+
+
+def _finish_kernel_build(proc: subprocess.Popen, log_path: Path) -> None:
+    if proc.poll() is None:
+        click.echo("compiling the worker's kernel (once per version of deltaps)...", err=True)
+    if proc.wait() != 0:
+        click.echo(f"the worker's kernel was not prebuilt (see {log_path}); deltaps train "
+                   f"uses numba's JIT instead: same results, about a second more to start",
+                   err=True)
 
 
 @cli.command()
@@ -152,6 +194,7 @@ def _declared_lines(rows: list[dict]) -> list[str]:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def status(cluster_file, as_json):
     """Every node of the cluster: role, address, pid, CPUs, state, sequence numbers, lag."""
+    from deploy.admin import cluster_status
     try:
         rows = cluster_status(ClusterFile.load(cluster_file))
     except DeltapsError as exc:
@@ -170,6 +213,7 @@ def verify_cmd(cluster_file, timeout):
     Compares a checksum of each shard's slice of each model with the replica's copy, at the
     same version; exits non-zero on any difference.
     """
+    from deploy.admin import verify
     try:
         rows = verify(ClusterFile.load(cluster_file), timeout)
     except DeltapsError as exc:
@@ -187,6 +231,7 @@ def verify_cmd(cluster_file, timeout):
 @CLUSTER_OPTION
 def snapshot(cluster_file):
     """Make every shard write a snapshot now (they also do so on a timer and on SIGTERM)."""
+    from deploy.admin import take_snapshots
     try:
         for shard, path, lsn in take_snapshots(ClusterFile.load(cluster_file)):
             click.echo(f"shard-{shard}: {path} (log position {lsn})")

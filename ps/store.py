@@ -37,9 +37,9 @@ class ModelShard:
         self.n_shards = n_shards
         self.max_delta = max_delta
         self.size = shard_size(spec.bits, n_shards, shard)
-        self.optimizer = optim.get(spec.optimizer.name)
-        self.columns: tuple[str, ...] = self.optimizer.COLUMNS
-        self._nonneg = optim.nonneg_index(self.optimizer)
+        self.optimizer = optim.layout(spec.optimizer.name)  # numpy only: a shard loads no numba
+        self.columns: tuple[str, ...] = self.optimizer.columns
+        self._nonneg = self.optimizer.nonneg_index()
         names = self.columns if "w" in self.columns else ("w", *self.columns)
         self.state = {name: np.zeros(self.size, dtype=np.float32) for name in names}
         self.pushes = 0

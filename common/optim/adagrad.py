@@ -7,10 +7,11 @@ import math
 import numba
 
 from common.optim.stored import soft_threshold, weight, weights  # noqa: F401  (re-exported)
+from common.optim.state import LAYOUTS
 from common.optim.params import BETA, L1, L2, LR
 
-COLUMNS = ("w", "g2")
-NONNEG = ("g2",)
+COLUMNS = LAYOUTS["adagrad"].columns
+NONNEG = LAYOUTS["adagrad"].nonneg
 
 
 @numba.njit(cache=True, inline="always")

@@ -7,20 +7,25 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
 
 from common.optim.params import BETA, L1, L2, LR
+from common.optim.state import LAYOUTS
+from common.optim.state import ftrl_weights as weights  # noqa: F401  (re-exported)
 
-COLUMNS = ("z", "n")
-NONNEG = ("n",)
+COLUMNS = LAYOUTS["ftrl"].columns
+NONNEG = LAYOUTS["ftrl"].nonneg
+
+
+@numba.njit(cache=True, inline="always")
+def _closed_form(z, sqrt_n, hp):
+    if abs(z) <= hp[L1]:
+        return 0.0
+    return -(z - math.copysign(hp[L1], z)) / ((hp[BETA] + sqrt_n) / hp[LR] + hp[L2])
 
 
 @numba.njit(cache=True, inline="always")
 def weight(st, r, hp):
-    z = st[r, 0]
-    if abs(z) <= hp[L1]:
-        return 0.0
-    return -(z - math.copysign(hp[L1], z)) / ((hp[BETA] + math.sqrt(st[r, 1])) / hp[LR] + hp[L2])
+    return _closed_form(st[r, 0], math.sqrt(st[r, 1]), hp)
 
 
 @numba.njit(cache=True, inline="always")
@@ -33,10 +38,34 @@ def update(st, r, g, hp):
     st[r, 1] = n_new
 
 
-def weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
-    """The weights of rows from their z and n (float32, whole arrays): the shard's copy, which it
-    publishes to replicas."""
-    z, n = cols["z"], cols["n"]
-    denom = (spec.beta + np.sqrt(n)) / spec.learning_rate + spec.l2
-    return np.where(np.abs(z) <= spec.l1, 0.0,
-                    -(z - np.sign(z) * spec.l1) / denom).astype(np.float32)
+# The worker's kernel keeps two scratch columns beside z and n in its float64 block: the row's
+# current weight and sqrt(n), recomputed only when the row changes. An event then reads each
+# weight instead of deriving it (a sqrt and a division), and an update takes one sqrt instead of
+# three. They are the very operations `weight` and `update` perform on the same values, so the
+# results are the same bit for bit (tests/unit/test_optim.py checks it).
+W, SQRT_N = 2, 3  # scratch columns; LAYOUTS["ftrl"].scratch == 2
+
+
+@numba.njit(cache=True, inline="always")
+def begin(st, r, hp):
+    """Fill row r's scratch columns from its z and n (once per row per batch)."""
+    st[r, SQRT_N] = math.sqrt(st[r, 1])
+    st[r, W] = _closed_form(st[r, 0], st[r, SQRT_N], hp)
+
+
+@numba.njit(cache=True, inline="always")
+def cached_weight(st, r, hp):
+    return st[r, W]
+
+
+@numba.njit(cache=True, inline="always")
+def cached_update(st, r, g, hp):
+    """`update` on a block with scratch columns, keeping them current."""
+    n_new = st[r, 1] + g * g
+    sqrt_new = math.sqrt(n_new)
+    sigma = (sqrt_new - st[r, SQRT_N]) / hp[LR]
+    z = st[r, 0] + (g - sigma * st[r, W])
+    st[r, 0] = z
+    st[r, 1] = n_new
+    st[r, SQRT_N] = sqrt_new
+    st[r, W] = _closed_form(z, sqrt_new, hp)

@@ -12,10 +12,11 @@ import math
 import numba
 
 from common.optim.stored import weight, weights  # noqa: F401  (re-exported)
+from common.optim.state import LAYOUTS
 from common.optim.params import BETA1, BETA2, EPS, L2, LR
 
-COLUMNS = ("w", "m", "v", "t")
-NONNEG = ("v", "t")
+COLUMNS = LAYOUTS["lazy_adam"].columns
+NONNEG = LAYOUTS["lazy_adam"].nonneg
 
 
 @numba.njit(cache=True, inline="always")

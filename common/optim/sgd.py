@@ -4,10 +4,11 @@ from __future__ import annotations
 import numba
 
 from common.optim.stored import soft_threshold, weight, weights  # noqa: F401  (re-exported)
+from common.optim.state import LAYOUTS
 from common.optim.params import L1, L2, LR
 
-COLUMNS = ("w",)
-NONNEG: tuple[str, ...] = ()
+COLUMNS = LAYOUTS["sgd"].columns
+NONNEG = LAYOUTS["sgd"].nonneg
 
 
 @numba.njit(cache=True, inline="always")

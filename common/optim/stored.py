@@ -6,7 +6,8 @@ from __future__ import annotations
 import math
 
 import numba
-import numpy as np
+
+from common.optim.state import stored_weights as weights  # noqa: F401  (re-exported)
 
 
 @numba.njit(cache=True, inline="always")
@@ -19,6 +20,3 @@ def soft_threshold(w, t):
     """L1's proximal step: w moved towards 0 by t, and exactly 0 within t of it."""
     return math.copysign(max(abs(w) - t, 0.0), w)
 
-
-def weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
-    return cols["w"]

@@ -4,15 +4,33 @@ One module per job: `sockets` (contexts, socket options, `Endpoint`), `server`
 (`RequestServer`, the ROUTER a node answers on), `dealer` (what both client channels share),
 `channel` (`Channel`, blocking), `aio` (`AsyncChannel`, asyncio), `pubsub` (`Publisher`,
 `Subscriber`) and `loop` (`EventLoop`). Callers import the names from here.
-"""
-from common.transport.aio import AsyncChannel
-from common.transport.channel import Channel, readable, writable
-from common.transport.loop import EventLoop, Timer
-from common.transport.pubsub import Publisher, Subscriber
-from common.transport.server import Handler, RequestServer
-from common.transport.sockets import (COPY_THRESHOLD, Endpoint, Unreachable, async_context,
-                                      bind_address, context, poll_ms)
 
-__all__ = ["AsyncChannel", "COPY_THRESHOLD", "Channel", "Endpoint", "EventLoop", "Handler",
-           "Publisher", "RequestServer", "Subscriber", "Timer", "Unreachable", "async_context",
-           "bind_address", "context", "poll_ms", "readable", "writable"]
+Each name is imported from its module on first use (PEP 562), so a process that needs only
+a blocking channel (a worker, `deltaps status`) does not pay for asyncio or the server.
+"""
+from __future__ import annotations
+
+import importlib
+
+_HOME = {"AsyncChannel": "aio", "Channel": "channel", "readable": "channel",
+         "writable": "channel", "EventLoop": "loop", "Timer": "loop", "Publisher": "pubsub",
+         "Subscriber": "pubsub", "Handler": "server", "RequestServer": "server",
+         "COPY_THRESHOLD": "sockets", "Endpoint": "sockets", "Unreachable": "sockets",
+         "async_context": "sockets", "bind_address": "sockets", "context": "sockets",
+         "poll_ms": "sockets"}
+
+__all__ = sorted(_HOME)
+
+
+def __getattr__(name: str):
+    try:
+        module = _HOME[name]
+    except KeyError:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(f"{__name__}.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

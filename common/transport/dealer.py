@@ -12,10 +12,10 @@ request in flight on a connection that drops fails at once with `Unreachable`).
 """
 from __future__ import annotations
 
+import struct
 from typing import Sequence
 
 import zmq
-from zmq.utils.monitor import parse_monitor_message
 
 from common.errors import DeltapsError, MalformedMessage, RemoteError
 from common.messages import ErrorReply, Message
@@ -58,8 +58,12 @@ class Dealer:
 
     @staticmethod
     def _connection_event(frames: Sequence) -> str | None:
-        """UP, DOWN, or None for what a monitor message says about the connection."""
-        event = parse_monitor_message(frames)["event"]
+        """UP, DOWN, or None for what a monitor message says about the connection. Its
+        first frame is the event (uint16) and its value (int32), as zmq_socket_monitor(3)
+        lays them out; read here rather than with zmq.utils.monitor, which imports asyncio."""
+        if len(frames) != 2 or len(frames[0]) != 6:
+            raise MalformedMessage(f"monitor message of {len(frames)} frame(s) is not an event")
+        event = struct.unpack("=Hi", frames[0])[0]
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             return UP
         if event == zmq.EVENT_DISCONNECTED:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import math
 
 import zmq
-import zmq.asyncio
 
 from common.errors import DeltapsError
 
@@ -35,7 +34,9 @@ _async_context: zmq.asyncio.Context | None = None
 
 
 def async_context() -> zmq.asyncio.Context:
-    """An asyncio view of the process's one zmq context (inproc endpoints are shared)."""
+    """An asyncio view of the process's one zmq context (inproc endpoints are shared).
+    zmq.asyncio (and asyncio) is imported here, by the processes that use it."""
+    import zmq.asyncio
     global _async_context
     if _async_context is None or _async_context.underlying != context().underlying:
         _async_context = zmq.asyncio.Context.shadow(context().underlying)

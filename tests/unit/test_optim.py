@@ -161,3 +161,28 @@ def test_store_validates_before_changing_anything(name, bad_keys, deltas, text):
     for k in before:
         np.testing.assert_array_equal(store.state[k], before[k])
     np.testing.assert_array_equal(store.slots_of_rows(np.array([0, 1, 2])), [1, 3, 5])
+
+
+@pytest.mark.parametrize("l1, l2", [(0.0, 0.0), (0.5, 0.0), (0.3, 1.0)])
+def test_ftrl_scratch_columns_give_the_plain_update_bit_for_bit(l1, l2):
+    """The kernel's FTRL path keeps each row's weight and sqrt(n) in scratch columns; it must
+    give exactly (not approximately) what `weight` and `update` give."""
+    hp = optim.hyper_parameters(OptimizerSpec("ftrl", 0.1, 1.0, l1=l1, l2=l2))
+    rng = np.random.default_rng(11)
+    k = 16
+    plain = np.zeros((k, 2))
+    plain[:, 0] = rng.normal(0, 2, k)
+    plain[:, 1] = rng.exponential(3, k)
+    cached = np.zeros((k, 2 + optim.layout("ftrl").scratch))
+    cached[:, :2] = plain
+    for r in range(k):
+        optim.ftrl.begin(cached, r, hp)
+    for _ in range(40):
+        for r in rng.choice(k, size=6):
+            g = float(rng.normal(0, 1))
+            assert optim.ftrl.cached_weight(cached, r, hp) == optim.ftrl.weight(plain, r, hp)
+            optim.ftrl.update(plain, r, g, hp)
+            optim.ftrl.cached_update(cached, r, g, hp)
+    np.testing.assert_array_equal(cached[:, :2], plain)
+    assert [optim.ftrl.cached_weight(cached, r, hp) for r in range(k)] == \
+        [optim.ftrl.weight(plain, r, hp) for r in range(k)]

@@ -42,9 +42,15 @@ def group_by_event(n, rows, inverse):
 
 
 @numba.njit(cache=True, inline="always")
+def _begin(kind, st, r, hp):
+    if kind == FTRL:
+        ftrl.begin(st, r, hp)
+
+
+@numba.njit(cache=True, inline="always")
 def _weight(kind, st, r, hp):
     if kind == FTRL:
-        return ftrl.weight(st, r, hp)
+        return ftrl.cached_weight(st, r, hp)
     if kind == ADAGRAD:
         return adagrad.weight(st, r, hp)
     if kind == SGD:
@@ -55,7 +61,7 @@ def _weight(kind, st, r, hp):
 @numba.njit(cache=True, inline="always")
 def _update(kind, st, r, g, hp):
     if kind == FTRL:
-        ftrl.update(st, r, g, hp)
+        ftrl.cached_update(st, r, g, hp)
     elif kind == ADAGRAD:
         adagrad.update(st, r, g, hp)
     elif kind == SGD:
@@ -66,8 +72,11 @@ def _update(kind, st, r, g, hp):
 
 @numba.njit(cache=True, nogil=True)
 def learn_events(offsets, entries, labels, importance, st, kind, hp):
-    """Learn the events in order on the state block `st` (float64 (k, S), changed in place);
-    returns each event's probability before it was learned."""
+    """Learn the events in order on the state block `st` (float64 (k, S + scratch): the state
+    columns then the optimizer's scratch columns, `common.optim.state.Layout.scratch`; changed
+    in place); returns each event's probability before it was learned."""
+    for r in range(st.shape[0]):
+        _begin(kind, st, r, hp)
     n = offsets.size - 1
     p_out = np.empty(n, np.float64)
     for i in range(n):

@@ -14,15 +14,18 @@ from common import optim
 from common.config import OptimizerSpec
 from common.features import Features
 from worker.keys import BatchKeys
-from worker.models.kernel import group_by_event, learn_events
+from worker.models.prebuilt import Kernel, kernel
 
 
 class LinearLearner:
     """The optimizer's code and hyper-parameters, fixed for a model, and one batch's learning."""
 
-    def __init__(self, spec: OptimizerSpec):
+    def __init__(self, spec: OptimizerSpec, compiled: Kernel | None = None):
+        self.kernel = compiled or kernel()  # prebuilt when built, else numba's JIT
         self.kind = optim.CODES[spec.name]
-        self.columns = optim.get(spec.name).COLUMNS
+        layout = optim.layout(spec.name)
+        self.columns = layout.columns
+        self.scratch = layout.scratch
         self.hp = optim.hyper_parameters(spec)
 
     def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
@@ -33,10 +36,12 @@ class LinearLearner:
         if state.shape != (keys.slots.size, len(self.columns)):
             raise ValueError(f"pulled state of shape {list(state.shape)}, expected "
                              f"{[keys.slots.size, len(self.columns)]}")
-        local = state.astype(np.float64)
-        offsets, entries = group_by_event(features.n, features.rows, keys.inverse)
+        k, s = state.shape
+        local = np.empty((k, s + self.scratch), np.float64)  # scratch filled by the kernel
+        local[:, :s] = state
+        offsets, entries = self.kernel.group_by_event(features.n, features.rows, keys.inverse)
         labels = np.asarray(labels, np.float64)
         importance = np.ones(features.n) if importance is None \
             else np.asarray(importance, np.float64)
-        p = learn_events(offsets, entries, labels, importance, local, self.kind, self.hp)
-        return p, (local - state).astype(np.float32)
+        p = self.kernel.learn_events(offsets, entries, labels, importance, local, self.kind, self.hp)
+        return p, (local[:, :s] - state).astype(np.float32)

@@ -1,0 +1,98 @@
+"""The worker's kernel compiled ahead of time (worker/models/prebuilt.py) learns exactly what
+numba's JIT learns, and a missing or unusable build falls back to the JIT.
+
+The build is real (numba.pycc and the C compiler, tens of seconds), once for the module, into
+a temporary directory: the user's cache is not touched.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.config import OptimizerSpec, load_spec
+from common.features import Featurizer
+from worker.keys import KeyIndexer
+from worker.models import prebuilt
+from worker.models.linear import LinearLearner
+from worker.sources.synthetic import SyntheticStream, synthetic_spec_toml
+
+BITS = 18
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("kernel")
+    path = prebuilt.build(directory)
+    assert path == prebuilt.module_path(directory) and path.is_file()
+    module = prebuilt.load(directory)
+    assert module is not None
+    return prebuilt.Kernel(module)
+
+
+def learn_stream(kernel: prebuilt.Kernel, opt: OptimizerSpec, batch_size: int, wide: bool):
+    spec = load_spec(text=synthetic_spec_toml(BITS))
+    featurizer = Featurizer(spec.feature_spec("ctr"))
+    indexer = KeyIndexer(BITS)
+    learner = LinearLearner(opt, kernel)
+    table = np.zeros((1 << BITS, len(learner.columns)), np.float32)
+    source = SyntheticStream(4000, seed=5)
+    probabilities = []
+    while (batch := source.read(batch_size)) is not None:
+        features = featurizer.featurize(batch)
+        keys = indexer.index(features.ids)
+        if wide:  # both index widths the key indexer may hand out
+            keys.inverse = keys.inverse.astype(np.int64)
+        else:
+            keys.inverse = keys.inverse.astype(np.int32)
+        rows = keys.slots.astype(np.int64)
+        p, deltas = learner.learn(features, keys, table[rows], batch.labels, batch.weights)
+        table[rows] += deltas
+        probabilities.append(p)
+    return np.concatenate(probabilities), table
+
+
+@pytest.mark.parametrize("name", ["ftrl", "adagrad", "sgd", "lazy_adam"])
+@pytest.mark.parametrize("wide", [False, True])
+def test_prebuilt_kernel_learns_what_the_jit_learns_bit_for_bit(built, name, wide):
+    opt = OptimizerSpec(name, learning_rate=0.05 if name != "lazy_adam" else 0.002,
+                        l1=0.1 if name != "lazy_adam" else 0.0, l2=0.5)
+    assert built.prebuilt and not prebuilt.Kernel().prebuilt
+    p_aot, table_aot = learn_stream(built, opt, 512, wide)
+    p_jit, table_jit = learn_stream(prebuilt.Kernel(), opt, 512, wide)
+    np.testing.assert_array_equal(p_aot, p_jit)
+    np.testing.assert_array_equal(table_aot, table_jit)
+    assert np.count_nonzero(table_aot) > 100
+
+
+def test_no_build_or_a_broken_one_means_the_jit(tmp_path):
+    assert prebuilt.load(tmp_path) is None
+    prebuilt.module_path(tmp_path).write_bytes(b"not a shared object")
+    assert prebuilt.load(tmp_path) is None
+    assert prebuilt.Kernel(prebuilt.load(tmp_path)).prebuilt is False
+
+
+def test_a_build_is_named_by_the_sources_it_was_made_from(monkeypatch, tmp_path):
+    before = prebuilt.key()
+    edited = tmp_path / "worker" / "models"
+    edited.mkdir(parents=True)
+    for rel in prebuilt.SOURCES:
+        target = tmp_path / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes((prebuilt._ROOT / rel).read_bytes())
+    monkeypatch.setattr(prebuilt, "_ROOT", tmp_path)
+    assert prebuilt.key() == before
+    (tmp_path / "common/optim/ftrl.py").write_text("# edited\n", encoding="utf-8")
+    assert prebuilt.key() != before
+
+
+def test_prebuilt_kernel_releases_the_gil_while_it_learns(built):
+    """The trainer featurizes the next batch on a helper thread while a batch is learned: the
+    kernel must let go of the GIL, as the JIT's nogil=True does. pycc's Python wrappers release
+    it through PyEval_SaveThread / PyEval_RestoreThread only when built to (a build holding the
+    GIL links neither), so the built module must name both."""
+    path = Path(built.module.__file__)
+    code = path.read_bytes()
+    assert b"PyEval_SaveThread" in code and b"PyEval_RestoreThread" in code, \
+        f"{path.name} holds the GIL while it learns"

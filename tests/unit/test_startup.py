@@ -1,0 +1,45 @@
+"""What each command's process loads before it does anything: the fixed cost a user pays on
+every `deltaps train` and that every shard or replica pays on every (re)start.
+
+Why a test: one eager import (a node command imported by the CLI group, numba reached through
+the optimizer registry, asyncio through zmq's monitor helpers) silently adds a large share of a
+second to every run, and nothing else notices. Each case imports a module in a fresh
+interpreter and names the heavy packages it must not have loaded.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+HEAVY = ("numba", "asyncio", "pyarrow", "rich", "matplotlib", "ps", "serving", "worker")
+
+CASES = {
+    # the CLI group: each node command is imported only when it runs
+    "deploy.cli": HEAVY,
+    # a shard adds deltas and publishes weights: no optimizer math (numba), no asyncio
+    "deploy.nodes.shard": ("numba", "asyncio", "pyarrow", "rich", "serving", "worker"),
+    "deploy.nodes.replica": ("numba", "pyarrow", "rich", "ps", "worker"),
+    # the worker: a blocking channel, no server code, no terminal or plotting libraries
+    "deploy.nodes.worker": ("asyncio", "rich", "matplotlib", "ps", "serving"),
+    "common.optim": ("numba",),
+}
+
+
+def loaded(module: str) -> set[str]:
+    code = (f"import sys, {module}\n"
+            "print(' '.join(sorted({m.split('.')[0] for m in sys.modules})))")
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         cwd=REPO, timeout=120, check=True).stdout
+    return set(out.split())
+
+
+@pytest.mark.parametrize("module", sorted(CASES))
+def test_a_command_loads_only_what_it_needs(module):
+    assert loaded(module).isdisjoint(CASES[module]), \
+        f"importing {module} loads {sorted(loaded(module) & set(CASES[module]))}"

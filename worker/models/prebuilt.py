@@ -1,0 +1,177 @@
+"""The worker's kernel compiled ahead of time into an extension module, so `deltaps train` starts
+without importing numba.
+
+Why: numba's JIT costs every process close to a second before its first batch even when every
+function comes from its on-disk cache (importing numba, then setting up its compiler's target,
+which imports most of numba's implementation modules), against a run that otherwise starts in a
+few tenths. numba.pycc compiles the very same functions (`worker.models.kernel`, with the
+optimizers' per-coordinate code inlined) into a plain extension module that needs only numpy
+at run time. Same source, same compiler, no fast-math: the results are the JIT's bit for bit
+(tests/unit/test_prebuilt.py checks it).
+
+The module is built once per version of the kernel's source, the numba and the Python in use
+(`key()`: edited code is never run from a stale build), into `DELTAPS_KERNEL_DIR` or
+~/.cache/deltaps, by `python -m worker.models.prebuilt` (which `deltaps up` runs when the build
+is missing). When it is absent or cannot be loaded the worker uses the JIT: slower to start,
+same results. numba.pycc needs a C compiler to link, and numba marks it as pending deprecation;
+the JIT fallback keeps training working wherever it is gone.
+"""
+from __future__ import annotations
+
+import hashlib
+import importlib.machinery
+import importlib.util
+import os
+import platform
+import sys
+from pathlib import Path
+
+import numpy as np
+
+_ROOT = Path(__file__).resolve().parents[2]
+# what the compiled code is made of: the kernel and the optimizer math it inlines
+SOURCES = ("worker/models/kernel.py", "common/optim/ftrl.py", "common/optim/adagrad.py",
+           "common/optim/sgd.py", "common/optim/lazy_adam.py", "common/optim/stored.py",
+           "common/optim/params.py", "worker/models/prebuilt.py")
+# every export's signature; numba's JIT would specialize on the same types
+SIGNATURES = {
+    "group_by_event_i8": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i8[::1])",
+    "group_by_event_i4": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i4[::1])",
+    "learn_events": "f8[::1](i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1])",
+}
+
+
+def kernel_dir() -> Path:
+    env = os.environ.get("DELTAPS_KERNEL_DIR")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "deltaps"
+
+
+def key() -> str:
+    """Names one build: a hash of the sources, the numba and Python versions and the machine."""
+    h = hashlib.sha256()
+    for rel in SOURCES:
+        h.update(rel.encode() + b"\0" + (_ROOT / rel).read_bytes() + b"\0")
+    # numba's version file, found without importing numba (or importlib.metadata: both cost
+    # more than the rest of this check)
+    numba = importlib.util.find_spec("numba")
+    if numba is not None and numba.origin:
+        h.update(Path(numba.origin).with_name("_version.py").read_bytes())
+    h.update(f"{sys.version} {platform.machine()}".encode())
+    return h.hexdigest()[:16]
+
+
+def module_name() -> str:
+    return f"_deltaps_kernel_{key()}"
+
+
+def module_path(directory: Path | None = None) -> Path:
+    suffix = importlib.machinery.EXTENSION_SUFFIXES[0]
+    return (directory or kernel_dir()) / f"{module_name()}{suffix}"
+
+
+def load(directory: Path | None = None):
+    """The prebuilt module for the current sources, or None (not built, or not loadable)."""
+    path = module_path(directory)
+    if not path.is_file():
+        return None
+    try:
+        spec = importlib.util.spec_from_file_location(module_name(), path)
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    except (ImportError, OSError):
+        return None
+    return module
+
+
+class Kernel:
+    """The two kernel functions, prebuilt or JIT, behind one call shape (`worker.models.kernel`
+    documents them): arrays are made contiguous of the exported dtypes first (no copy when they
+    already are), which the prebuilt functions require and the JIT does not mind."""
+
+    def __init__(self, module=None):
+        if module is None:
+            from worker.models import kernel
+            self.prebuilt = False
+            self._group_i4 = self._group_i8 = kernel.group_by_event
+            self._learn = kernel.learn_events
+        else:
+            self.prebuilt = True
+            self.module = module
+            self._group_i4, self._group_i8 = module.group_by_event_i4, module.group_by_event_i8
+            self._learn = module.learn_events
+
+    def group_by_event(self, n: int, rows, inverse):
+        rows = np.ascontiguousarray(rows, np.int64)
+        if inverse.dtype == np.int32:
+            return self._group_i4(n, rows, np.ascontiguousarray(inverse))
+        return self._group_i8(n, rows, np.ascontiguousarray(inverse, np.int64))
+
+    def learn_events(self, offsets, entries, labels, importance, st, kind: int, hp):
+        c = np.ascontiguousarray
+        return self._learn(c(offsets, np.int64), c(entries, np.int64), c(labels, np.float64),
+                           c(importance, np.float64), st, int(kind), c(hp, np.float64))
+
+
+_current: Kernel | None = None
+
+
+def kernel() -> Kernel:
+    """This process's kernel: the prebuilt module when there is one for the current sources,
+    else the JIT (loaded once)."""
+    global _current
+    if _current is None:
+        _current = Kernel(load())
+    return _current
+
+
+def build(directory: Path | None = None) -> Path:
+    """Compile the kernel into `module_path(directory)` (tens of seconds; imports numba).
+    Written under a temporary name and renamed, so a reader never loads half a file."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # pycc's pending-deprecation notice
+        from numba.pycc import CC
+        from numba.pycc import compiler as pycc_compiler
+    from worker.models import kernel
+
+    class ReleaseGil(pycc_compiler.Flags):
+        """pycc has no nogil option; its Python wrappers release the GIL around the compiled
+        call (as the JIT's nogil=True does) when the flags say so, so the trainer's helper
+        thread keeps featurizing while a batch is learned."""
+
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.release_gil = True
+
+    out = module_path(directory)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp_name = f"{module_name()}_tmp{os.getpid()}"
+    cc = CC(module_name(), source_module=kernel)
+    cc.output_dir = str(out.parent)
+    cc.output_file = tmp_name + out.suffix
+    for name, sig in SIGNATURES.items():
+        fn = kernel.learn_events if name == "learn_events" else kernel.group_by_event
+        cc.export(name, sig)(fn.py_func)
+    compiler_flags = pycc_compiler.Flags
+    pycc_compiler.Flags = ReleaseGil
+    try:
+        cc.compile()
+    finally:
+        pycc_compiler.Flags = compiler_flags
+    os.replace(out.parent / cc.output_file, out)
+    return out
+
+
+def main() -> None:
+    path = module_path()
+    if load() is not None:
+        print(f"worker kernel already built: {path}")
+        return
+    print(f"building the worker kernel (once per version): {build()}")
+
+
+if __name__ == "__main__":
+    main()
