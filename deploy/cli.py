@@ -17,6 +17,7 @@ import click
 
 from common.config import ClusterFile, load_spec
 from common.errors import DeltapsError
+from common.security import install as install_curve, make_keys, make_token, secured
 from deploy.admin import cluster_status, take_snapshots, verify, wait_ready
 from deploy.layout import cluster_file_path, plan_cluster
 from deploy.nodes.replica import main as serve_command
@@ -62,7 +63,10 @@ def _alive(pid: int) -> bool:
               help="Override [cluster] replicas.")
 @click.option("--dir", "data_dir", default=None, help="Override [cluster] data_dir.")
 @click.option("--timeout", default=60.0, help="Seconds to wait for the cluster to be ready.")
-def up(spec_file, shards, replicas, data_dir, timeout):
+@click.option("--secure", is_flag=True,
+              help="CurveZMQ on every socket and a bearer token on HTTP, with fresh keys written "
+                   "to DATA_DIR/keys (README, Security).")
+def up(spec_file, shards, replicas, data_dir, timeout, secure):
     """Start a local cluster in the background and wait until every replica is ready."""
     try:
         spec = load_spec(spec_file)
@@ -80,6 +84,14 @@ def up(spec_file, shards, replicas, data_dir, timeout):
             raise click.ClickException(f"a cluster is already running from {path} "
                                        f"(supervisor pid {old.supervisor_pid}); `deltaps down` first")
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if secure:
+            keys = path.parent / "keys"
+            make_keys(keys)
+            spec.security = secured(spec.security, keys, token=make_token(keys))
+        install_curve(spec.security, "admin")
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
     cluster = plan_cluster(spec)
     cluster.save(path)
     log = open(path.parent / "supervisor.log", "ab")
@@ -97,7 +109,28 @@ def up(spec_file, shards, replicas, data_dir, timeout):
         raise click.ClickException(f"cluster not ready after {timeout:.0f}s; logs in "
                                    f"{path.parent / 'logs'}")
     click.echo(f"cluster up: {spec.shards} shard(s), {spec.replicas} replica(s), models "
-               f"{', '.join(sorted(spec.models))}; cluster file {path}")
+               f"{', '.join(sorted(spec.models))}; cluster file {path}"
+               + (f"; CURVE keys and HTTP token in {path.parent / 'keys'}" if secure else ""))
+
+
+def load_cluster(cluster_file: str, role: str) -> ClusterFile:
+    """The running cluster, with this process's CURVE keys for `role` (if it runs CURVE)."""
+    cluster = ClusterFile.load(cluster_file)
+    install_curve(cluster.spec.security, role)
+    return cluster
+
+
+@cli.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the key pairs (made 0700; secret files 0600).")
+def keys(out_dir):
+    """Make CURVE key pairs for the servers and each role (worker, replica, client, admin)
+    and print the [security] section that admits them."""
+    made = make_keys(out_dir)
+    click.echo(f"[security]\ncurve = true\nkeys_dir = {str(Path(out_dir).resolve())!r}")
+    for role, public in made.items():
+        if role != "server":
+            click.echo(f"{role} = [{Path(public).name!r}]")
 
 
 @cli.command()
@@ -153,7 +186,7 @@ def _declared_lines(rows: list[dict]) -> list[str]:
 def status(cluster_file, as_json):
     """Every node of the cluster: role, address, pid, CPUs, state, sequence numbers, lag."""
     try:
-        rows = cluster_status(ClusterFile.load(cluster_file))
+        rows = cluster_status(load_cluster(cluster_file, "admin"))
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
     click.echo(json.dumps(rows, indent=2) if as_json else _status_table(rows))
@@ -171,7 +204,7 @@ def verify_cmd(cluster_file, timeout):
     same version; exits non-zero on any difference.
     """
     try:
-        rows = verify(ClusterFile.load(cluster_file), timeout)
+        rows = verify(load_cluster(cluster_file, "admin"), timeout)
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
     for r in rows:
@@ -188,7 +221,7 @@ def verify_cmd(cluster_file, timeout):
 def snapshot(cluster_file):
     """Make every shard write a snapshot now (they also do so on a timer and on SIGTERM)."""
     try:
-        for shard, path, lsn in take_snapshots(ClusterFile.load(cluster_file)):
+        for shard, path, lsn in take_snapshots(load_cluster(cluster_file, "admin")):
             click.echo(f"shard-{shard}: {path} (log position {lsn})")
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
@@ -211,7 +244,7 @@ def predict(instances, cluster_file, model, timeout):
             except json.JSONDecodeError as exc:
                 raise click.ClickException(f"instance {i} is not JSON: {exc}")
             parsed.extend(value if isinstance(value, list) else [value])
-        cluster = ClusterFile.load(cluster_file)
+        cluster = load_cluster(cluster_file, "client")
         model = model or cluster.default_model()
         with ServingClient([n.address for n in cluster.replicas()], timeout) as client:
             result = client.predict(model, parsed)
