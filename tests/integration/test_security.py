@@ -7,6 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
+import ssl
 import subprocess
 import sys
 import urllib.error
@@ -196,3 +198,25 @@ def test_status_shows_no_key(cluster):
     for n in cluster.cluster.nodes:
         log = cluster.log(n.role, n.index)
         assert key(cluster, "server").secret.decode() not in log
+
+
+@pytest.mark.skipif(shutil.which("openssl") is None, reason="needs openssl to make a cert")
+def test_http_over_tls(local_cluster, tmp_path):
+    cert, pem_key = tmp_path / "cert.pem", tmp_path / "key.pem"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "1",
+                    "-keyout", str(pem_key), "-out", str(cert), "-subj", "/CN=127.0.0.1",
+                    "-addext", "subjectAltName=IP:127.0.0.1"], check=True, capture_output=True)
+    c = local_cluster(f'[security]\nhttp_tls_cert_file = "{cert}"\n'
+                      f'http_tls_key_file = "{pem_key}"\n', 1, 1, secure=True).start_all()
+    https = c.info("replica", 0).http_address
+    assert https.startswith("https://")
+    token = (c.dir / "keys" / "http.token").read_text().strip()
+    req = urllib.request.Request(f"{https}/v1/models/{MODEL}:predict",
+                                 data=json.dumps({"instances": [{}]}).encode(),
+                                 headers={"Authorization": f"Bearer {token}"})
+    trusted = ssl.create_default_context(cafile=str(cert))
+    with urllib.request.urlopen(req, timeout=5, context=trusted) as resp:
+        assert resp.status == 200 and len(json.loads(resp.read())["predictions"]) == 1
+    with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP there
+        urllib.request.urlopen(https.replace("https://", "http://") + "/healthz", timeout=5)
+    assert request(c.address("replica", 0), StatusRequest()).info["http_address"] == https
