@@ -20,7 +20,7 @@ from typing import Callable
 
 import click
 
-from bench import (adaptive, durability, footprint, freshness, machine, readers, reads, report,
+from bench import (adaptive, curve, durability, footprint, freshness, machine, readers, reads, report,
                    training, usertrain, vw)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
@@ -37,6 +37,7 @@ SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "freshness": freshness.run,
     "reads": reads.run,
     "durability": durability.run,
+    "curve": curve.run,  # CurveZMQ's cost against plain TCP
     "footprint": footprint.run,
     "readers": readers.run,
 }
