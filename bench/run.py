@@ -20,8 +20,8 @@ from typing import Callable
 
 import click
 
-from bench import (adaptive, durability, footprint, freshness, machine, readers, reads, report,
-                   training, usertrain, vw, workers)
+from bench import (adaptive, curve, durability, footprint, freshness, machine, readers, reads,
+                   report, training, usertrain, vw, workers)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -38,6 +38,7 @@ SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "freshness": freshness.run,
     "reads": reads.run,
     "durability": durability.run,
+    "curve": curve.run,  # CurveZMQ's cost against plain TCP
     "footprint": footprint.run,
     "readers": readers.run,
 }

@@ -16,6 +16,7 @@ from typing import Any
 from common.cpus import MAX_SLICE_MS, MIN_SLICE_MS, parse_cpu_list
 from common.errors import ConfigError, find_model
 from common.features import FeatureSpec, Transform
+from common.security import SecuritySpec
 
 DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 # the sparse optimizers of common.optim (kept here so loading a spec does not import numba;
@@ -78,6 +79,7 @@ class ClusterSpec:
     max_delta: float = 1e6  # largest |change| of one state value a push may carry
     transforms: dict[str, dict] = field(default_factory=dict)
     models: dict[str, ModelSpec] = field(default_factory=dict)
+    security: SecuritySpec = field(default_factory=SecuritySpec)
 
     def model(self, name: str) -> ModelSpec:
         return find_model(self.models, name, "this cluster has")
@@ -100,7 +102,8 @@ class ClusterSpec:
         d = copy.deepcopy(d)
         models = {name: ModelSpec(**{**m, "optimizer": OptimizerSpec(**m["optimizer"])})
                   for name, m in d.pop("models", {}).items()}
-        return cls(**d, models=models)
+        security = SecuritySpec(**d.pop("security", {}))
+        return cls(**d, models=models, security=security)
 
 
 def _check_keys(section: str, given: dict, allowed: dict) -> None:
@@ -168,7 +171,7 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
             given = tomllib.loads(text)
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"cannot read spec {path or '<text>'}: {exc}") from exc
-    _check_keys("spec", given, {"cluster": 0, "transforms": 0, "models": 0})
+    _check_keys("spec", given, {"cluster": 0, "transforms": 0, "models": 0, "security": 0})
     cluster = _merge("cluster", defaults["cluster"], given.get("cluster", {}))
     transforms = given.get("transforms", {})
     for tname, t in transforms.items():
@@ -189,7 +192,9 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
             if tname not in transforms:
                 raise ConfigError(f"[models.{name}] names transform {tname!r}, which is not defined")
         models[name] = ModelSpec(name=name, optimizer=OptimizerSpec(**opt), **merged)
-    spec = ClusterSpec(**cluster, transforms=transforms, models=models)
+    security = SecuritySpec(**_merge("security", defaults["security"], given.get("security", {})))
+    security.check()
+    spec = ClusterSpec(**cluster, transforms=transforms, models=models, security=security)
     if spec.fsync not in ("always", "interval", "never"):
         raise ConfigError("[cluster] fsync must be always, interval or never")
     if not spec.max_delta > 0:

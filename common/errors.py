@@ -96,6 +96,13 @@ class DeclarationConflict(DeltapsError):
     code = "declaration_conflict"
 
 
+class Forbidden(DeltapsError):
+    """The peer's key is a cluster member, but its role may not send this op (common/roles.py);
+    the request changed nothing."""
+
+    code = "forbidden"
+
+
 class InternalError(DeltapsError):
     """A handler failed with an unexpected exception (a bug in the node, not in the request);
     the node answers with this code and keeps running."""

@@ -20,7 +20,8 @@ from common.messages import (Hello, HelloReply, Message, Ok, PROTOCOL, Shutdown,
                              StatusRequest)
 from common.config import ClusterSpec
 from common.cpus import current_cpus
-from common.transport import EventLoop, RequestServer
+from common.transport import EventLoop, RequestServer, refusals
+from common.transport.curve import current as current_curve
 
 
 class Node:
@@ -62,7 +63,7 @@ class Node:
         return {}
 
     def on_status(self, _msg: StatusRequest) -> StatusReply:
-        return StatusReply({**self.identity(), **self.status()})
+        return StatusReply({**self.identity(), **self.status(), "security": self.security()})
 
     def identity(self) -> dict:
         """The status fields every node reports first: who and where it is."""
@@ -72,6 +73,13 @@ class Node:
     def status(self) -> dict:
         """The node's own status fields, after `identity()`."""
         return {"uptime_s": self.uptime_s()}
+
+    def security(self) -> dict:
+        """Whether CURVE is on, handshakes refused (unknown keys, wrong role on the update
+        stream; counted per process) and requests refused by role, by op. Never a key."""
+        return {"curve": current_curve() is not None,
+                "refused_connections": dict(refusals.counts),
+                "forbidden": dict(self.server.forbidden)}
 
     def uptime_s(self) -> float:
         return round(time.time() - self.started, 1)

@@ -18,6 +18,7 @@ import click
 
 from common.config import ClusterFile, load_spec
 from common.errors import DeltapsError
+from common.security import install as install_curve, make_keys, make_token, secured
 from deploy.layout import cluster_file_path, plan_cluster
 from deploy.runtime.placement import cpus_for
 
@@ -75,7 +76,10 @@ def _alive(pid: int) -> bool:
 @click.option("--build-kernel/--no-build-kernel", default=True,
               help="Compile the worker's kernel ahead of time if this version has no build "
                    "yet, so `deltaps train` starts without numba's JIT (worker/models/prebuilt.py).")
-def up(spec_file, shards, replicas, data_dir, timeout, build_kernel):
+@click.option("--secure", is_flag=True,
+              help="CurveZMQ on every socket and a bearer token on HTTP, with fresh keys written "
+                   "to DATA_DIR/keys (README, Security).")
+def up(spec_file, shards, replicas, data_dir, timeout, build_kernel, secure):
     """Start a local cluster in the background and wait until every replica is ready."""
     try:
         spec = load_spec(spec_file)
@@ -94,6 +98,14 @@ def up(spec_file, shards, replicas, data_dir, timeout, build_kernel):
             raise click.ClickException(f"a cluster is already running from {path} "
                                        f"(supervisor pid {old.supervisor_pid}); `deltaps down` first")
     path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        if secure:
+            keys = path.parent / "keys"
+            make_keys(keys)
+            spec.security = secured(spec.security, keys, token=make_token(keys))
+        install_curve(spec.security, "admin")
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
     cluster = plan_cluster(spec)
     cluster.save(path)
     log = open(path.parent / "supervisor.log", "ab")
@@ -117,7 +129,28 @@ def up(spec_file, shards, replicas, data_dir, timeout, build_kernel):
     if builder is not None:
         _finish_kernel_build(*builder)
     click.echo(f"cluster up: {spec.shards} shard(s), {spec.replicas} replica(s), models "
-               f"{', '.join(sorted(spec.models))}; cluster file {path}")
+               f"{', '.join(sorted(spec.models))}; cluster file {path}"
+               + (f"; CURVE keys and HTTP token in {path.parent / 'keys'}" if secure else ""))
+
+
+def load_cluster(cluster_file: str, role: str) -> ClusterFile:
+    """The running cluster, with this process's CURVE keys for `role` (if it runs CURVE)."""
+    cluster = ClusterFile.load(cluster_file)
+    install_curve(cluster.spec.security, role)
+    return cluster
+
+
+@cli.command()
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
+              help="Directory for the key pairs (made 0700; secret files 0600).")
+def keys(out_dir):
+    """Make CURVE key pairs for the servers and each role (worker, replica, client, admin)
+    and print the [security] section that admits them."""
+    made = make_keys(out_dir)
+    click.echo(f"[security]\ncurve = true\nkeys_dir = {str(Path(out_dir).resolve())!r}")
+    for role, public in made.items():
+        if role != "server":
+            click.echo(f"{role} = [{Path(public).name!r}]")
 
 
 def _start_kernel_build(log_path: Path):
@@ -196,7 +229,7 @@ def status(cluster_file, as_json):
     """Every node of the cluster: role, address, pid, CPUs, state, sequence numbers, lag."""
     from deploy.admin import cluster_status
     try:
-        rows = cluster_status(ClusterFile.load(cluster_file))
+        rows = cluster_status(load_cluster(cluster_file, "admin"))
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
     click.echo(json.dumps(rows, indent=2) if as_json else _status_table(rows))
@@ -215,7 +248,7 @@ def verify_cmd(cluster_file, timeout):
     """
     from deploy.admin import verify
     try:
-        rows = verify(ClusterFile.load(cluster_file), timeout)
+        rows = verify(load_cluster(cluster_file, "admin"), timeout)
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
     for r in rows:
@@ -233,7 +266,7 @@ def snapshot(cluster_file):
     """Make every shard write a snapshot now (they also do so on a timer and on SIGTERM)."""
     from deploy.admin import take_snapshots
     try:
-        for shard, path, lsn in take_snapshots(ClusterFile.load(cluster_file)):
+        for shard, path, lsn in take_snapshots(load_cluster(cluster_file, "admin")):
             click.echo(f"shard-{shard}: {path} (log position {lsn})")
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
@@ -256,7 +289,7 @@ def predict(instances, cluster_file, model, timeout):
             except json.JSONDecodeError as exc:
                 raise click.ClickException(f"instance {i} is not JSON: {exc}")
             parsed.extend(value if isinstance(value, list) else [value])
-        cluster = ClusterFile.load(cluster_file)
+        cluster = load_cluster(cluster_file, "client")
         model = model or cluster.default_model()
         with ServingClient([n.address for n in cluster.replicas()], timeout) as client:
             result = client.predict(model, parsed)

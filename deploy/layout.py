@@ -53,13 +53,14 @@ def plan_cluster(spec: ClusterSpec) -> ClusterFile:
     def port() -> int:
         return next(ports)
 
+    scheme = "https" if spec.security.http_tls_cert_file else "http"
     nodes = []
     for k in range(spec.shards):
         nodes.append(NodeInfo("shard", k, f"tcp://{spec.host}:{port()}",
                               f"tcp://{spec.host}:{port()}"))
     for r in range(spec.replicas):
         nodes.append(NodeInfo("replica", r, f"tcp://{spec.host}:{port()}",
-                              http_address=f"http://{spec.host}:{http_ports[r]}"))
+                              http_address=f"{scheme}://{spec.host}:{http_ports[r]}"))
     return ClusterFile(spec, nodes)
 
 

@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 
 from common.config import ClusterFile, load_spec
+from common.security import install as install_curve, make_keys, make_token, secured
+from common.transport import use_curve
 from deploy.admin import node_status
 from deploy.layout import plan_cluster
 from deploy.supervisor import node_command
@@ -100,12 +102,23 @@ class NodeCluster:
 
 
 class LocalCluster(NodeCluster):
-    """Shard and replica processes started from a spec; every process is tracked by PID."""
+    """Shard and replica processes started from a spec; every process is tracked by PID.
+
+    With `secure`, the cluster runs CURVE and an HTTP bearer token with fresh keys in
+    `directory/keys` (as `deltaps up --secure`), and this process talks to it as admin.
+    """
 
     def __init__(self, directory: Path, spec_text: str = "", shards: int = 2, replicas: int = 1,
-                 **cluster_settings):
+                 secure: bool = False, **cluster_settings):
         super().__init__(directory, spec_text, shards, replicas, **cluster_settings)
         self.procs: dict[tuple[str, int], subprocess.Popen] = {}
+        self.secure = secure
+        if secure:
+            keys = self.dir / "keys"
+            make_keys(keys)
+            self.spec.security = secured(self.spec.security, keys, token=make_token(keys))
+            self.cluster.save(self.path)
+            install_curve(self.spec.security, "admin")
 
     def start(self, role: str, index: int) -> subprocess.Popen:
         info = self.info(role, index)
@@ -144,4 +157,6 @@ class LocalCluster(NodeCluster):
             for (r, i) in list(self.procs):
                 if r == role:
                     codes[(r, i)] = self.stop(r, i)
+        if self.secure:
+            use_curve(None)
         return codes

@@ -19,19 +19,23 @@ the weights.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
 import logging
+import ssl
 import threading
+from pathlib import Path
 
 from aiohttp import web
 
-from common.errors import DeltapsError, RemoteError, Timeout
+from common.errors import ConfigError, DeltapsError, RemoteError, Timeout
 from common.messages import Message, Predict, StatusRequest
 from common.transport import AsyncChannel
 
 log = logging.getLogger("deltaps.http")
 CORE_TIMEOUT_S = 10.0  # how long a request may wait for the replica's loop
 HEALTH_TIMEOUT_S = 2.0
+OPEN_PATHS = ("/healthz", "/readyz")  # probes answer without a token: they reveal no weights
 STATUS_BY_CODE = {"unknown_model": 404, "not_ready": 503, "timeout": 503, "unreachable": 503,
                   "invalid_instance": 400, "invalid_value": 400, "malformed": 400}
 
@@ -51,6 +55,24 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def http_security(sec) -> dict:
+    """HttpServer's `token` and `ssl_context` from a spec's [security] (files read once, at
+    start; a missing or empty file is an error, never an open endpoint)."""
+    out: dict = {"token": None, "ssl_context": None}
+    try:
+        if sec.http_token_file:
+            out["token"] = Path(sec.http_token_file).read_text().strip()
+            if not out["token"]:
+                raise ConfigError(f"[security] http_token_file {sec.http_token_file} is empty")
+        if sec.http_tls_cert_file:
+            ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            ctx.load_cert_chain(sec.http_tls_cert_file, sec.http_tls_key_file)
+            out["ssl_context"] = ctx
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"[security] HTTP token or TLS files: {exc}") from None
+    return out
+
+
 def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
@@ -59,8 +81,12 @@ class HttpServer:
     """aiohttp app in a background thread, forwarding to the replica at `backend` (inproc)."""
 
     def __init__(self, host: str, port: int, backend: str, max_body: int,
-                 timeout: float = CORE_TIMEOUT_S):
+                 timeout: float = CORE_TIMEOUT_S, token: str | None = None,
+                 ssl_context: ssl.SSLContext | None = None):
         self.host, self.port = host, port
+        self._token = token.encode() if token else None
+        self.ssl_context = ssl_context
+        self.unauthorized = 0  # requests refused for a missing or wrong bearer token
         self.backend = backend
         self.max_body = max_body
         self.timeout = timeout
@@ -74,7 +100,7 @@ class HttpServer:
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
 
     # --- lifecycle (called from the replica's thread) ----------------------------------------
 
@@ -108,7 +134,8 @@ class HttpServer:
         runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await runner.setup()
         try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
+            site = web.TCPSite(runner, self.host, self.port, reuse_address=True,
+                               ssl_context=self.ssl_context)
             await site.start()
             if runner.addresses:  # the port the OS chose for port 0
                 self.port = runner.addresses[0][1]
@@ -121,7 +148,8 @@ class HttpServer:
     # --- the app ------------------------------------------------------------------------------
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=self.max_body, middlewares=[self._errors])
+        app = web.Application(client_max_size=self.max_body, middlewares=[self._errors,
+                                                                          self._auth])
         app.router.add_post(r"/v1/models/{name:[^/:]+}:predict", self.predict)
         app.router.add_get(r"/v1/models/{name:[^/:]+}", self.model_status)
         app.router.add_get("/healthz", self.healthz)
@@ -146,6 +174,20 @@ class HttpServer:
         except Exception as exc:
             log.exception("HTTP handler failed")
             return _error(500, f"{type(exc).__name__}: {exc}")
+
+    @web.middleware
+    async def _auth(self, request: web.Request, handler):
+        """With a token configured, 401 unless `Authorization: Bearer TOKEN` (compared in
+        constant time) — before the body is read or the replica asked."""
+        if self._token is None or request.path in OPEN_PATHS:
+            return await handler(request)
+        scheme, _, given = request.headers.get("Authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(),
+                                                                  self._token):
+            self.unauthorized += 1
+            return web.json_response({"error": "missing or wrong bearer token"}, status=401,
+                                     headers={"WWW-Authenticate": 'Bearer realm="deltaps"'})
+        return await handler(request)
 
     async def _ask(self, msg: Message, timeout: float | None = None) -> Message:
         try:

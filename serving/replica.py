@@ -104,8 +104,9 @@ class ReplicaNode(Node):
         self.latencies: deque[float] = deque(maxlen=LATENCY_SAMPLES)
         self.http = None
         if http is not None:
-            from serving.http import HttpServer  # aiohttp is only needed when serving HTTP
-            self.http = HttpServer(http[0], http[1], self.inproc_address, spec.max_message_bytes)
+            from serving.http import HttpServer, http_security  # aiohttp: only to serve HTTP
+            self.http = HttpServer(http[0], http[1], self.inproc_address, spec.max_message_bytes,
+                                   **http_security(spec.security))
         self.loop.watch(self.subscriber, self.on_updates)
         for k, ch in enumerate(self.channels):
             self.loop.watch(ch, lambda k=k: self.on_snapshot_reply(k))
@@ -313,6 +314,12 @@ class ReplicaNode(Node):
         }
 
     # --- lifecycle ----------------------------------------------------------------------------
+
+    def security(self) -> dict:
+        out = super().security()
+        if self.http is not None:
+            out["http_unauthorized"] = self.http.unauthorized
+        return out
 
     def starting(self) -> None:
         if self.http is not None:

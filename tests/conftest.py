@@ -89,5 +89,6 @@ def pytest_collection_modifyitems(config, items):
 @pytest.fixture(scope="session", autouse=True)
 def _zmq_context_cleanup():
     yield
-    from common.transport import context
+    from common.transport import context, use_curve
+    use_curve(None)  # stops a ZAP thread before its context goes
     context().destroy(linger=0)

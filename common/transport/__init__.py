@@ -1,9 +1,10 @@
 """ZeroMQ transport, and the only package that imports zmq.
 
 One module per job: `sockets` (contexts, socket options, `Endpoint`), `server`
-(`RequestServer`, the ROUTER a node answers on), `dealer` (what both client channels share),
-`channel` (`Channel`, blocking), `aio` (`AsyncChannel`, asyncio), `pubsub` (`Publisher`,
-`Subscriber`) and `loop` (`EventLoop`). Callers import the names from here.
+(`RequestServer`, the ROUTER a node answers on), `curve` (CurveZMQ keys and ZAP), `dealer`
+(what both client channels share), `channel` (`Channel`, blocking), `aio` (`AsyncChannel`,
+asyncio), `pubsub` (`Publisher`, `Subscriber`) and `loop` (`EventLoop`). Callers import the
+names from here.
 
 Each name is imported from its module on first use (PEP 562), so a process that needs only
 a blocking channel (a worker, `deltaps status`) does not pay for asyncio or the server.
@@ -17,7 +18,9 @@ _HOME = {"AsyncChannel": "aio", "Channel": "channel", "readable": "channel",
          "Subscriber": "pubsub", "Handler": "server", "RequestServer": "server",
          "COPY_THRESHOLD": "sockets", "Endpoint": "sockets", "Unreachable": "sockets",
          "async_context": "sockets", "bind_address": "sockets", "context": "sockets",
-         "poll_ms": "sockets"}
+         "poll_ms": "sockets", "Curve": "curve", "KeyPair": "curve", "client_key": "curve",
+         "read_key_pair": "curve", "read_public_key": "curve", "refusals": "curve",
+         "use_curve": "curve", "write_key_pair": "curve"}
 
 __all__ = sorted(_HOME)
 

@@ -11,8 +11,10 @@ from typing import Callable, Sequence
 
 import zmq
 
-from common.errors import DeltapsError
+from common.errors import DeltapsError, Forbidden
 from common.messages import ErrorReply, Message
+from common.roles import permitted
+from common.transport.curve import peer_role
 from common.transport.sockets import Endpoint, bind_address, close_socket, new_socket
 from common.wire import decode, encode, request_id
 
@@ -34,6 +36,7 @@ class RequestServer(Endpoint):
         self.batch_handlers: dict[str, Callable[[list[Message]], list]] = {}
         self.requests = 0  # requests answered (error replies included)
         self.errors: dict[str, int] = {}  # error replies sent, by error code
+        self.forbidden: dict[str, int] = {}  # requests refused by the sender's role, by op
 
     def bind(self, address: str) -> str:
         """Also answer on `address` (e.g. an inproc endpoint for threads of this process)."""
@@ -57,6 +60,8 @@ class RequestServer(Endpoint):
                 break
             identity, frames = parts[0], [p.buffer for p in parts[1:]]
             msg, rid, refused = self._decode(frames)
+            if refused is None and len(parts) > 1:
+                refused = self._authorize(peer_role(parts[1]), msg.op)
             if refused is None and msg.op in self.batch_handlers:
                 deferred.setdefault(msg.op, []).append(len(replies))
                 replies.append([identity, msg, rid])
@@ -88,6 +93,15 @@ class RequestServer(Endpoint):
         except DeltapsError as exc:
             log.warning("refused request: %s", exc)
             return None, rid or request_id(frames), ErrorReply(exc.code, str(exc))
+
+    def _authorize(self, role: str | None, op: str) -> ErrorReply | None:
+        """None if a peer of `role` may send `op` (always, without CURVE), else `forbidden`."""
+        if role is None or permitted(role, op):
+            return None
+        self.forbidden[op] = self.forbidden.get(op, 0) + 1
+        exc = Forbidden(f"a {role or 'roleless'} key may not send {op!r}")
+        log.warning("refused request: %s", exc)
+        return ErrorReply(exc.code, str(exc))
 
     def _run(self, msg: Message) -> Message:
         try:

@@ -12,6 +12,7 @@ import math
 import zmq
 
 from common.errors import DeltapsError
+from common.transport.curve import secure
 
 # Frames below this size are copied when sent: zero-copy costs a tracker object and a wake-up of
 # pyzmq's garbage-collector thread per frame, which only pays off for multi-megabyte arrays.
@@ -50,10 +51,16 @@ class Unreachable(DeltapsError):
 
 
 def new_socket(kind: int, ctx=None) -> zmq.Socket:
-    """A socket of `kind` that drops unsent messages on close and copies small frames."""
+    """A socket of `kind` that drops unsent messages on close and copies small frames, and
+    speaks CURVE when the process has turned it on (common/transport/curve.py)."""
     sock = (ctx or context()).socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.copy_threshold = COPY_THRESHOLD
+    try:
+        secure(sock, kind)
+    except DeltapsError:
+        sock.close(0)
+        raise
     return sock
 
 

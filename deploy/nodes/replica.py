@@ -8,6 +8,7 @@ import click
 from common.cpus import format_cpu_list
 from common.errors import DeltapsError
 from common.logs import setup_logging
+from common.security import install as install_curve
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 from deploy.runtime.options import node_options, resolve_node
 from deploy.runtime.placement import place
@@ -46,6 +47,7 @@ def main(cluster_file, spec_file, index, listen, shard_addresses, http):
     from serving.http import parse_listen
     try:
         spec, node, shards = resolve_node("replica", cluster_file, spec_file, index, listen)
+        install_curve(spec.security, "replica", serves=True)
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
     if shard_addresses:

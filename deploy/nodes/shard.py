@@ -8,6 +8,7 @@ import click
 from common.cpus import format_cpu_list
 from common.errors import DeltapsError
 from common.logs import setup_logging
+from common.security import install as install_curve
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 from deploy.runtime.options import node_options, resolve_node
 from deploy.runtime.placement import place
@@ -25,6 +26,7 @@ def main(cluster_file, spec_file, index, listen, publish):
     keep_message_buffers_on_heap()
     try:
         spec, node, _ = resolve_node("shard", cluster_file, spec_file, index, listen)
+        install_curve(spec.security, None, serves=True)
         cpus = place("shard", spec.serving_cpus)
     except DeltapsError as exc:
         raise click.ClickException(str(exc))

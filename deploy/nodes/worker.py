@@ -9,6 +9,7 @@ import click
 
 from common.config import ClusterFile
 from common.errors import DeltapsError
+from common.security import install as install_curve
 from deploy.progress import Curve, TrainingDisplay, check_plot_path, plot_curve
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 from deploy.runtime.placement import place
@@ -54,6 +55,7 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
     plot_file = check_plot_path(plot_path) if plot_path else None
     try:
         cluster = ClusterFile.load(cluster_file)
+        install_curve(cluster.spec.security, "worker")
         lower_cpu_priority(cluster.spec.worker_nice if nice is None else nice)
         place("worker", cluster.spec.serving_cpus)
         model = model or cluster.default_model()
