@@ -22,6 +22,7 @@ from common.config import ClusterSpec
 from common.errors import ConfigError, DeltapsError, InvalidValue, MissingPush, find_model
 from common.messages import Push
 from ps.snapshot import load_newest_good, snapshot_lsns, write_snapshot
+from ps.deep_store import make_store
 from ps.store import ModelShard
 from ps.wal import ReadReport, WriteAheadLog, pack_frames, unpack_frames
 
@@ -57,7 +58,7 @@ class ShardState:
         self.spec = spec
         self.index = index
         self.dir = Path(directory)
-        self.stores = {name: ModelShard(model, index, spec.shards, spec.max_delta)
+        self.stores = {name: make_store(model, index, spec.shards, spec.max_delta)
                        for name, model in spec.models.items()}
         self.applied: dict[str, int] = {}  # worker -> highest push_no applied
         self.wal = WriteAheadLog(self.dir / "wal", spec.fsync, spec.wal_segment_mb << 20)
@@ -170,7 +171,12 @@ class ShardState:
                                   f"optimizer={saved['optimizer']}; the spec now says "
                                   f"bits={store.spec.bits}, optimizer={store.spec.optimizer.name}")
             for key, array in arrays[name].items():
-                store.state[key][:] = array
+                mine = store.state.get(key)
+                if mine is None or mine.size != array.size:
+                    raise ConfigError(f"model {name!r} was saved with another shape: its {key!r} "
+                                      f"has {array.size} values, the spec's model "
+                                      f"{mine.size if mine is not None else 'none'}")
+                store.state[key].reshape(-1)[:] = array
         self.applied = dict(header.get("applied", {}))
 
     def close(self) -> None:

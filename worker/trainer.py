@@ -92,7 +92,11 @@ class Trainer:
         self.model = spec.model(model)
         self.featurizer = Featurizer(spec.feature_spec(model))
         self.indexer = KeyIndexer(self.model.bits)
-        self.learner = LinearLearner(self.model.optimizer)
+        if self.model.kind == "deep":  # TensorFlow is loaded for deep models only
+            from worker.models.deep import DeepLearner
+            self.learner = DeepLearner(self.model)
+        else:
+            self.learner = LinearLearner(self.model.optimizer)
         self.batch_size = batch_size
         self.pipeline = pipeline
         self.metrics = ProgressiveMetrics()
@@ -100,7 +104,7 @@ class Trainer:
 
     def index(self, batch: Batch) -> tuple[Batch, Features, BatchKeys]:
         features = self.featurizer.featurize(batch)
-        return batch, features, self.indexer.index(features.ids)
+        return batch, features, self.learner.batch_keys(self.indexer.index(features.ids))
 
     def send_pull(self, ready: tuple[Batch, Features, BatchKeys]) -> _Prepared:
         batch, features, keys = ready

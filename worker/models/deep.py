@@ -1,0 +1,127 @@
+"""The deep sparse model's learner: one mini-batch step in TensorFlow on the pulled rows.
+
+Per batch the worker pulls the state of the sparse rows its events touch and of every dense row
+(`common.deep.DeepLayout`: each row is w, m, v of width h0 and a step count t), then one
+`tf.function` call does the rest on that local copy: the forward pass (the sparse layer as a
+gather of the touched rows and a segment sum per event over the batch's (event, row) pairs,
+then the dense layers), which gives the events' progressive predictions (made before the batch
+is learned); the mini-batch gradient of the mean weighted log loss; and one Adam step on every
+pulled row, each row with its own step count. The sparse rows pulled are exactly those the
+batch touches, so on them this is lazy Adam (DeepBird's sparse-layer optimizer; TensorFlow's
+LazyAdamOptimizer), and the dense rows are pulled and stepped every batch, so on them it is
+Adam: the math of `common.optim.lazy_adam` and `common.optim.adam`, which tests/unit/test_deep.py
+checks this against. The push is the change of every state value, so shards add it like a
+linear model's.
+
+TensorFlow is imported only here: shards, replicas and linear workers never load it.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from common.config import ModelSpec
+from common.deep import DeepLayout
+from common.features import Features
+from worker.keys import BatchKeys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no start-up banner on every worker
+import tensorflow as tf  # noqa: E402
+
+ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.math.tanh, "sigmoid": tf.math.sigmoid,
+               "elu": tf.nn.elu}
+
+
+def split_dense(layout: DeepLayout, flat):
+    """The dense parameters (tensors) from their flat vector, in `layout.shapes` order."""
+    out, at = [], 0
+    for _, shape in layout.shapes:
+        size = int(np.prod(shape))
+        out.append(tf.reshape(flat[at:at + size], shape))
+        at += size
+    return out
+
+
+def logits_tf(layout: DeepLayout, sums, params):
+    """The model's logits from each event's sum of sparse rows: `common.deep.forward` in TF."""
+    act = ACTIVATIONS[layout.activation]
+    a = act(sums + params[0])
+    for layer in range(1, len(layout.hidden)):
+        a = act(tf.matmul(a, params[2 * layer - 1]) + params[2 * layer])
+    return tf.matmul(a, params[-2])[:, 0] + params[-1][0]
+
+
+def adam_rows(w, m, v, t, g, lr, beta1, beta2, eps, l2):
+    """One Adam step of rows (w, m, v: (k, h0); t: (k,), the steps each row took), each row
+    bias-corrected by its own step count: `common.optim.lazy_adam.update` per coordinate."""
+    g = g + l2 * w
+    t1 = t + 1.0
+    m1 = beta1 * m + (1.0 - beta1) * g
+    v1 = beta2 * v + (1.0 - beta2) * g * g
+    m_hat = m1 / (1.0 - tf.pow(beta1, t1))[:, None]
+    v_hat = v1 / (1.0 - tf.pow(beta2, t1))[:, None]
+    return w - lr * m_hat / (tf.sqrt(v_hat) + eps), m1, v1, t1
+
+
+class DeepLearner:
+    """A deep model's fixed layout and hyper-parameters, and one batch's learning step."""
+
+    def __init__(self, spec: ModelSpec):
+        self.layout = layout = DeepLayout.of(spec)
+        self.dense_keys = layout.dense_keys()
+        opt = spec.optimizer
+        self.hp = tuple(np.float32(x) for x in (opt.learning_rate, opt.beta1, opt.beta2,
+                                                 opt.epsilon, opt.l2))
+        width = layout.row_width
+        self._step = tf.function(self._step_fn, input_signature=[
+            tf.TensorSpec([None, width], tf.float32), tf.TensorSpec([None], tf.int64),
+            tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64),
+            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
+
+    def batch_keys(self, keys: BatchKeys) -> BatchKeys:
+        """The keys a batch pulls and pushes: its sparse slots, then every dense row (their
+        keys follow all slots, so the whole stays sorted)."""
+        return BatchKeys(np.concatenate([keys.slots, self.dense_keys]), keys.inverse)
+
+    def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
+              importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(progressive probabilities of the events, float32 deltas of the pulled `state`)."""
+        want = (keys.slots.size, self.layout.row_width)
+        if state.shape != want:
+            raise ValueError(f"pulled state of shape {list(state.shape)}, expected {list(want)}")
+        n = features.n
+        importance = np.ones(n, np.float32) if importance is None \
+            else np.asarray(importance, np.float32)
+        p, deltas = self._step(state, np.asarray(features.rows, np.int64),
+                               np.asarray(keys.inverse, np.int64), np.int64(n),
+                               np.asarray(labels, np.float32), importance)
+        return p.numpy().astype(np.float64), deltas.numpy()
+
+    def predict(self, features: Features, keys: BatchKeys, state: np.ndarray) -> np.ndarray:
+        """Probabilities from pulled state, without learning (the worker's forward pass)."""
+        n = features.n
+        p, _ = self._step(state, np.asarray(features.rows, np.int64),
+                          np.asarray(keys.inverse, np.int64), np.int64(n),
+                          np.zeros(n, np.float32), np.zeros(n, np.float32))
+        return p.numpy().astype(np.float64)
+
+    def _step_fn(self, state, rows, inverse, n, labels, importance):
+        layout, h = self.layout, self.layout.width
+        sparse = tf.shape(state)[0] - layout.dense_rows
+        w, m, v, t = state[:, :h], state[:, h:2 * h], state[:, 2 * h:3 * h], state[:, 3 * h]
+        table = w[:sparse]
+        flat = tf.reshape(w[sparse:], [-1])[:layout.dense_size]
+        with tf.GradientTape() as tape:
+            tape.watch([table, flat])
+            sums = tf.math.unsorted_segment_sum(tf.gather(table, inverse), rows, n)
+            logits = logits_tf(layout, sums, split_dense(layout, flat))
+            losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+            loss = tf.reduce_sum(importance * losses) / tf.cast(n, tf.float32)
+        g_table, g_flat = tape.gradient(loss, [table, flat])
+        g_dense = tf.reshape(tf.pad(g_flat, [[0, layout.dense_rows * h - layout.dense_size]]),
+                             [layout.dense_rows, h])
+        g = tf.concat([tf.convert_to_tensor(g_table), g_dense], 0)
+        w1, m1, v1, t1 = adam_rows(w, m, v, t, g, *self.hp)
+        new = tf.concat([w1, m1, v1, t1[:, None]], 1)
+        return tf.math.sigmoid(logits), new - state
