@@ -113,3 +113,29 @@ def test_bad_dense_deltas_are_refused_whole(trained):
     finally:
         ch.close()
     np.testing.assert_array_equal(client.pull("deep", keys), before)
+
+
+@pytest.mark.parametrize("model", ["deep", "lin"])
+def test_exported_saved_model_answers_what_the_replica_does(trained, tmp_path, model):
+    import tensorflow as tf
+    from click.testing import CliRunner
+
+    from deploy.cli import cli
+    c, _client, trainer, _ = trained
+    if model == "lin":  # give the linear model something to export
+        lin = Trainer(_client, c.spec, "lin", batch_size=128)
+        lin.train(ListSource(planted_events(2000)))
+        wait_replica_caught_up(c.address("replica", 0), "lin", lin.last_seqs)
+    result = CliRunner().invoke(cli, ["export", "--cluster", str(c.path), "--model",
+                                      model, "--out", str(tmp_path / "saved")])
+    assert result.exit_code == 0, result.output
+    instances = [e["features"] for e in planted_events(100, seed=7)] + [{}]
+    features = trainer.featurizer.featurize(columnarize(instances, with_labels=False))
+    offsets, ids = features.to_csr()
+    with ServingClient([c.address("replica", 0)]) as serving:
+        want = serving.predict(model, instances).probabilities
+    loaded = tf.saved_model.load(str(tmp_path / "saved"))
+    got = loaded.signatures["serving_default"](ids=tf.constant(ids.view(np.int64)),
+                                               row_splits=tf.constant(offsets))
+    assert np.ptp(want) > 0.1
+    np.testing.assert_allclose(got["probabilities"].numpy(), want, atol=1e-5)
