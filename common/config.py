@@ -180,7 +180,7 @@ def _deep_defaults(name: str, given: dict, merged: dict) -> None:
         raise ConfigError(f"[{section}.optimizer] name = {opt['name']!r}: a deep model learns "
                           "its sparse layer with \"lazy_adam\" (and its dense layers with Adam)")
     if "learning_rate" not in given.get("optimizer", {}):
-        opt["learning_rate"] = 0.002
+        opt["learning_rate"] = 0.03
     hidden = merged["hidden"]
     if not hidden or not all(isinstance(h, int) and not isinstance(h, bool)
                              and 1 <= h <= MAX_DEEP_WIDTH for h in hidden):

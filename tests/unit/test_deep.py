@@ -52,7 +52,7 @@ def test_deep_spec_defaults_and_checks():
     assert (m.kind, m.hidden, m.activation, m.optimizer.name) == ("deep", [8, 4, 3], "relu",
                                                                   "lazy_adam")
     d = load_spec(text="[models.x]\nkind = 'deep'\n[models.y]\n").models
-    assert d["x"].bits == 18 and d["x"].optimizer.learning_rate == 0.002
+    assert d["x"].bits == 18 and d["x"].optimizer.learning_rate == 0.03
     assert d["y"].bits == 22 and d["y"].optimizer.name == "ftrl"  # linear defaults untouched
     for bad, words in [("hidden = []", "at least one hidden layer"),
                        ("hidden = [8, 0]", "1..4096"), ("hidden = [8, 2.5]", "whole number"),

@@ -2,9 +2,9 @@
 
 Per batch the worker pulls the state of the sparse rows its events touch and of every dense row
 (`common.deep.DeepLayout`: each row is w, m, v of width h0 and a step count t), then one
-`tf.function` call does the rest on that local copy: the forward pass (the sparse layer as a
-gather of the touched rows and a segment sum per event over the batch's (event, row) pairs,
-then the dense layers), which gives the events' progressive predictions (made before the batch
+`tf.function` call does the rest on that local copy: the forward pass (the sparse layer as one
+`tf.sparse.segment_sum` of the touched rows per event over the batch's (event, row) pairs,
+gather and sum in one op, then the dense layers), which gives the events' progressive predictions (made before the batch
 is learned); the mini-batch gradient of the mean weighted log loss; and one Adam step on every
 pulled row, each row with its own step count. The sparse rows pulled are exactly those the
 batch touches, so on them this is lazy Adam (DeepBird's sparse-layer optimizer; TensorFlow's
@@ -25,9 +25,14 @@ from common.config import ModelSpec
 from common.deep import DeepLayout
 from common.features import Features
 from worker.keys import BatchKeys
+from worker.models.kernel import group_by_event
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no start-up banner on every worker
-import tensorflow as tf  # noqa: E402
+try:
+    import tensorflow as tf
+except ImportError as exc:  # a linear-only install
+    raise ImportError(f"deep models train with TensorFlow, which is not installed ({exc}): "
+                      "pip install 'deltaps[deep]'") from exc
 
 ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.math.tanh, "sigmoid": tf.math.sigmoid,
                "elu": tf.nn.elu}
@@ -64,6 +69,11 @@ def adam_rows(w, m, v, t, g, lr, beta1, beta2, eps, l2):
     return w - lr * m_hat / (tf.sqrt(v_hat) + eps), m1, v1, t1
 
 
+def _segments(offsets: np.ndarray) -> np.ndarray:
+    """Sorted segment ids from CSR offsets: entry e of group i gets i."""
+    return np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))
+
+
 class DeepLearner:
     """A deep model's fixed layout and hyper-parameters, and one batch's learning step."""
 
@@ -74,10 +84,11 @@ class DeepLearner:
         self.hp = tuple(np.float32(x) for x in (opt.learning_rate, opt.beta1, opt.beta2,
                                                  opt.epsilon, opt.l2))
         width = layout.row_width
+        ids = tf.TensorSpec([None], tf.int64)
         self._step = tf.function(self._step_fn, input_signature=[
-            tf.TensorSpec([None, width], tf.float32), tf.TensorSpec([None], tf.int64),
-            tf.TensorSpec([None], tf.int64), tf.TensorSpec([], tf.int64),
-            tf.TensorSpec([None], tf.float32), tf.TensorSpec([None], tf.float32)])
+            tf.TensorSpec([None, width], tf.float32), ids, ids, ids, ids,
+            tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None], tf.float32)])
 
     def batch_keys(self, keys: BatchKeys) -> BatchKeys:
         """The keys a batch pulls and pushes: its sparse slots, then every dense row (their
@@ -93,35 +104,47 @@ class DeepLearner:
         n = features.n
         importance = np.ones(n, np.float32) if importance is None \
             else np.asarray(importance, np.float32)
-        p, deltas = self._step(state, np.asarray(features.rows, np.int64),
-                               np.asarray(keys.inverse, np.int64), np.int64(n),
+        p, deltas = self._step(state, *self._pairs(features, keys), np.int64(n),
                                np.asarray(labels, np.float32), importance)
         return p.numpy().astype(np.float64), deltas.numpy()
 
     def predict(self, features: Features, keys: BatchKeys, state: np.ndarray) -> np.ndarray:
         """Probabilities from pulled state, without learning (the worker's forward pass)."""
         n = features.n
-        p, _ = self._step(state, np.asarray(features.rows, np.int64),
-                          np.asarray(keys.inverse, np.int64), np.int64(n),
+        p, _ = self._step(state, *self._pairs(features, keys), np.int64(n),
                           np.zeros(n, np.float32), np.zeros(n, np.float32))
         return p.numpy().astype(np.float64)
 
-    def _step_fn(self, state, rows, inverse, n, labels, importance):
+    def _pairs(self, features: Features, keys: BatchKeys) -> tuple[np.ndarray, ...]:
+        """The batch's (event, row) pairs grouped by event and grouped by row, each as
+        (indices, sorted segment ids): the forward sum is a sparse segment sum of rows per
+        event, and its gradient one of event gradients per row (two counting sorts here
+        instead of TensorFlow's scatter-add gradient of a gather)."""
+        rows, inverse = features.rows, keys.inverse
+        sparse = keys.slots.size - self.layout.dense_rows
+        by_event, by_row = group_by_event(features.n, rows, inverse), \
+            group_by_event(sparse, inverse, rows)
+        return (by_event[1], _segments(by_event[0]), by_row[1], _segments(by_row[0]))
+
+    def _step_fn(self, state, event_rows, event_segments, row_events, row_segments, n,
+                 labels, importance):
         layout, h = self.layout, self.layout.width
         sparse = tf.shape(state)[0] - layout.dense_rows
         w, m, v, t = state[:, :h], state[:, h:2 * h], state[:, 2 * h:3 * h], state[:, 3 * h]
         table = w[:sparse]
         flat = tf.reshape(w[sparse:], [-1])[:layout.dense_size]
+        sums = tf.sparse.segment_sum(table, event_rows, event_segments, num_segments=n)
         with tf.GradientTape() as tape:
-            tape.watch([table, flat])
-            sums = tf.math.unsorted_segment_sum(tf.gather(table, inverse), rows, n)
+            tape.watch([sums, flat])
             logits = logits_tf(layout, sums, split_dense(layout, flat))
             losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
             loss = tf.reduce_sum(importance * losses) / tf.cast(n, tf.float32)
-        g_table, g_flat = tape.gradient(loss, [table, flat])
+        g_sums, g_flat = tape.gradient(loss, [sums, flat])
+        # d loss / d row r: the sum of the gradients of the events that hold r
+        g_table = tf.sparse.segment_sum(g_sums, row_events, row_segments, num_segments=sparse)
         g_dense = tf.reshape(tf.pad(g_flat, [[0, layout.dense_rows * h - layout.dense_size]]),
                              [layout.dense_rows, h])
-        g = tf.concat([tf.convert_to_tensor(g_table), g_dense], 0)
+        g = tf.concat([g_table, g_dense], 0)
         w1, m1, v1, t1 = adam_rows(w, m, v, t, g, *self.hp)
         new = tf.concat([w1, m1, v1, t1[:, None]], 1)
         return tf.math.sigmoid(logits), new - state
