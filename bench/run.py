@@ -20,8 +20,8 @@ from typing import Callable
 
 import click
 
-from bench import (adaptive, durability, footprint, freshness, machine, readers, reads, report,
-                   training, usertrain, vw)
+from bench import (adaptive, deep, durability, footprint, freshness, machine, readers, reads,
+                   report, training, usertrain, vw)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -39,6 +39,7 @@ SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "durability": durability.run,
     "footprint": footprint.run,
     "readers": readers.run,
+    "deep": deep.run,  # the deep sparse model: cluster vs Keras, vs linear and Bayes, reads
 }
 
 
