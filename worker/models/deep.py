@@ -2,16 +2,18 @@
 
 Per batch the worker pulls the state of the sparse rows its events touch and of every dense row
 (`common.deep.DeepLayout`: each row is w, m, v of width h0 and a step count t), then one
-`tf.function` call does the rest on that local copy: the forward pass (the sparse layer as one
+`tf.function` call computes, on that local copy, the forward pass (the sparse layer as one
 `tf.sparse.segment_sum` of the touched rows per event over the batch's (event, row) pairs,
-gather and sum in one op, then the dense layers), which gives the events' progressive predictions (made before the batch
-is learned); the mini-batch gradient of the mean weighted log loss; and one Adam step on every
-pulled row, each row with its own step count. The sparse rows pulled are exactly those the
-batch touches, so on them this is lazy Adam (DeepBird's sparse-layer optimizer; TensorFlow's
+gather and sum in one op, then the dense layers), which gives the events' progressive
+predictions (made before the batch is learned), and the mini-batch gradient of the mean
+weighted log loss for every pulled row. Then one Adam step on every pulled row, each row with
+its own step count, in a compiled loop (`common.optim.lazy_adam.step_rows`) that returns the
+change of every state value, the push. The sparse rows pulled are exactly those the batch
+touches, so on them this is lazy Adam (DeepBird's sparse-layer optimizer; TensorFlow's
 LazyAdamOptimizer), and the dense rows are pulled and stepped every batch, so on them it is
-Adam: the math of `common.optim.lazy_adam` and `common.optim.adam`, which tests/unit/test_deep.py
-checks this against. The push is the change of every state value, so shards add it like a
-linear model's.
+Adam (`common.optim.adam`). Shards add the push like a linear model's. The step runs outside
+TensorFlow because a dozen elementwise TF ops over the rows cost more in dispatch than one
+fused loop does in arithmetic.
 
 TensorFlow is imported only here: shards, replicas and linear workers never load it.
 """
@@ -23,6 +25,7 @@ import numpy as np
 
 from common.config import ModelSpec
 from common.deep import DeepLayout
+from common.optim import hyper_parameters, lazy_adam
 from common.features import Features
 from worker.keys import BatchKeys
 from worker.models.kernel import group_by_event
@@ -57,18 +60,6 @@ def logits_tf(layout: DeepLayout, sums, params):
     return tf.matmul(a, params[-2])[:, 0] + params[-1][0]
 
 
-def adam_rows(w, m, v, t, g, lr, beta1, beta2, eps, l2):
-    """One Adam step of rows (w, m, v: (k, h0); t: (k,), the steps each row took), each row
-    bias-corrected by its own step count: `common.optim.lazy_adam.update` per coordinate."""
-    g = g + l2 * w
-    t1 = t + 1.0
-    m1 = beta1 * m + (1.0 - beta1) * g
-    v1 = beta2 * v + (1.0 - beta2) * g * g
-    m_hat = m1 / (1.0 - tf.pow(beta1, t1))[:, None]
-    v_hat = v1 / (1.0 - tf.pow(beta2, t1))[:, None]
-    return w - lr * m_hat / (tf.sqrt(v_hat) + eps), m1, v1, t1
-
-
 def _segments(offsets: np.ndarray) -> np.ndarray:
     """Sorted segment ids from CSR offsets: entry e of group i gets i."""
     return np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))
@@ -81,8 +72,7 @@ class DeepLearner:
         self.layout = layout = DeepLayout.of(spec)
         self.dense_keys = layout.dense_keys()
         opt = spec.optimizer
-        self.hp = tuple(np.float32(x) for x in (opt.learning_rate, opt.beta1, opt.beta2,
-                                                 opt.epsilon, opt.l2))
+        self.hp = hyper_parameters(opt)
         width = layout.row_width
         ids = tf.TensorSpec([None], tf.int64)
         self._step = tf.function(self._step_fn, input_signature=[
@@ -104,9 +94,9 @@ class DeepLearner:
         n = features.n
         importance = np.ones(n, np.float32) if importance is None \
             else np.asarray(importance, np.float32)
-        p, deltas = self._step(state, *self._pairs(features, keys), np.int64(n),
-                               np.asarray(labels, np.float32), importance)
-        return p.numpy().astype(np.float64), deltas.numpy()
+        p, g = self._step(state, *self._pairs(features, keys), np.int64(n),
+                          np.asarray(labels, np.float32), importance)
+        return p.numpy().astype(np.float64), lazy_adam.step_rows(state, g.numpy(), self.hp)
 
     def predict(self, features: Features, keys: BatchKeys, state: np.ndarray) -> np.ndarray:
         """Probabilities from pulled state, without learning (the worker's forward pass)."""
@@ -130,9 +120,8 @@ class DeepLearner:
                  labels, importance):
         layout, h = self.layout, self.layout.width
         sparse = tf.shape(state)[0] - layout.dense_rows
-        w, m, v, t = state[:, :h], state[:, h:2 * h], state[:, 2 * h:3 * h], state[:, 3 * h]
-        table = w[:sparse]
-        flat = tf.reshape(w[sparse:], [-1])[:layout.dense_size]
+        table = state[:sparse, :h]
+        flat = tf.reshape(state[sparse:, :h], [-1])[:layout.dense_size]
         sums = tf.sparse.segment_sum(table, event_rows, event_segments, num_segments=n)
         with tf.GradientTape() as tape:
             tape.watch([sums, flat])
@@ -144,7 +133,4 @@ class DeepLearner:
         g_table = tf.sparse.segment_sum(g_sums, row_events, row_segments, num_segments=sparse)
         g_dense = tf.reshape(tf.pad(g_flat, [[0, layout.dense_rows * h - layout.dense_size]]),
                              [layout.dense_rows, h])
-        g = tf.concat([g_table, g_dense], 0)
-        w1, m1, v1, t1 = adam_rows(w, m, v, t, g, *self.hp)
-        new = tf.concat([w1, m1, v1, t1[:, None]], 1)
-        return tf.math.sigmoid(logits), new - state
+        return tf.math.sigmoid(logits), tf.concat([g_table, g_dense], 0)
