@@ -92,6 +92,10 @@ class Trainer:
         self.model = spec.model(model)
         self.featurizer = Featurizer(spec.feature_spec(model))
         self.indexer = KeyIndexer(self.model.bits)
+        if self.model.kind == "deep" and max_delay:
+            raise ValueError("max_delay > 0 is refused for deep models: batches learned from "
+                             "one stale state would each add a full Adam step of the dense "
+                             "layers' moments from it, which degrades them badly")
         if self.model.kind == "deep":  # TensorFlow is loaded for deep models only
             from worker.models.deep import DeepLearner
             self.learner = DeepLearner(self.model)
