@@ -139,3 +139,26 @@ def test_exported_saved_model_answers_what_the_replica_does(trained, tmp_path, m
                                                row_splits=tf.constant(offsets))
     assert np.ptp(want) > 0.1
     np.testing.assert_allclose(got["probabilities"].numpy(), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("max_delay", [0, 2])
+def test_overlapped_pulls_learn_exactly_what_the_unpipelined_loop_does(inprocess_cluster,
+                                                                       max_delay):
+    """A deep model's next pull goes out before the push and is patched with the worker's own
+    pushes it missed: the shards end bit for bit where one batch at a time takes them."""
+    events = planted_events(2000, seed=8)
+    states, losses = [], []
+    for pipeline in (False, True):
+        c = inprocess_cluster(DEEP_SPEC, shards=2, replicas=0).start_all()
+        client = PSClient(c.cluster.shards())
+        try:
+            trainer = Trainer(client, c.spec, "deep", 64, pipeline=pipeline,
+                              max_delay=max_delay if pipeline else 0)
+            assert trainer.max_delay == (max(max_delay, 1) if pipeline else 0)
+            losses.append(trainer.train(ListSource(events)).logloss)
+            keys = np.arange(trainer.learner.layout.total_keys, dtype=np.uint64)
+            states.append(client.pull("deep", keys))
+        finally:
+            client.close()
+    np.testing.assert_array_equal(states[0], states[1])
+    assert losses[0] == losses[1]
