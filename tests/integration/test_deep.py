@@ -162,3 +162,24 @@ def test_overlapped_pulls_learn_exactly_what_the_unpipelined_loop_does(inprocess
             client.close()
     np.testing.assert_array_equal(states[0], states[1])
     assert losses[0] == losses[1]
+
+
+def test_a_prehashed_read_of_the_wrong_id_width_is_refused(trained):
+    """Pre-hashed ids travel as uint32 (a slot needs at most 32 bits); a read sending 64-bit
+    ids gets an error naming the dtype, and the replica answers the next read as before."""
+    import msgpack
+
+    from common import wire
+    from common.messages import ErrorReply, PredictIds
+    from tests.rawpeer import raw_exchange
+    c, _client, trainer, _ = trained
+    features = trainer.featurizer.featurize(columnarize([{"user": "u1"}], with_labels=False))
+    offsets, ids = features.to_csr()
+    frames = wire.encode(PredictIds("deep", offsets, ids.astype(np.uint32)))
+    header = msgpack.unpackb(frames[0])  # small arrays travel inline in the header
+    header["arrays"][1][0] = "<u8"
+    header["data"][1] = ids.astype(np.uint64).tobytes()
+    reply = raw_exchange(c.address("replica", 0), [msgpack.packb(header)])
+    assert isinstance(reply, ErrorReply) and "must be <u4, got <u8" in reply.message, reply
+    with ServingClient([c.address("replica", 0)]) as serving:
+        assert serving.predict_ids("deep", features).probabilities.shape == (1,)
