@@ -22,6 +22,12 @@ DEFAULTS_PATH = Path(__file__).with_name("defaults.toml")
 # the sparse optimizers of common.optim (kept here so loading a spec does not import numba;
 # tests/unit/test_optim.py checks the two agree)
 OPTIMIZERS = ("ftrl", "adagrad", "sgd", "lazy_adam")
+# model kinds, and the activations of a deep model's hidden layers (common.deep; kept here so
+# loading a spec imports neither numba nor TensorFlow)
+KINDS = ("linear", "deep")
+ACTIVATIONS = ("relu", "tanh", "sigmoid", "elu")
+DEEP_BITS = 18  # a deep model's default bits: each slot holds hidden[0] weights and moments
+MAX_DEEP_WIDTH = 4096
 
 
 @dataclass
@@ -45,6 +51,9 @@ class ModelSpec:
     transforms: list[str] = field(default_factory=list)
     bias: bool = True
     optimizer: OptimizerSpec = field(default_factory=OptimizerSpec)
+    kind: str = "linear"  # "linear" | "deep" (common.deep)
+    hidden: list[int] = field(default_factory=lambda: [64, 32])  # deep: layer widths
+    activation: str = "relu"  # deep: the hidden layers' activation
 
     @property
     def slots(self) -> int:
@@ -160,6 +169,31 @@ def _check_optimizer(section: str, opt: dict) -> None:
                           "must be >= 0")
 
 
+def _deep_defaults(name: str, given: dict, merged: dict) -> None:
+    """A deep model's own defaults (bits, optimizer) where the spec names none, and its checks:
+    a slot holds hidden[0] weights and their moments, so 2**22 slots would be gigabytes, and
+    its sparse layer learns with lazy Adam, its dense layers with Adam."""
+    section = f"models.{name}"
+    if "bits" not in given:
+        merged["bits"] = DEEP_BITS
+    opt = merged["optimizer"] = dict(merged["optimizer"])  # not the defaults' own table
+    if "name" not in given.get("optimizer", {}):
+        opt["name"] = "lazy_adam"
+    if opt["name"] != "lazy_adam":
+        raise ConfigError(f"[{section}.optimizer] name = {opt['name']!r}: a deep model learns "
+                          "its sparse layer with \"lazy_adam\" (and its dense layers with Adam)")
+    if "learning_rate" not in given.get("optimizer", {}):
+        opt["learning_rate"] = 0.03
+    hidden = merged["hidden"]
+    if not hidden or not all(isinstance(h, int) and not isinstance(h, bool)
+                             and 1 <= h <= MAX_DEEP_WIDTH for h in hidden):
+        raise ConfigError(f"[{section}] hidden = {hidden!r}: a deep model needs at least one "
+                          f"hidden layer, each a whole number of units in 1..{MAX_DEEP_WIDTH}")
+    if merged["activation"] not in ACTIVATIONS:
+        raise ConfigError(f"[{section}] activation = {merged['activation']!r}: must be one of "
+                          f"{list(ACTIVATIONS)}")
+
+
 def load_spec(path: str | Path | None = None, text: str | None = None) -> ClusterSpec:
     """Read a spec (file or TOML text) over the defaults; raise ConfigError naming any bad key."""
     defaults = tomllib.loads(DEFAULTS_PATH.read_text())
@@ -184,7 +218,12 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
     models = {}
     for name, m in model_tables.items():
         merged = _merge(f"models.{name}", defaults["model"], m)
+        if merged["kind"] == "deep":
+            _deep_defaults(name, m, merged)
         opt = merged.pop("optimizer")
+        if merged["kind"] not in KINDS:
+            raise ConfigError(f"[models.{name}] kind = {merged['kind']!r}: must be one of "
+                              f"{list(KINDS)}")
         _check_optimizer(f"models.{name}.optimizer", opt)
         if not 1 <= merged["bits"] <= 32:  # pre-hashed reads carry 32 bits of an id
             raise ConfigError(f"[models.{name}] bits must be between 1 and 32")

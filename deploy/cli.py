@@ -311,6 +311,23 @@ def synth(events, seed, out, fmt):
     click.echo(f"wrote {events:,d} events to {out}" + (f" ({info})" if info else ""))
 
 
+@cli.command()
+@CLUSTER_OPTION
+@click.option("--model", default=None, help="Model to export (default: the cluster's only model).")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")
+def export(cluster_file, model, out):
+    """Write a model as a TensorFlow SavedModel (for TensorFlow Serving): its serving signature
+    takes pre-hashed feature ids and row splits and returns probabilities. Needs TensorFlow."""
+    from deploy.export import export_saved_model, fetch_weights
+    try:
+        cluster = ClusterFile.load(cluster_file)
+        model = model or cluster.default_model()
+        path = export_saved_model(cluster.spec.model(model), fetch_weights(cluster, model), out)
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
+    click.echo(f"exported model {model} to {path}")
+
+
 def main(argv=None):
     cli.main(args=argv, prog_name="deltaps")
 

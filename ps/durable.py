@@ -24,6 +24,7 @@ from common.errors import ConfigError, DeltapsError, InvalidValue, MissingPush, 
 from common.messages import Push
 from ps.declared import Declarations
 from ps.snapshot import load_newest_good, snapshot_lsns, write_snapshot
+from ps.deep_store import make_store
 from ps.store import ModelShard
 from ps.wal import ReadReport, WriteAheadLog, pack_frames, unpack_frames
 
@@ -76,7 +77,7 @@ class ShardState:
         declared = self.declarations.get(name)
         if declared is not None:
             model = declared.model_spec(model)
-        return ModelShard(model, self.index, self.spec.shards, self.spec.max_delta)
+        return make_store(model, self.index, self.spec.shards, self.spec.max_delta)
 
     # --- input declarations -------------------------------------------------------------------
 
@@ -195,7 +196,12 @@ class ShardState:
                                   f"optimizer={saved['optimizer']}; the spec now says "
                                   f"bits={store.spec.bits}, optimizer={store.spec.optimizer.name}")
             for key, array in arrays[name].items():
-                store.state[key][:] = array
+                mine = store.state.get(key)
+                if mine is None or mine.size != array.size:
+                    raise ConfigError(f"model {name!r} was saved with another shape: its {key!r} "
+                                      f"has {array.size} values, the spec's model "
+                                      f"{mine.size if mine is not None else 'none'}")
+                store.state[key].reshape(-1)[:] = array
         self.applied = dict(header.get("applied", {}))
 
     def close(self) -> None:

@@ -79,10 +79,10 @@ class ServingModel:
             raise InvalidValue(f"snapshot from a {n_shards}-shard cluster, expected {self.n_shards}")
         if not 0 <= shard < self.n_shards:
             raise InvalidValue(f"snapshot from unknown shard {shard}")
-        expected = self.weights[shard::n_shards].size
-        if values.ndim != 1 or values.size != expected:
-            raise InvalidValue(f"snapshot of shard {shard} has {values.size} values, "
-                               f"expected {expected}")
+        expected = self.weights[shard::n_shards].shape
+        if values.shape != expected:
+            raise InvalidValue(f"snapshot of shard {shard} has values of shape "
+                               f"{list(values.shape)}, expected {list(expected)}")
         self.weights[shard::n_shards] = values
         self.applied[shard] = seq
         return self.shards[shard].on_snapshot(epoch, seq)
@@ -100,9 +100,9 @@ class ServingModel:
         if not 0 <= update.shard < self.n_shards:
             raise InvalidValue(f"update from unknown shard {update.shard}")
         keys, values = update.keys, update.values
-        if keys.ndim != 1 or values.shape != keys.shape:
+        if keys.ndim != 1 or values.shape != (keys.size, *self.weights.shape[1:]):
             raise InvalidValue(f"update has {keys.shape} keys but {values.shape} values")
-        if keys.size and int(keys.max()) >= self.weights.size:
+        if keys.size and int(keys.max()) >= self.weights.shape[0]:
             raise InvalidValue(f"update key outside model {self.spec.name!r}")
         return self.shards[update.shard].on_update(update)
 

@@ -45,6 +45,7 @@ from common.errors import DeltapsError, find_model
 from common.node import Node
 from common.transport import Channel, Subscriber
 from serving.cache import PredictionCache, ids_key, instances_key
+from serving.deep_model import make_model
 from serving.model import ServingModel, check_csr
 
 log = logging.getLogger("deltaps.replica")
@@ -80,7 +81,7 @@ class ReplicaNode(Node):
                  http: tuple[str, int] | None = None):
         if len(shards) != spec.shards:
             raise DeltapsError(f"replica needs the addresses of all {spec.shards} shards")
-        self.models = {name: ServingModel(model, spec.feature_spec(name), spec.shards)
+        self.models = {name: make_model(model, spec.feature_spec(name), spec.shards)
                        for name, model in spec.models.items()}
         super().__init__(spec, index, address, {
             "predict": self.on_predict,

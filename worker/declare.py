@@ -33,7 +33,7 @@ def field_kinds(source) -> dict[str, str] | None:
 def proposal(source, spec: ClusterSpec, model: str) -> Declaration | None:
     """The declaration `source` offers for the open `model`: its recommended model if it has
     one, else its schema with the model's own (open) features. An optimizer the spec sets
-    (anything but the defaults) is the user's choice and stays."""
+    (anything but the defaults) is the user's choice and stays, as does a deep model's."""
     kinds = field_kinds(source)
     if kinds is None:
         return None
@@ -44,7 +44,8 @@ def proposal(source, spec: ClusterSpec, model: str) -> Declaration | None:
     if offered is None:
         offered = Declaration(name, dict(kinds), bias=base.bias,
                               optimizer=dataclasses.asdict(base.optimizer))
-    elif base.optimizer != OptimizerSpec():
+    elif base.optimizer != OptimizerSpec() or base.kind != "linear":
+        # a deep model keeps its own optimizer: a data set's recommendation is a linear one's
         offered = dataclasses.replace(offered, optimizer=dataclasses.asdict(base.optimizer))
     return offered
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 
 import numba
+import numpy as np
 
 from common.optim.stored import weight, weights  # noqa: F401  (re-exported)
 from common.optim.state import LAYOUTS
@@ -33,3 +34,31 @@ def update(st, r, g, hp):
     st[r, 2] = v
     st[r, 3] = t
 
+
+
+@numba.njit(cache=True, nogil=True)
+def step_rows(state, g, hp):
+    """One step of `update` on whole rows laid out as a deep model's are (`common.deep`):
+    ``state[r] = [w(h), m(h), v(h), t]`` (float32, one step count per row), with the gradient
+    `g` (k, h). Returns the float32 change of every state value (computed in float64): the
+    push. The per-row bias corrections are computed once per row instead of once per value;
+    otherwise this is `update`, which tests/unit/test_deep.py checks it against."""
+    k, h = g.shape
+    out = np.empty((k, 3 * h + 1), np.float32)
+    b1, b2, lr, eps, l2 = hp[BETA1], hp[BETA2], hp[LR], hp[EPS], hp[L2]
+    for r in range(k):
+        t = float(state[r, 3 * h]) + 1.0
+        c1 = 1.0 - b1 ** t
+        c2 = 1.0 - b2 ** t
+        for j in range(h):
+            w = float(state[r, j])
+            m0 = float(state[r, h + j])
+            v0 = float(state[r, 2 * h + j])
+            gj = g[r, j] + l2 * w
+            m = b1 * m0 + (1.0 - b1) * gj
+            v = b2 * v0 + (1.0 - b2) * gj * gj
+            out[r, j] = -lr * (m / c1) / (math.sqrt(v / c2) + eps)
+            out[r, h + j] = m - m0
+            out[r, 2 * h + j] = v - v0
+        out[r, 3 * h] = 1.0
+    return out

@@ -49,7 +49,7 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
          as_json, plot_path):
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl, .vw, .svm; .gz of any),
     '-' for stdin, a MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted
-    stream."""
+    stream (nonlinear:EVENTS[:SEED]: the planted pairwise one, for deep models)."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     keep_message_buffers_on_heap()
     plot_file = check_plot_path(plot_path) if plot_path else None
@@ -71,7 +71,7 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
                             "logloss": m.logloss, "recent_logloss": m.recent_logloss,
                             "auc": m.auc(), "recent_auc": m.recent_auc()})
         client.close()
-    except (DeltapsError, ValueError, OSError) as exc:
+    except (DeltapsError, ValueError, OSError, ImportError) as exc:
         raise click.ClickException(str(exc))
     bayes = getattr(src, "bayes_logloss", None)
     out = summary.as_dict()

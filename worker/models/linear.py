@@ -28,6 +28,10 @@ class LinearLearner:
         self.scratch = layout.scratch
         self.hp = optim.hyper_parameters(spec)
 
+    def batch_keys(self, keys: BatchKeys) -> BatchKeys:
+        """The keys a batch pulls and pushes: the slots its features touch."""
+        return keys
+
     def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
               importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """(progressive probabilities of the events, float32 deltas of the pulled `state`)."""

@@ -16,6 +16,7 @@ from worker.sources.lines import DEFAULT_CHUNK_LINES
 from worker.sources.movielens import MovieLensSource
 from worker.sources.schema import CRITEO_SCHEMA
 from worker.sources.sparse_text import SparseTextSource
+from worker.sources.nonlinear import NonlinearStream
 from worker.sources.synthetic import SyntheticStream
 
 FORMATS = ("jsonl", "tsv", "csv", "vw", "libsvm")
@@ -29,6 +30,7 @@ def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = N
     """Open the event source a command line names.
 
     - ``synthetic:N`` or ``synthetic:N:SEED``: a planted-model stream (SyntheticStream);
+      ``nonlinear:N[:SEED]`` the planted pairwise stream (NonlinearStream);
     - a directory holding u.data: MovieLens 100k;
     - ``*.jsonl`` / ``*.json``: JSON lines; ``*.tsv`` / ``*.csv``: delimited with `schema`
       (a .tsv defaults to CRITEO_SCHEMA; a .csv without a schema must start with a header
@@ -39,7 +41,7 @@ def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = N
     """
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
-    if spec.startswith("synthetic:"):
+    if spec.startswith(("synthetic:", "nonlinear:")):
         return _open_synthetic(spec, **opts)
     if opts:
         raise ValueError(f"options {sorted(opts)} only apply to synthetic sources")
@@ -68,9 +70,9 @@ def _open_synthetic(spec: str, **opts) -> ChunkedSource:
             raise ValueError
         numbers = [int(p) for p in parts[1:]]
     except ValueError:
-        raise ValueError(f"bad synthetic source {spec!r}: use synthetic:EVENTS or "
-                         "synthetic:EVENTS:SEED") from None
-    return SyntheticStream(*numbers, **opts)
+        raise ValueError(f"bad synthetic source {spec!r}: use {parts[0]}:EVENTS or "
+                         f"{parts[0]}:EVENTS:SEED") from None
+    return (NonlinearStream if parts[0] == "nonlinear" else SyntheticStream)(*numbers, **opts)
 
 
 def _open_text(path, fmt: str, schema, header: bool | None, chunk_lines: int) -> ChunkedSource:

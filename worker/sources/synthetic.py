@@ -30,6 +30,8 @@ class SyntheticStream(ChunkedSource):
     floor for any learner. `true_probabilities` are those of the last batch.
     """
 
+    kind = "synthetic"  # the source's name prefix
+
     def __init__(self, events: int, seed: int = 0, *, click_rate: float = 0.22,
                  signal: float = 1.0, chunk_size: int = DEFAULT_CHUNK):
         if events < 0 or seed < 0 or chunk_size < 1:
@@ -37,13 +39,22 @@ class SyntheticStream(ChunkedSource):
         if not 0.0 < click_rate < 1.0:
             raise ValueError(f"click_rate must be in (0, 1), got {click_rate}")
         self.events, self.seed, self.chunk_size = events, seed, chunk_size
-        self.model = PlantedModel(seed, signal)
-        _, margins = draw_events(np.random.default_rng([seed, 2]), _CALIBRATION_EVENTS, self.model)
+        self.model = self.planted(seed, signal)
+        _, margins = self.draw(np.random.default_rng([seed, 2]), _CALIBRATION_EVENTS)
         self.model.bias = calibrate_bias(margins, click_rate)
         self._entropy_sum = 0.0
         self._oracle_loss_sum = 0.0
         self.true_probabilities = np.zeros(0)
-        super().__init__(f"synthetic:{events}:{seed}")
+        super().__init__(f"{self.kind}:{events}:{seed}")
+
+    @staticmethod
+    def planted(seed: int, signal: float):
+        """The stream's true model (a subclass plants another)."""
+        return PlantedModel(seed, signal)
+
+    def draw(self, rng: np.random.Generator, n: int) -> tuple[Batch, np.ndarray]:
+        """n events and their true margins without the bias."""
+        return draw_events(rng, n, self.model)
 
     def chunk(self, k: int) -> tuple[Batch, np.ndarray]:
         """Chunk k of the stream and its true click probabilities (reproducible on its own).
@@ -55,7 +66,7 @@ class SyntheticStream(ChunkedSource):
         if not 0 <= start < self.events:
             raise IndexError(f"chunk {k} is outside a stream of {self.events} events")
         rng = np.random.default_rng([self.seed, 1, k])
-        batch, margin = draw_events(rng, self.chunk_size, self.model)
+        batch, margin = self.draw(rng, self.chunk_size)
         probs = 1.0 / (1.0 + np.exp(-(margin + self.model.bias)))
         batch.labels = (rng.random(self.chunk_size) < probs).astype(np.float32)
         n = min(self.chunk_size, self.events - start)

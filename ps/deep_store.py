@@ -1,0 +1,125 @@
+"""A shard's slice of a deep model: sparse rows and dense rows of (w, m, v, t), checked pushes.
+
+The layout is `common.deep.DeepLayout`'s: every key, a sparse slot or one of the dense rows after
+them, is a row of h0 weights, their Adam moments m and v, and a step count t. A shard stores
+the keys it owns (``key % shards``) densely, one 2-D float32 array per state part, so a pull is
+one gather per part and a push one add per part; the dense rows start at the model's fixed
+initial values, the sparse rows at 0. The same interface as `ps.store.ModelShard`: the shard
+node, its log, snapshots and publisher treat both alike. What a replica is published is `w`,
+one (h0,) vector per key.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from common.config import ModelSpec
+from common.deep import DeepLayout
+from common.errors import InvalidValue
+from ps.store import CheckedPush, ModelShard
+
+PARTS = ("w", "m", "v", "t")
+
+
+class DeepModelShard:
+    """One deep model's rows on this shard (see the module docstring). A push is checked
+    whole before anything changes: keys, shape (k, 3 h0 + 1), |delta| <= `max_delta`, moments
+    v and step counts t stay >= 0, and nothing overflows."""
+
+    def __init__(self, spec: ModelSpec, shard: int, n_shards: int, max_delta: float = 1e6):
+        self.spec = spec
+        self.shard = shard
+        self.n_shards = n_shards
+        self.max_delta = max_delta
+        self.layout = DeepLayout.of(spec)
+        total = self.layout.total_keys
+        self.size = total // n_shards + (1 if shard < total % n_shards else 0)
+        h = self.layout.width
+        self.columns = tuple(f"{p}{j}" for p in "wmv" for j in range(h)) + ("t",)
+        self.state = {p: np.zeros((self.size, h), np.float32) for p in "wmv"}
+        self.state["t"] = np.zeros(self.size, np.float32)
+        keys = self.layout.dense_keys()
+        mine = keys[keys % np.uint64(n_shards) == np.uint64(shard)]
+        initial = self.layout.rows_of_dense(self.layout.initial_dense())
+        self.state["w"][(mine // np.uint64(n_shards)).astype(np.int64)] = \
+            initial[(mine - np.uint64(self.layout.slots)).astype(np.int64)]
+        self.pushes = 0
+        self.pulls = 0
+
+    @property
+    def weights(self) -> np.ndarray:
+        """(size, h0): what replicas hold of this shard."""
+        return self.state["w"]
+
+    def rows_for(self, keys: np.ndarray) -> np.ndarray:
+        if keys.ndim != 1:
+            raise InvalidValue("keys must be one-dimensional")
+        if keys.size and int(keys[-1]) >= self.layout.total_keys:
+            raise InvalidValue(f"key {int(keys[-1])} is outside deep model {self.spec.name!r} "
+                               f"({self.layout.slots} slots and {self.layout.dense_rows} "
+                               "dense rows)")
+        if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+            raise InvalidValue("keys must be sorted and unique")
+        if keys.size and bool(np.any(keys % np.uint64(self.n_shards) != np.uint64(self.shard))):
+            raise InvalidValue(f"keys not owned by shard {self.shard} of {self.n_shards}")
+        return (keys // np.uint64(self.n_shards)).astype(np.int64)
+
+    def pull(self, keys: np.ndarray) -> np.ndarray:
+        """The state of `keys`, float32 (len(keys), 3 h0 + 1): w, m, v, t."""
+        rows = self.rows_for(keys)
+        self.pulls += 1
+        h = self.layout.width
+        out = np.empty((rows.size, self.layout.row_width), np.float32)
+        for j, part in enumerate("wmv"):
+            out[:, j * h:(j + 1) * h] = self.state[part].take(rows, axis=0)
+        out[:, 3 * h] = self.state["t"].take(rows)
+        return out
+
+    def check_push(self, keys: np.ndarray, deltas: np.ndarray) -> CheckedPush:
+        """Validate a push and work out its new values; raises InvalidValue naming the problem
+        and changes nothing (deltas are finite: the wire codec checked that)."""
+        rows = self.rows_for(keys)
+        h = self.layout.width
+        want = (keys.size, self.layout.row_width)
+        if deltas.shape != want:
+            raise InvalidValue(f"deltas of shape {list(deltas.shape)} for {keys.size} keys: deep "
+                               f"model {self.spec.name!r} (hidden {list(self.layout.hidden)}) "
+                               f"needs {list(want)}: w, m, v of width {h} and t")
+        if deltas.size:
+            big = np.abs(deltas) > self.max_delta
+            if big.any():
+                i, j = np.argwhere(big)[0]
+                raise InvalidValue(f"delta {float(deltas[i, j]):g} of {self.columns[j]} for key "
+                                   f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
+        new = {part: self.state[part][rows] + deltas[:, j * h:(j + 1) * h]
+               for j, part in enumerate("wmv")}
+        new["t"] = self.state["t"][rows] + deltas[:, 3 * h]
+        for part in ("v", "t"):
+            bad = new[part] < 0
+            if bad.any():
+                i = int(np.argwhere(bad)[0][0])
+                raise InvalidValue(f"deltas would make {part} of key {int(keys[i])} negative; "
+                                   f"{part} must stay >= 0")
+        for part, values in new.items():
+            if not np.isfinite(values).all():
+                raise InvalidValue(f"deltas would make {part} overflow to inf")
+        return CheckedPush(rows, new)
+
+    def apply(self, push: CheckedPush) -> None:
+        for part, values in push.columns.items():
+            self.state[part][push.rows] = values
+        self.pushes += 1
+
+    def push(self, keys: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+        checked = self.check_push(keys, deltas)
+        self.apply(checked)
+        return checked.rows
+
+    def slots_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        return rows.astype(np.uint64) * np.uint64(self.n_shards) + np.uint64(self.shard)
+
+
+def make_store(spec: ModelSpec, shard: int, n_shards: int, max_delta: float = 1e6):
+    """The store of a model of any kind."""
+    if spec.kind == "deep":
+        return DeepModelShard(spec, shard, n_shards, max_delta)
+    return ModelShard(spec, shard, n_shards, max_delta)

@@ -1,0 +1,136 @@
+"""The deep sparse model's learner: one mini-batch step in TensorFlow on the pulled rows.
+
+Per batch the worker pulls the state of the sparse rows its events touch and of every dense row
+(`common.deep.DeepLayout`: each row is w, m, v of width h0 and a step count t), then one
+`tf.function` call computes, on that local copy, the forward pass (the sparse layer as one
+`tf.sparse.segment_sum` of the touched rows per event over the batch's (event, row) pairs,
+gather and sum in one op, then the dense layers), which gives the events' progressive
+predictions (made before the batch is learned), and the mini-batch gradient of the mean
+weighted log loss for every pulled row. Then one Adam step on every pulled row, each row with
+its own step count, in a compiled loop (`common.optim.lazy_adam.step_rows`) that returns the
+change of every state value, the push. The sparse rows pulled are exactly those the batch
+touches, so on them this is lazy Adam (DeepBird's sparse-layer optimizer; TensorFlow's
+LazyAdamOptimizer), and the dense rows are pulled and stepped every batch, so on them it is
+Adam (`common.optim.adam`). Shards add the push like a linear model's. The step runs outside
+TensorFlow because a dozen elementwise TF ops over the rows cost more in dispatch than one
+fused loop does in arithmetic.
+
+TensorFlow is imported only here: shards, replicas and linear workers never load it.
+"""
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from common.config import ModelSpec
+from common.deep import DeepLayout
+from common.optim import hyper_parameters, lazy_adam
+from common.features import Features
+from worker.keys import BatchKeys
+from worker.models.kernel import group_by_event
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no start-up banner on every worker
+try:
+    import tensorflow as tf
+except ImportError as exc:  # a linear-only install
+    raise ImportError(f"deep models train with TensorFlow, which is not installed ({exc}): "
+                      "pip install 'deltaps[deep]'") from exc
+
+ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.math.tanh, "sigmoid": tf.math.sigmoid,
+               "elu": tf.nn.elu}
+
+
+def split_dense(layout: DeepLayout, flat):
+    """The dense parameters (tensors) from their flat vector, in `layout.shapes` order."""
+    out, at = [], 0
+    for _, shape in layout.shapes:
+        size = int(np.prod(shape))
+        out.append(tf.reshape(flat[at:at + size], shape))
+        at += size
+    return out
+
+
+def logits_tf(layout: DeepLayout, sums, params):
+    """The model's logits from each event's sum of sparse rows: `common.deep.forward` in TF."""
+    act = ACTIVATIONS[layout.activation]
+    a = act(sums + params[0])
+    for layer in range(1, len(layout.hidden)):
+        a = act(tf.matmul(a, params[2 * layer - 1]) + params[2 * layer])
+    return tf.matmul(a, params[-2])[:, 0] + params[-1][0]
+
+
+def _segments(offsets: np.ndarray) -> np.ndarray:
+    """Sorted segment ids from CSR offsets: entry e of group i gets i."""
+    return np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))
+
+
+class DeepLearner:
+    """A deep model's fixed layout and hyper-parameters, and one batch's learning step."""
+
+    def __init__(self, spec: ModelSpec):
+        self.layout = layout = DeepLayout.of(spec)
+        self.dense_keys = layout.dense_keys()
+        opt = spec.optimizer
+        self.hp = hyper_parameters(opt)
+        width = layout.row_width
+        ids = tf.TensorSpec([None], tf.int64)
+        self._step = tf.function(self._step_fn, input_signature=[
+            tf.TensorSpec([None, width], tf.float32), ids, ids, ids, ids,
+            tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.float32),
+            tf.TensorSpec([None], tf.float32)])
+
+    def batch_keys(self, keys: BatchKeys) -> BatchKeys:
+        """The keys a batch pulls and pushes: its sparse slots, then every dense row (their
+        keys follow all slots, so the whole stays sorted)."""
+        return BatchKeys(np.concatenate([keys.slots, self.dense_keys]), keys.inverse)
+
+    def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
+              importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(progressive probabilities of the events, float32 deltas of the pulled `state`)."""
+        want = (keys.slots.size, self.layout.row_width)
+        if state.shape != want:
+            raise ValueError(f"pulled state of shape {list(state.shape)}, expected {list(want)}")
+        n = features.n
+        importance = np.ones(n, np.float32) if importance is None \
+            else np.asarray(importance, np.float32)
+        p, g = self._step(state, *self._pairs(features, keys), np.int64(n),
+                          np.asarray(labels, np.float32), importance)
+        return p.numpy().astype(np.float64), lazy_adam.step_rows(state, g.numpy(), self.hp)
+
+    def predict(self, features: Features, keys: BatchKeys, state: np.ndarray) -> np.ndarray:
+        """Probabilities from pulled state, without learning (the worker's forward pass)."""
+        n = features.n
+        p, _ = self._step(state, *self._pairs(features, keys), np.int64(n),
+                          np.zeros(n, np.float32), np.zeros(n, np.float32))
+        return p.numpy().astype(np.float64)
+
+    def _pairs(self, features: Features, keys: BatchKeys) -> tuple[np.ndarray, ...]:
+        """The batch's (event, row) pairs grouped by event and grouped by row, each as
+        (indices, sorted segment ids): the forward sum is a sparse segment sum of rows per
+        event, and its gradient one of event gradients per row (two counting sorts here
+        instead of TensorFlow's scatter-add gradient of a gather)."""
+        rows, inverse = features.rows, keys.inverse
+        sparse = keys.slots.size - self.layout.dense_rows
+        by_event, by_row = group_by_event(features.n, rows, inverse), \
+            group_by_event(sparse, inverse, rows)
+        return (by_event[1], _segments(by_event[0]), by_row[1], _segments(by_row[0]))
+
+    def _step_fn(self, state, event_rows, event_segments, row_events, row_segments, n,
+                 labels, importance):
+        layout, h = self.layout, self.layout.width
+        sparse = tf.shape(state)[0] - layout.dense_rows
+        table = state[:sparse, :h]
+        flat = tf.reshape(state[sparse:, :h], [-1])[:layout.dense_size]
+        sums = tf.sparse.segment_sum(table, event_rows, event_segments, num_segments=n)
+        with tf.GradientTape() as tape:
+            tape.watch([sums, flat])
+            logits = logits_tf(layout, sums, split_dense(layout, flat))
+            losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
+            loss = tf.reduce_sum(importance * losses) / tf.cast(n, tf.float32)
+        g_sums, g_flat = tape.gradient(loss, [sums, flat])
+        # d loss / d row r: the sum of the gradients of the events that hold r
+        g_table = tf.sparse.segment_sum(g_sums, row_events, row_segments, num_segments=sparse)
+        g_dense = tf.reshape(tf.pad(g_flat, [[0, layout.dense_rows * h - layout.dense_size]]),
+                             [layout.dense_rows, h])
+        return tf.math.sigmoid(logits), tf.concat([g_table, g_dense], 0)
