@@ -70,6 +70,7 @@ class ClusterSpec:
     snapshots_kept: int = 2
     wal_segment_mb: int = 64
     http_base_port: int = 0  # replica r serves HTTP on http_base_port + r; 0: free ports
+    metrics_base_port: int = 0  # /metrics: shard k on base + k, replica r on base + shards + r
     prediction_cache_ttl_ms: float = 0.0  # replicas cache repeated predictions; 0: off
     prediction_cache_entries: int = 10000
     worker_nice: int = 10  # CPU niceness `deltaps train` runs at (Linux nice, 0..19)
@@ -220,6 +221,7 @@ class NodeInfo:
     address: str  # request socket
     pub_address: str = ""  # shards only: update stream
     http_address: str = ""  # replicas only: REST endpoint, "http://host:port"
+    metrics_address: str = ""  # /metrics, /healthz, /readyz: "http://host:port"
     pid: int = 0
     restarts: int = 0
 

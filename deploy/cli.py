@@ -62,7 +62,10 @@ def _alive(pid: int) -> bool:
               help="Override [cluster] replicas.")
 @click.option("--dir", "data_dir", default=None, help="Override [cluster] data_dir.")
 @click.option("--timeout", default=60.0, help="Seconds to wait for the cluster to be ready.")
-def up(spec_file, shards, replicas, data_dir, timeout):
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Node and supervisor logs as text or JSON lines (default: "
+                   "$DELTAPS_LOG_FORMAT, else text).")
+def up(spec_file, shards, replicas, data_dir, timeout, log_format):
     """Start a local cluster in the background and wait until every replica is ready."""
     try:
         spec = load_spec(spec_file)
@@ -87,9 +90,10 @@ def up(spec_file, shards, replicas, data_dir, timeout):
     # session: with kernel autogroup, niceness only orders processes of one session, so a
     # `deltaps train` started from this shell yields to the cluster's replicas only if the
     # cluster is in the same session.
+    env = {**os.environ, **({"DELTAPS_LOG_FORMAT": log_format} if log_format else {})}
     proc = subprocess.Popen([sys.executable, "-m", "deploy.supervisor", str(path)],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            process_group=0)
+                            process_group=0, env=env)
     cluster.supervisor_pid = proc.pid
     cluster.save(path)
     if not wait_ready(cluster, timeout):
@@ -123,15 +127,16 @@ def down(cluster_file, timeout):
 
 
 def _status_table(rows: list[dict]) -> str:
-    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'HTTP':<22} {'PID':>7} {'CPUS':<6} {'RESTARTS':>8} "
-             f"{'STATE':<8} MODELS"]
+    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'HTTP':<22} {'METRICS':<22} {'PID':>7} {'CPUS':<6} "
+             f"{'RESTARTS':>8} {'STATE':<8} MODELS"]
     for r in rows:
         models = "; ".join(
             f"{name} seq={st['seq']}" if "seq" in st else
             f"{name} v={st['version']} lag={st['lag']} stale={st['staleness_ms']:.0f}ms"
             for name, st in r["models"].items())
         lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<22} "
-                     f"{r.get('http') or '-':<22} {r['pid']:>7} {r.get('cpus') or '-':<6} "
+                     f"{r.get('http') or '-':<22} {r.get('metrics') or '-':<22} "
+                     f"{r['pid']:>7} {r.get('cpus') or '-':<6} "
                      f"{r['restarts']:>8} {r['state']:<8} {models}")
     return "\n".join(lines + _declared_lines(rows))
 
