@@ -23,6 +23,7 @@ from deploy.nodes.replica import main as serve_command
 from deploy.nodes.shard import main as shard_command
 from deploy.nodes.worker import main as train_command
 from deploy.runtime.placement import cpus_for
+from deploy.workers import worker_rows
 
 CLUSTER_OPTION = click.option("--cluster", "cluster_file", default=".deltaps/cluster.json",
                               show_default=True, help="Cluster file of the running cluster.")
@@ -132,6 +133,7 @@ def _status_table(rows: list[dict]) -> str:
     for r in rows:
         models = "; ".join(
             f"{name} seq={st['seq']}" if "seq" in st else
+            f"{name} from {st['source']}" if "source" in st else
             f"{name} v={st['version']} lag={st['lag']} stale={st['staleness_ms']:.0f}ms"
             for name, st in r["models"].items())
         lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<22} "
@@ -158,7 +160,7 @@ def _declared_lines(rows: list[dict]) -> list[str]:
 def status(cluster_file, as_json):
     """Every node of the cluster: role, address, pid, CPUs, state, sequence numbers, lag."""
     try:
-        rows = cluster_status(ClusterFile.load(cluster_file))
+        rows = cluster_status(ClusterFile.load(cluster_file)) + worker_rows(cluster_file)
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
     click.echo(json.dumps(rows, indent=2) if as_json else _status_table(rows))

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
@@ -13,6 +14,7 @@ from deploy.progress import Curve, TrainingDisplay, check_plot_path, plot_curve
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 from deploy.runtime.placement import place
 from deploy.runtime.priority import lower_cpu_priority
+from deploy.workers import register, unregister
 from worker.ps_client import PSClient
 from worker.sources import open_source
 from worker.trainer import Trainer
@@ -44,8 +46,11 @@ from worker.trainer import Trainer
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 @click.option("--plot", "plot_path", default=None, metavar="PNG",
               help="Draw progressive log loss and AUC against events into this PNG file.")
+@click.option("--metrics", "metrics", default="auto", show_default=True, metavar="HOST:PORT",
+              help="Serve /metrics (events learned, progressive log loss and AUC) on HOST:PORT "
+                   "while training; auto: a free port on the spec's host; off: none.")
 def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, max_delay, nice,
-         as_json, plot_path):
+         as_json, plot_path, metrics):
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl, .vw, .svm; .gz of any),
     '-' for stdin, a MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted
     stream."""
@@ -61,7 +66,8 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
         src = open_source(source, fmt=fmt, schema=schema)
         client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
         trainer = Trainer(client, cluster.spec, model, batch_size, pipeline, max_delay)
-        with TrainingDisplay(src, limit, Curve() if plot_file else None) as display:
+        exporter = serve_metrics(metrics, cluster, cluster_file, trainer, source)
+        with exporter, TrainingDisplay(src, limit, Curve() if plot_file else None) as display:
             summary = trainer.train(src, limit, progress=display,
                                     progress_every_s=display.interval)
             m = trainer.metrics
@@ -87,6 +93,37 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
                + (f"   (Bayes-optimal logloss {bayes:.4f})" if bayes is not None else ""))
     if summary.malformed:
         click.echo(f"skipped {summary.malformed} malformed line(s); see warnings above", err=True)
+
+
+class serve_metrics:
+    """The worker's /metrics endpoint while it trains, noted for `deltaps status`."""
+
+    def __init__(self, listen: str, cluster: ClusterFile, cluster_file: str, trainer: Trainer,
+                 source: str):
+        self.server = self.note = None
+        if listen == "off":
+            return
+        from common.httpd import MetricsServer
+        from common.telemetry import NodeMetrics
+        from serving.http import parse_listen
+        from worker.exporter import watch_trainer
+        try:
+            host, port = (cluster.spec.host, 0) if listen == "auto" else parse_listen(listen)
+        except ValueError as exc:
+            raise click.UsageError(f"--metrics: {exc}")
+        metrics = NodeMetrics("worker", os.getpid())
+        watch_trainer(metrics, trainer)
+        self.server = MetricsServer(host, port, metrics).start()
+        self.note = register(cluster_file, trainer.model.name, source, self.server.url)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self.note is not None:
+            unregister(self.note)
+        if self.server is not None:
+            self.server.stop()
 
 
 if __name__ == "__main__":
