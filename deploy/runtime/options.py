@@ -55,4 +55,4 @@ def resolve_node(role: str, cluster_file: str | None, spec_file: str | None, ind
     if not listen:
         raise click.UsageError("give --cluster, or --spec with --listen")
     spec = load_spec(spec_file)
-    return spec, NodeInfo(role, index, listen), []
+    return spec, NodeInfo(role, index, listen), spec.shard_nodes()
