@@ -4,8 +4,10 @@ cluster works (and not before)."""
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
+from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -178,3 +180,51 @@ def test_node_processes_serve_metrics_where_the_cluster_file_says_and_log_json(
         docs = [json.loads(line) for line in lines]  # every line is one JSON object
         assert any("/metrics" in d["message"] for d in docs)
         assert {d["node"] for d in docs} == {f"{role}-0"}
+
+
+DASHBOARD = Path(__file__).resolve().parents[2] / "deploy" / "grafana-dashboard.json"
+NAME = re.compile(r"\b((?:deltaps|process)_[a-z0-9_]+)\b")
+
+
+SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_count", "_sum"), "gauge": ("",)}
+
+
+def series_names(url: str) -> set[str]:
+    """Every series name a node's families have (a counter that has not counted yet still
+    names its `_total`)."""
+    with urllib.request.urlopen(url + "/metrics", timeout=5) as r:
+        families = list(text_string_to_metric_families(r.read().decode()))
+    return {f.name + suffix for f in families for suffix in SUFFIXES.get(f.type, ("",))}
+
+
+def dashboard_names() -> dict[str, set[str]]:
+    """Panel title -> every metric name its expressions use."""
+    doc = json.loads(DASHBOARD.read_text())
+    return {p["title"]: {n for t in p["targets"] for n in NAME.findall(t["expr"])}
+            for p in doc["panels"]}
+
+
+def test_every_dashboard_expression_names_a_series_the_nodes_expose(inprocess_cluster):
+    c = inprocess_cluster(SMALL_SPEC, shards=1, replicas=1).start_all()
+    ps = PSClient(c.cluster.shards())
+    metrics = NodeMetrics("worker", 0)
+    server = None
+    try:
+        trainer = Trainer(ps, c.spec, "ctr", batch_size=100)
+        watch_trainer(metrics, trainer)
+        server = MetricsServer("127.0.0.1", 0, metrics).start()
+        trainer.train(ListSource(planted_events(300)))
+        exposed = set()
+        for url in [n.metrics_address for n in c.cluster.nodes] + [server.url]:
+            exposed |= series_names(url)
+    finally:
+        if server is not None:
+            server.stop()
+        ps.close()
+    names = dashboard_names()
+    assert len(names) >= 10 and all(names.values())
+    unknown = {title: used - exposed for title, used in names.items() if used - exposed}
+    assert not unknown, f"dashboard panels name series no node exposes: {unknown}"
+    # the check sees a misspelt name (it cannot pass by finding nothing)
+    assert NAME.findall("rate(deltaps_requets_total[1m])") == ["deltaps_requets_total"]
+    assert "deltaps_requets_total" not in exposed
