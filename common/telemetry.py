@@ -8,8 +8,9 @@ What is counted where, so the hot paths stay cheap:
 
 - **Per request** (`instrument`, wrapped around each entry of a node's handler table):
   `deltaps_requests_total{op,outcome}` and `deltaps_request_seconds{op}`, the time the node's
-  loop spent handling it. That is two clock reads, a counter and a histogram bucket per
-  request, the label children resolved once per op; never anything per event or per key.
+  loop spent handling it. That is two clock reads, a bisect and three increments of plain
+  numbers per request, kept per op and turned into families at scrape time; never anything
+  per event or per key.
 - **At scrape time** (`add_collector`): everything a node already keeps as plain numbers
   (sequence numbers, versions, staleness, cache hits, events learned, progressive log loss)
   is read when Prometheus asks, by a function the node registers, so keeping it costs
@@ -19,12 +20,15 @@ Names follow Prometheus' conventions: base units (seconds, bytes), `_total` for 
 """
 from __future__ import annotations
 
+import itertools
 import time
+from bisect import bisect_left
 from typing import Callable, Iterable
 
 from prometheus_client import (CollectorRegistry, Counter, Histogram, disable_created_metrics,
                                generate_latest)
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (CounterMetricFamily, GaugeMetricFamily,
+                                   HistogramMetricFamily, Metric)
 from prometheus_client.process_collector import ProcessCollector
 
 from common.errors import DeltapsError
@@ -55,6 +59,19 @@ class _Callback:
             return []
 
 
+class _OpStats:
+    """One op's counts by outcome and latency histogram as plain numbers: updated only by the
+    node's loop thread (no lock), read at scrape time. prometheus_client's own Counter and
+    Histogram take a lock per update, several times the cost of this on a request path."""
+
+    __slots__ = ("outcomes", "buckets", "total")
+
+    def __init__(self, n_buckets: int):
+        self.outcomes: dict[str, int] = {"ok": 0}
+        self.buckets = [0] * (n_buckets + 1)  # the last one: above every bound (+Inf)
+        self.total = 0.0
+
+
 class NodeMetrics:
     """The registry of one node (shard, replica or worker) with the shared families."""
 
@@ -62,20 +79,31 @@ class NodeMetrics:
         self.registry = CollectorRegistry(auto_describe=False)
         self.role, self.index = role, str(index)
         ProcessCollector(registry=self.registry)
-        self.requests = Counter(
-            "deltaps_requests", "Requests answered by this node, by op and outcome ('ok' or "
-            "the error code of the reply).", ["op", "outcome"], registry=self.registry)
-        self.latency = Histogram(
-            "deltaps_request_seconds", "Time this node's loop spent handling a request, by op "
-            "(decoding and the shard's group commit excluded).", ["op"],
-            buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.ops: dict[str, _OpStats] = {}
         self.add_collector(self._info)
+        self.add_collector(self._requests)
 
     def _info(self) -> Iterable[Metric]:
         info = GaugeMetricFamily("deltaps_node_info", "Which node this is (always 1).",
                                  labels=["role", "index"])
         info.add_metric([self.role, self.index], 1)
         yield info
+
+    def _requests(self) -> Iterable[Metric]:
+        requests = CounterMetricFamily(
+            "deltaps_requests", "Requests answered by this node, by op and outcome ('ok' or "
+            "the error code of the reply).", labels=["op", "outcome"])
+        latency = HistogramMetricFamily(
+            "deltaps_request_seconds", "Time this node's loop spent handling a request, by op "
+            "(decoding and the shard's group commit excluded).", labels=["op"])
+        bounds = [repr(float(b)) for b in LATENCY_BUCKETS] + ["+Inf"]
+        for op, st in list(self.ops.items()):
+            for outcome, n in list(st.outcomes.items()):
+                requests.add_metric([op, outcome], n)
+            cumulative = list(itertools.accumulate(st.buckets))
+            latency.add_metric([op], list(zip(bounds, cumulative)), st.total)
+        yield requests
+        yield latency
 
     def histogram(self, name: str, documentation: str, buckets=LATENCY_BUCKETS,
                   labels: Iterable[str] = ()) -> Histogram:
@@ -96,52 +124,57 @@ class NodeMetrics:
 
     # --- request accounting -------------------------------------------------------------------
 
+    def _op(self, op: str) -> _OpStats:
+        return self.ops.setdefault(op, _OpStats(len(LATENCY_BUCKETS)))
+
     def instrument(self, op: str, handler: Callable):
         """`handler`, counted and timed as `op`; an error it raises is counted by its code and
-        re-raised (the request server turns it into the error reply)."""
-        ok = self.requests.labels(op, "ok")
-        observe = self.latency.labels(op).observe
-        requests = self.requests
+        re-raised (the request server turns it into the error reply). Call it from one thread
+        (the node's loop)."""
+        st = self._op(op)
+        outcomes, buckets = st.outcomes, st.buckets
 
         def counted(msg):
             start = time.perf_counter()
             try:
                 reply = handler(msg)
+                outcome = "ok"
             except DeltapsError as exc:
-                requests.labels(op, exc.code).inc()
+                outcome = exc.code
                 raise
             except Exception:
-                requests.labels(op, "internal").inc()
+                outcome = "internal"
                 raise
             finally:
-                observe(time.perf_counter() - start)
-            ok.inc()
+                elapsed = time.perf_counter() - start
+                buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += 1
+                st.total += elapsed
+                outcomes[outcome] = outcomes.get(outcome, 0) + 1
             return reply
         return counted
 
     def instrument_batch(self, op: str, handler: Callable):
         """A batch handler (several requests answered in one pass): each request is counted by
         its own outcome and observed with the time the whole pass took, which it waited."""
-        ok = self.requests.labels(op, "ok")
-        observe = self.latency.labels(op).observe
-        requests = self.requests
+        st = self._op(op)
+        outcomes, buckets = st.outcomes, st.buckets
 
         def counted(msgs):
             start = time.perf_counter()
             try:
                 results = handler(msgs)
             except Exception:
-                requests.labels(op, "internal").inc(len(msgs))
+                outcomes["internal"] = outcomes.get("internal", 0) + len(msgs)
                 raise
             elapsed = time.perf_counter() - start
             failed = 0
             for r in results:
                 if isinstance(r, DeltapsError):
                     failed += 1
-                    requests.labels(op, r.code).inc()
-            ok.inc(len(results) - failed)
-            for _ in results:
-                observe(elapsed)
+                    outcomes[r.code] = outcomes.get(r.code, 0) + 1
+            outcomes["ok"] += len(results) - failed
+            buckets[bisect_left(LATENCY_BUCKETS, elapsed)] += len(results)
+            st.total += elapsed * len(results)
             return results
         return counted
 
