@@ -80,6 +80,8 @@ class ClusterSpec:
     snapshots_kept: int = 2
     wal_segment_mb: int = 64
     http_base_port: int = 0  # replica r serves HTTP on http_base_port + r; 0: free ports
+    metrics_base_port: int = 0  # /metrics: shard k on base + k, replica r on base + shards + r
+    shard_hosts: str = ""  # host of shard k with "{index}" for k (one host per shard); "": none
     prediction_cache_ttl_ms: float = 0.0  # replicas cache repeated predictions; 0: off
     prediction_cache_entries: int = 10000
     worker_nice: int = 10  # CPU niceness `deltaps train` runs at (Linux nice, 0..19)
@@ -102,6 +104,16 @@ class ClusterSpec:
             transforms[t.get("field", tname)] = Transform(t.get("kind", "log2"),
                                                           tuple(t.get("boundaries", ())))
         return FeatureSpec(tuple(m.fields), transforms, tuple(tuple(c) for c in m.crosses), m.bias)
+
+    def shard_nodes(self) -> list["NodeInfo"]:
+        """Where every shard is when `shard_hosts` names them (each on its own host, requests
+        on base_port, updates on base_port + 1; e.g. a Kubernetes StatefulSet's stable DNS
+        names), so a node needs no cluster file to find them; [] when it does not."""
+        if not self.shard_hosts:
+            return []
+        hosts = [self.shard_hosts.format(index=k) for k in range(self.shards)]
+        return [NodeInfo("shard", k, f"tcp://{h}:{self.base_port}",
+                         f"tcp://{h}:{self.base_port + 1}") for k, h in enumerate(hosts)]
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,6 +248,10 @@ def load_spec(path: str | Path | None = None, text: str | None = None) -> Cluste
     spec = ClusterSpec(**cluster, transforms=transforms, models=models, security=security)
     if spec.fsync not in ("always", "interval", "never"):
         raise ConfigError("[cluster] fsync must be always, interval or never")
+    if spec.shard_hosts and ("{index}" not in spec.shard_hosts or not spec.base_port):
+        raise ConfigError(f"[cluster] shard_hosts = {spec.shard_hosts!r}: must contain "
+                          "\"{index}\" (replaced by each shard's index) and needs base_port "
+                          "set (every shard listens on base_port and base_port + 1)")
     if not spec.max_delta > 0:
         raise ConfigError(f"[cluster] max_delta = {spec.max_delta}: must be > 0")
     if spec.snapshots_kept < 1:
@@ -264,6 +280,7 @@ class NodeInfo:
     address: str  # request socket
     pub_address: str = ""  # shards only: update stream
     http_address: str = ""  # replicas only: REST endpoint, "http://host:port"
+    metrics_address: str = ""  # /metrics, /healthz, /readyz: "http://host:port"
     pid: int = 0
     restarts: int = 0
 

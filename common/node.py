@@ -20,6 +20,8 @@ from common.messages import (Hello, HelloReply, Message, Ok, PROTOCOL, Shutdown,
                              StatusRequest)
 from common.config import ClusterSpec
 from common.cpus import current_cpus
+from common.httpd import MetricsServer
+from common.telemetry import NodeMetrics
 from common.transport import EventLoop, RequestServer, refusals
 from common.transport.curve import current as current_curve
 
@@ -37,17 +39,24 @@ class Node:
     log = logging.getLogger("deltaps.node")
 
     def __init__(self, spec: ClusterSpec, index: int, address: str,
-                 handlers: dict[str, Callable[[Message], Message]]):
+                 handlers: dict[str, Callable[[Message], Message]],
+                 metrics_listen: tuple[str, int] | None = None):
         self.spec = spec
         self.index = index
         self.started = time.time()
-        self.handlers = {
+        self.metrics = NodeMetrics(self.role, index)
+        self.handlers = {op: self.metrics.instrument(op, handler) for op, handler in {
             "hello": self.on_hello,
             **handlers,
             "status": self.on_status,
             "shutdown": self.on_shutdown,
-        }
+        }.items()}
         self.server = RequestServer(address, self.handlers, spec.max_message_bytes)
+        self.metrics.add_collector(lambda: self.metrics.error_replies(self.server.errors))
+        self.metrics_server: MetricsServer | None = None
+        if metrics_listen is not None:  # probes ask the loop over inproc, as HTTP reads do
+            backend = self.server.bind(f"inproc://deltaps-{self.role}-{index}-{id(self):x}-probe")
+            self.metrics_server = MetricsServer(*metrics_listen, self.metrics, backend)
         self.loop = EventLoop()
         self.loop.watch(self.server, self.server.handle_ready)
 
@@ -68,7 +77,8 @@ class Node:
     def identity(self) -> dict:
         """The status fields every node reports first: who and where it is."""
         return {"role": self.role, "index": self.index, "pid": os.getpid(),
-                "cpus": current_cpus(), "address": self.server.address}
+                "cpus": current_cpus(), "address": self.server.address,
+                "metrics_address": self.metrics_server.url if self.metrics_server else ""}
 
     def status(self) -> dict:
         """The node's own status fields, after `identity()`."""
@@ -106,6 +116,10 @@ class Node:
         in another thread, stop it with `stop()` or a shutdown request)."""
         self.loop.install_signal_handlers()
         try:
+            if self.metrics_server is not None:
+                self.metrics_server.start()
+                self.log.info("%s %d serving /metrics on %s", self.role, self.index,
+                              self.metrics_server.url)
             self.starting()
             self.loop.run()
         finally:
@@ -116,4 +130,6 @@ class Node:
                 self.log.info("%s %d stopped", self.role, self.index)
 
     def close(self) -> None:
+        if self.metrics_server is not None:
+            self.metrics_server.stop()
         self.server.close()

@@ -32,6 +32,7 @@ def cluster_status(cluster: ClusterFile, timeout: float = 1.0) -> list[dict]:
     for node, info in infos:
         row = {"role": node.role, "index": node.index, "address": node.address,
                "http": node.http_address,
+               "metrics": (info or {}).get("metrics_address") or node.metrics_address,
                "pid": node.pid, "cpus": info.get("cpus") if info else None,
                "restarts": node.restarts, "state": info["state"] if info else "down",
                "models": {}}

@@ -21,6 +21,7 @@ from common.errors import DeltapsError
 from common.security import install as install_curve, make_keys, make_token, secured
 from deploy.layout import cluster_file_path, plan_cluster
 from deploy.runtime.placement import cpus_for
+from deploy.workers import worker_rows
 
 CLUSTER_OPTION = click.option("--cluster", "cluster_file", default=".deltaps/cluster.json",
                               show_default=True, help="Cluster file of the running cluster.")
@@ -79,7 +80,10 @@ def _alive(pid: int) -> bool:
 @click.option("--secure", is_flag=True,
               help="CurveZMQ on every socket and a bearer token on HTTP, with fresh keys written "
                    "to DATA_DIR/keys (README, Security).")
-def up(spec_file, shards, replicas, data_dir, timeout, build_kernel, secure):
+@click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+              help="Node and supervisor logs as text or JSON lines (default: "
+                   "$DELTAPS_LOG_FORMAT, else text).")
+def up(spec_file, shards, replicas, data_dir, timeout, build_kernel, secure, log_format):
     """Start a local cluster in the background and wait until every replica is ready."""
     try:
         spec = load_spec(spec_file)
@@ -113,9 +117,10 @@ def up(spec_file, shards, replicas, data_dir, timeout, build_kernel, secure):
     # session: with kernel autogroup, niceness only orders processes of one session, so a
     # `deltaps train` started from this shell yields to the cluster's replicas only if the
     # cluster is in the same session.
+    env = {**os.environ, **({"DELTAPS_LOG_FORMAT": log_format} if log_format else {})}
     proc = subprocess.Popen([sys.executable, "-m", "deploy.supervisor", str(path)],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                            process_group=0)
+                            process_group=0, env=env)
     cluster.supervisor_pid = proc.pid
     cluster.save(path)
     builder = _start_kernel_build(path.parent / "kernel-build.log") if build_kernel else None
@@ -198,15 +203,17 @@ def down(cluster_file, timeout):
 
 
 def _status_table(rows: list[dict]) -> str:
-    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'HTTP':<22} {'PID':>7} {'CPUS':<6} {'RESTARTS':>8} "
-             f"{'STATE':<8} MODELS"]
+    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'HTTP':<22} {'METRICS':<22} {'PID':>7} {'CPUS':<6} "
+             f"{'RESTARTS':>8} {'STATE':<8} MODELS"]
     for r in rows:
         models = "; ".join(
             f"{name} seq={st['seq']}" if "seq" in st else
+            f"{name} from {st['source']}" if "source" in st else
             f"{name} v={st['version']} lag={st['lag']} stale={st['staleness_ms']:.0f}ms"
             for name, st in r["models"].items())
         lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<22} "
-                     f"{r.get('http') or '-':<22} {r['pid']:>7} {r.get('cpus') or '-':<6} "
+                     f"{r.get('http') or '-':<22} {r.get('metrics') or '-':<22} "
+                     f"{r['pid']:>7} {r.get('cpus') or '-':<6} "
                      f"{r['restarts']:>8} {r['state']:<8} {models}")
     return "\n".join(lines + _declared_lines(rows))
 
@@ -229,7 +236,7 @@ def status(cluster_file, as_json):
     """Every node of the cluster: role, address, pid, CPUs, state, sequence numbers, lag."""
     from deploy.admin import cluster_status
     try:
-        rows = cluster_status(load_cluster(cluster_file, "admin"))
+        rows = cluster_status(load_cluster(cluster_file, "admin")) + worker_rows(cluster_file)
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
     click.echo(json.dumps(rows, indent=2) if as_json else _status_table(rows))

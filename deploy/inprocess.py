@@ -33,13 +33,14 @@ def build_node(cluster_file: Path, role: str, index: int) -> Node:
     """The node `deltaps shard` / `deltaps serve --cluster cluster_file --index index` runs."""
     cf = ClusterFile.load(cluster_file)
     info = next(n for n in cf.nodes if n.role == role and n.index == index)
+    from serving.http import parse_listen
+    metrics = parse_listen(info.metrics_address) if info.metrics_address else None
     if role == "shard":
         from ps.shard import ShardNode
-        return ShardNode(cf.spec, index, info.address, info.pub_address)
-    from serving.http import parse_listen
+        return ShardNode(cf.spec, index, info.address, info.pub_address, metrics)
     from serving.replica import ReplicaNode
     http = parse_listen(info.http_address) if info.http_address else None
-    return ReplicaNode(cf.spec, index, info.address, cf.shards(), http=http)
+    return ReplicaNode(cf.spec, index, info.address, cf.shards(), http=http, metrics=metrics)
 
 
 class NodeThread:

@@ -36,31 +36,29 @@ def free_ports(host: str, count: int) -> list[int]:
 
 
 def plan_cluster(spec: ClusterSpec) -> ClusterFile:
-    """Addresses for every shard (requests + updates) and replica (requests + HTTP)."""
-    count = 2 * spec.shards + spec.replicas
-    http_base = spec.http_base_port
-    drawn = free_ports(spec.host, (0 if spec.base_port else count)
-                       + (0 if http_base else spec.replicas))
-    zmq_ports = (list(range(spec.base_port, spec.base_port + count)) if spec.base_port
-                 else drawn[:count])
-    http_ports = (list(range(http_base, http_base + spec.replicas)) if http_base
-                  else drawn[len(drawn) - spec.replicas:] if spec.replicas else [])
-    if spec.base_port and not http_base and set(http_ports) & set(zmq_ports):
-        http_ports = [p for p in free_ports(spec.host, count + spec.replicas)
-                      if p not in zmq_ports][:spec.replicas]
-    ports = iter(zmq_ports)
+    """Addresses for every shard (requests, updates, metrics) and replica (requests, HTTP,
+    metrics): from the spec's base ports where it sets them, free ports for the rest."""
+    wanted = {"zmq": (spec.base_port, 2 * spec.shards + spec.replicas),
+              "http": (spec.http_base_port, spec.replicas),
+              "metrics": (spec.metrics_base_port, spec.shards + spec.replicas)}
+    fixed = {kind: list(range(base, base + n)) for kind, (base, n) in wanted.items() if base}
+    taken = {p for ports in fixed.values() for p in ports}
+    need = sum(n for kind, (_, n) in wanted.items() if kind not in fixed)
+    drawn = iter([p for p in free_ports(spec.host, need + len(taken)) if p not in taken][:need])
+    ports = {kind: iter(fixed[kind] if kind in fixed else [next(drawn) for _ in range(n)])
+             for kind, (_, n) in wanted.items()}
 
-    def port() -> int:
-        return next(ports)
+    def url(kind: str, scheme: str) -> str:
+        return f"{scheme}://{spec.host}:{next(ports[kind])}"
 
     scheme = "https" if spec.security.http_tls_cert_file else "http"
     nodes = []
     for k in range(spec.shards):
-        nodes.append(NodeInfo("shard", k, f"tcp://{spec.host}:{port()}",
-                              f"tcp://{spec.host}:{port()}"))
+        nodes.append(NodeInfo("shard", k, url("zmq", "tcp"), url("zmq", "tcp"),
+                              metrics_address=url("metrics", "http")))
     for r in range(spec.replicas):
-        nodes.append(NodeInfo("replica", r, f"tcp://{spec.host}:{port()}",
-                              http_address=f"{scheme}://{spec.host}:{http_ports[r]}"))
+        nodes.append(NodeInfo("replica", r, url("zmq", "tcp"), http_address=url("http", scheme),
+                              metrics_address=url("metrics", "http")))
     return ClusterFile(spec, nodes)
 
 

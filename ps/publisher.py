@@ -7,6 +7,9 @@ re-applied update harmless.
 """
 from __future__ import annotations
 
+import time
+from typing import Callable
+
 import numpy as np
 
 from common.messages import Heartbeat, Update
@@ -31,9 +34,14 @@ class Coalescer:
         self.stores = stores
         self.seq = {name: (seqs or {}).get(name, 0) for name in stores}
         self.pending: dict[str, list[np.ndarray]] = {name: [] for name in stores}
+        self.marked_at: dict[str, float] = {}  # per model: when its oldest pending row was marked
+        # metrics hook: seconds from a model's oldest pending change to its publication
+        self.observe_delay: Callable[[float], None] = lambda _seconds: None
 
     def mark(self, model: str, rows: np.ndarray) -> int:
         """Record changed rows; returns the sequence number that will publish them."""
+        if not self.pending[model]:
+            self.marked_at[model] = time.monotonic()
         self.pending[model].append(rows)
         return self.seq[model] + 1
 
@@ -49,6 +57,7 @@ class Coalescer:
             # one push's rows are already unique and sorted; several need merging
             rows = parts[0] if len(parts) == 1 else sorted_unique(np.concatenate(parts))
             self.pending[model] = []
+            self.observe_delay(time.monotonic() - self.marked_at.pop(model, time.monotonic()))
             for start in range(0, rows.size, MAX_KEYS_PER_UPDATE):
                 chunk = rows[start:start + MAX_KEYS_PER_UPDATE]
                 self.seq[model] += 1

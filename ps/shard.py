@@ -23,6 +23,7 @@ from common.errors import InvalidValue
 from common.node import Node
 from common.transport import Publisher
 from ps.durable import ShardState
+from ps.metrics import watch_shard
 from ps.publisher import Coalescer
 
 log = logging.getLogger("deltaps.shard")
@@ -38,7 +39,8 @@ class ShardNode(Node):
     role = "shard"
     log = log
 
-    def __init__(self, spec: ClusterSpec, index: int, address: str, pub_address: str):
+    def __init__(self, spec: ClusterSpec, index: int, address: str, pub_address: str,
+                 metrics: tuple[str, int] | None = None):
         self.spec = spec
         self.index = index
         self.epoch = time.time_ns() & ((1 << 62) - 1)
@@ -54,7 +56,8 @@ class ShardNode(Node):
             "take_snapshot": self.on_take_snapshot,
             "checksums": self.on_checksums,
             "declare": self.on_declare,
-        })
+        }, metrics)
+        watch_shard(self)
         self.server.before_replies = self.state.wal.commit
         self.publisher = Publisher(pub_address, spec.publish_hwm)
         self.loop.every(spec.publish_window_ms / 1000.0, self.publish)
@@ -147,6 +150,8 @@ class ShardNode(Node):
     def publish(self) -> None:
         for update in self.coalescer.flush():
             self.publisher.publish(update)
+            self.published_updates.inc()
+            self.published_keys.inc(len(update.keys))
 
     def heartbeat(self) -> None:
         self.publisher.publish(self.coalescer.heartbeat())

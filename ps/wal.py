@@ -28,10 +28,11 @@ import logging
 import os
 import struct
 import threading
+import time
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence
 
 from common.errors import ConfigError
 
@@ -145,6 +146,12 @@ class WriteAheadLog:
         self._lock = threading.Lock()  # the open file vs the background syncer
         self._syncer: threading.Thread | None = None
         self._stop_syncing = threading.Event()
+        self.observe_fsync: Callable[[float], None] = lambda _seconds: None  # metrics hook
+
+    def _fsync(self, fd: int) -> None:
+        start = time.perf_counter()
+        os.fsync(fd)
+        self.observe_fsync(time.perf_counter() - start)
 
     # --- reading (recovery) -------------------------------------------------------------------
 
@@ -263,7 +270,7 @@ class WriteAheadLog:
 
     def sync(self) -> None:
         if self._dirty and self._file is not None:
-            os.fsync(self._file.fileno())
+            self._fsync(self._file.fileno())
             self._dirty = False
 
     def start_background_sync(self, interval_s: float) -> None:
@@ -278,7 +285,7 @@ class WriteAheadLog:
                     fd = os.dup(self._file.fileno())
                     self._dirty = False
                 try:
-                    os.fsync(fd)
+                    self._fsync(fd)
                 except OSError as exc:
                     self._dirty = True
                     log.error("background fsync failed: %s", exc)

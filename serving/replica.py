@@ -46,6 +46,7 @@ from common.node import Node
 from common.transport import Channel, Subscriber
 from serving.cache import PredictionCache, ids_key, instances_key
 from serving.deep_model import make_model
+from serving.metrics import watch_replica
 from serving.model import ServingModel, check_csr
 
 log = logging.getLogger("deltaps.replica")
@@ -78,7 +79,7 @@ class ReplicaNode(Node):
     log = log
 
     def __init__(self, spec: ClusterSpec, index: int, address: str, shards: list[NodeInfo],
-                 http: tuple[str, int] | None = None):
+                 http: tuple[str, int] | None = None, metrics: tuple[str, int] | None = None):
         if len(shards) != spec.shards:
             raise DeltapsError(f"replica needs the addresses of all {spec.shards} shards")
         self.models = {name: make_model(model, spec.feature_spec(name), spec.shards)
@@ -87,8 +88,10 @@ class ReplicaNode(Node):
             "predict": self.on_predict,
             "predict_ids": self.on_predict_ids,
             "checksums": self.on_checksums,
-        })
-        self.server.batch_handlers = {"predict": self.on_predict_batch}
+        }, metrics)
+        self.server.batch_handlers = {
+            "predict": self.metrics.instrument_batch("predict", self.on_predict_batch)}
+        watch_replica(self)
         self.inproc_address = self.server.bind(f"inproc://deltaps-replica-{index}-{id(self):x}")
         self.subscriber = Subscriber([s.pub_address for s in shards], spec.max_message_bytes,
                                      spec.publish_hwm)

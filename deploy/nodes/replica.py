@@ -10,7 +10,7 @@ from common.errors import DeltapsError
 from common.logs import setup_logging
 from common.security import install as install_curve
 from deploy.runtime.allocator import keep_message_buffers_on_heap
-from deploy.runtime.options import node_options, resolve_node
+from deploy.runtime.options import metrics_listen, node_options, resolve_node
 from deploy.runtime.placement import place
 from deploy.runtime.priority import request_time_slice
 from serving.replica import ReplicaNode
@@ -39,9 +39,9 @@ def ask_for_short_slice(slice_ms: float) -> None:
 @click.option("--http", "http", default=None, metavar="HOST:PORT",
               help="Serve the REST API (TensorFlow Serving's shape) on HOST:PORT; default: the "
                    "address the cluster file gives this replica, or none without a cluster file.")
-def main(cluster_file, spec_file, index, listen, shard_addresses, http):
+def main(cluster_file, spec_file, index, listen, metrics, log_format, shard_addresses, http):
     """Run serving replica INDEX: holds every model whole and answers predict requests."""
-    setup_logging(f"replica-{index}")
+    setup_logging(f"replica-{index}", log_format)
     keep_message_buffers_on_heap()
     from common.config import NodeInfo
     from serving.http import parse_listen
@@ -70,7 +70,8 @@ def main(cluster_file, spec_file, index, listen, shard_addresses, http):
         log.info("running on reserved CPU(s) %s", format_cpu_list(cpus))
     ask_for_short_slice(spec.replica_slice_ms)
     try:
-        ReplicaNode(spec, index, node.address, shards, http=http_listen).run()
+        ReplicaNode(spec, index, node.address, shards, http=http_listen,
+                    metrics=metrics_listen(metrics, node)).run()
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
 

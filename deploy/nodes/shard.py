@@ -10,7 +10,7 @@ from common.errors import DeltapsError
 from common.logs import setup_logging
 from common.security import install as install_curve
 from deploy.runtime.allocator import keep_message_buffers_on_heap
-from deploy.runtime.options import node_options, resolve_node
+from deploy.runtime.options import metrics_listen, node_options, resolve_node
 from deploy.runtime.placement import place
 from ps.shard import ShardNode
 
@@ -20,9 +20,9 @@ log = logging.getLogger("deltaps.shard")
 @click.command("shard")
 @node_options
 @click.option("--publish", default=None, help="Update-stream address to bind (PUB).")
-def main(cluster_file, spec_file, index, listen, publish):
+def main(cluster_file, spec_file, index, listen, metrics, log_format, publish):
     """Run shard INDEX: owns slots with slot % shards == INDEX of every model."""
-    setup_logging(f"shard-{index}")
+    setup_logging(f"shard-{index}", log_format)
     keep_message_buffers_on_heap()
     try:
         spec, node, _ = resolve_node("shard", cluster_file, spec_file, index, listen)
@@ -38,7 +38,10 @@ def main(cluster_file, spec_file, index, listen, publish):
     pub = publish or node.pub_address
     if not pub:
         raise click.UsageError("no update address: give --publish")
-    ShardNode(spec, index, node.address, pub).run()
+    try:
+        ShardNode(spec, index, node.address, pub, metrics_listen(metrics, node)).run()
+    except DeltapsError as exc:
+        raise click.ClickException(str(exc))
 
 
 if __name__ == "__main__":

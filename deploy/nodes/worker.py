@@ -3,17 +3,19 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 import click
 
-from common.config import ClusterFile
+from common.config import ClusterFile, load_spec
 from common.errors import DeltapsError
 from common.security import install as install_curve
 from deploy.progress import Curve, TrainingDisplay, check_plot_path, plot_curve
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 from deploy.runtime.placement import place
 from deploy.runtime.priority import lower_cpu_priority
+from deploy.workers import register, unregister
 from worker.ps_client import PSClient
 from worker.sources import open_source
 from worker.trainer import Trainer
@@ -23,6 +25,9 @@ from worker.trainer import Trainer
 @click.argument("source")
 @click.option("--cluster", "cluster_file", default=".deltaps/cluster.json", show_default=True,
               help="Cluster file of the running cluster.")
+@click.option("--spec", "spec_file", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="Spec TOML naming the shards' hosts ([cluster] shard_hosts), instead of a "
+                   "cluster file (e.g. in Kubernetes).")
 @click.option("--model", default=None, help="Model to train (default: the cluster's only model).")
 @click.option("--batch-size", default=4096, show_default=True, type=click.IntRange(1, 1 << 20),
               help="Events per mini-batch.")
@@ -45,8 +50,11 @@ from worker.trainer import Trainer
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 @click.option("--plot", "plot_path", default=None, metavar="PNG",
               help="Draw progressive log loss and AUC against events into this PNG file.")
-def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, max_delay, nice,
-         as_json, plot_path):
+@click.option("--metrics", "metrics", default="auto", show_default=True, metavar="HOST:PORT",
+              help="Serve /metrics (events learned, progressive log loss and AUC) on HOST:PORT "
+                   "while training; auto: a free port on the spec's host; off: none.")
+def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema, pipeline, max_delay, nice,
+         as_json, plot_path, metrics):
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl, .vw, .svm; .gz of any),
     '-' for stdin, a MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted
     stream (nonlinear:EVENTS[:SEED]: the planted pairwise one, for deep models)."""
@@ -54,7 +62,7 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
     keep_message_buffers_on_heap()
     plot_file = check_plot_path(plot_path) if plot_path else None
     try:
-        cluster = ClusterFile.load(cluster_file)
+        cluster = spec_cluster(spec_file) if spec_file else ClusterFile.load(cluster_file)
         install_curve(cluster.spec.security, "worker")
         lower_cpu_priority(cluster.spec.worker_nice if nice is None else nice)
         place("worker", cluster.spec.serving_cpus)
@@ -63,7 +71,9 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
         src = open_source(source, fmt=fmt, schema=schema)
         client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
         trainer = Trainer(client, cluster.spec, model, batch_size, pipeline, max_delay)
-        with TrainingDisplay(src, limit, Curve() if plot_file else None) as display:
+        exporter = serve_metrics(metrics, cluster, None if spec_file else cluster_file, trainer,
+                                 source)
+        with exporter, TrainingDisplay(src, limit, Curve() if plot_file else None) as display:
             summary = trainer.train(src, limit, progress=display,
                                     progress_every_s=display.interval)
             m = trainer.metrics
@@ -89,6 +99,46 @@ def main(source, cluster_file, model, batch_size, limit, fmt, schema, pipeline, 
                + (f"   (Bayes-optimal logloss {bayes:.4f})" if bayes is not None else ""))
     if summary.malformed:
         click.echo(f"skipped {summary.malformed} malformed line(s); see warnings above", err=True)
+
+
+def spec_cluster(spec_file: str) -> ClusterFile:
+    spec = load_spec(spec_file)
+    if not spec.shard_hosts:
+        raise click.UsageError(f"--spec {spec_file}: without a cluster file the spec must name "
+                               "the shards' hosts ([cluster] shard_hosts)")
+    return ClusterFile(spec, spec.shard_nodes())
+
+
+class serve_metrics:
+    """The worker's /metrics endpoint while it trains, noted for `deltaps status`."""
+
+    def __init__(self, listen: str, cluster: ClusterFile, cluster_file: str | None,
+                 trainer: Trainer, source: str):
+        self.server = self.note = None
+        if listen == "off":
+            return
+        from common.httpd import MetricsServer
+        from common.telemetry import NodeMetrics
+        from serving.http import parse_listen
+        from worker.exporter import watch_trainer
+        try:
+            host, port = (cluster.spec.host, 0) if listen == "auto" else parse_listen(listen)
+        except ValueError as exc:
+            raise click.UsageError(f"--metrics: {exc}")
+        metrics = NodeMetrics("worker", os.getpid())
+        watch_trainer(metrics, trainer)
+        self.server = MetricsServer(host, port, metrics).start()
+        if cluster_file is not None:  # no cluster file, no `deltaps status` to show it
+            self.note = register(cluster_file, trainer.model.name, source, self.server.url)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *_exc) -> None:
+        if self.note is not None:
+            unregister(self.note)
+        if self.server is not None:
+            self.server.stop()
 
 
 if __name__ == "__main__":

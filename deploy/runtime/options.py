@@ -18,7 +18,26 @@ def node_options(f):
     f = click.option("--index", type=int, required=True, help="This node's index (0-based).")(f)
     f = click.option("--listen", default=None,
                      help="Request address to bind, e.g. tcp://0.0.0.0:5000.")(f)
+    f = click.option("--metrics", "metrics", default=None, metavar="HOST:PORT",
+                     help="Serve /metrics, /healthz and /readyz on HOST:PORT (port 0: a free "
+                          "one); default: the address the cluster file gives this node, or "
+                          "none without a cluster file.")(f)
+    f = click.option("--log-format", type=click.Choice(["text", "json"]), default=None,
+                     help="Log lines as text or as JSON objects (default: $DELTAPS_LOG_FORMAT, "
+                          "else text).")(f)
     return f
+
+
+def metrics_listen(given: str | None, node: NodeInfo) -> tuple[str, int] | None:
+    """(host, port) of the node's metrics endpoint: --metrics, else the cluster file's."""
+    from serving.http import parse_listen
+    text = given or node.metrics_address
+    if not text:
+        return None
+    try:
+        return parse_listen(text)
+    except ValueError as exc:
+        raise click.UsageError(f"--metrics: {exc}")
 
 
 def resolve_node(role: str, cluster_file: str | None, spec_file: str | None, index: int,
@@ -36,4 +55,4 @@ def resolve_node(role: str, cluster_file: str | None, spec_file: str | None, ind
     if not listen:
         raise click.UsageError("give --cluster, or --spec with --listen")
     spec = load_spec(spec_file)
-    return spec, NodeInfo(role, index, listen), []
+    return spec, NodeInfo(role, index, listen), spec.shard_nodes()

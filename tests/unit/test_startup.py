@@ -21,8 +21,9 @@ HEAVY = ("numba", "asyncio", "pyarrow", "rich", "matplotlib", "ps", "serving", "
 CASES = {
     # the CLI group: each node command is imported only when it runs
     "deploy.cli": HEAVY,
-    # a shard adds deltas and publishes weights: no optimizer math (numba), no asyncio
-    "deploy.nodes.shard": ("numba", "asyncio", "pyarrow", "rich", "serving", "worker"),
+    # a shard adds deltas and publishes weights: no optimizer math (numba); asyncio it loads
+    # for its HTTP endpoints (/metrics, /healthz, /readyz: common.httpd)
+    "deploy.nodes.shard": ("numba", "pyarrow", "rich", "serving", "worker"),
     "deploy.nodes.replica": ("numba", "pyarrow", "rich", "ps", "worker"),
     # the worker: a blocking channel, no server code, no terminal or plotting libraries
     "deploy.nodes.worker": ("asyncio", "rich", "matplotlib", "ps", "serving"),
