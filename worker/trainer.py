@@ -24,10 +24,8 @@ Parameter Server", OSDI 2014): the pulls of the next k batches are already out w
 pushed, so batch i is scored and learned with weights that may miss this worker's last k pushes
 (and no others). The shards then serve those pulls while the worker computes instead of after
 it, so neither side waits for the other; the price is a staler starting state. k = 0 is the exact
-loop above, with the same overlap bought without staleness: the next pull goes out before the
-push, and the worker adds its own push to what that pull brings back (`_patch_own`), as the
-shards would have. A single worker's run stays deterministic for every k: the order in which a
-shard sees its pulls and pushes is fixed.
+loop above. A single worker's run stays deterministic for every k: the order in which a shard
+sees its pulls and pushes is fixed.
 """
 from __future__ import annotations
 
@@ -104,9 +102,8 @@ class Trainer:
         self.model = spec.model(model)
         self.featurizer = Featurizer(spec.feature_spec(model))
         self.indexer = KeyIndexer(self.model.bits)
-        # the next pull goes out before the push and is patched with it (`_patch_own`): exact
-        # for linear models without a delay, and for deep models always
-        self.patch = pipeline and (self.model.kind == "deep" or max_delay == 0)
+        # deep models send the next pull before the push and patch it (`_patch_own`)
+        self.patch = self.model.kind == "deep" and pipeline
         if self.patch:
             self.max_delay = max_delay or 1
         self.pushed = 0  # pushes sent so far
@@ -160,9 +157,10 @@ class Trainer:
         """The pulled state plus this worker's pushes that the pull went out before, added in
         order as the shards add them (float32): bit for bit the state the exact loop would
         have pulled, so the pull overlaps the learning of the batch before it at no cost in
-        exactness for a single worker, and the shards serve it while the worker computes.
-        Deep models always train this way: every batch touches every dense row, so a stale
-        pull would fold the same Adam step into the dense rows again."""
+        exactness for a single worker. Deep models train this way: every batch touches every
+        dense row, so a stale pull would fold the same Adam step into the dense rows again.
+        A pull sent again after a shard restarts may already hold the push it is patched
+        with; the reply does not yet say which of this worker's pushes it holds."""
         for number, keys, deltas in self.own:
             if number >= prep.pushed:
                 at = np.minimum(np.searchsorted(keys, prep.keys.slots), keys.size - 1)

@@ -50,12 +50,16 @@ class Unreachable(DeltapsError):
     code = "unreachable"
 
 
-def new_socket(kind: int, ctx=None) -> zmq.Socket:
+def new_socket(kind: int, ctx=None, inproc: bool = False) -> zmq.Socket:
     """A socket of `kind` that drops unsent messages on close and copies small frames, and
-    speaks CURVE when the process has turned it on (common/transport/curve.py)."""
+    speaks CURVE when the process has turned it on (common/transport/curve.py). An `inproc`
+    socket talks only to this process (no handshake runs over inproc), so it needs no key:
+    a shard's own HTTP thread asks its loop for readiness without a client key."""
     sock = (ctx or context()).socket(kind)
     sock.setsockopt(zmq.LINGER, 0)
     sock.copy_threshold = COPY_THRESHOLD
+    if inproc:
+        return sock
     try:
         secure(sock, kind)
     except DeltapsError:
@@ -67,7 +71,7 @@ def new_socket(kind: int, ctx=None) -> zmq.Socket:
 def client_socket(ctx, address: str, immediate: bool, monitor: bool):
     """(DEALER connected to `address`, its monitor socket or None); the monitor is attached
     before connecting so that no connection event is missed."""
-    sock = new_socket(zmq.DEALER, ctx)
+    sock = new_socket(zmq.DEALER, ctx, inproc=address.startswith("inproc://"))
     if immediate:
         sock.setsockopt(zmq.IMMEDIATE, 1)
         sock.setsockopt(zmq.RECONNECT_IVL, 50)
