@@ -51,7 +51,13 @@ def workdir(tmp_path):
     yield tmp_path
     cluster = tmp_path / ".deltaps" / "cluster.json"
     if cluster.exists():  # the test failed half-way: stop what it started
+        started = ClusterFile.load(cluster)
         run("down", cwd=tmp_path, check=False)
+        # `down` cannot stop a cluster it cannot reach (a secured one without its key, a node
+        # that never came up): end every process the cluster file names, by PID
+        for pid in [started.supervisor_pid] + [n.pid for n in started.nodes]:
+            if pid and alive(pid):
+                os.kill(pid, 9)
 
 
 def test_cluster_lifecycle_as_a_user_runs_it(workdir):
