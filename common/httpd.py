@@ -13,88 +13,36 @@ while its process serves the endpoint.
 """
 from __future__ import annotations
 
-import asyncio
 import logging
-import threading
 
 from aiohttp import web
 
+from common.aiothread import ThreadedApp
 from common.errors import DeltapsError
 from common.messages import StatusRequest
 from common.telemetry import CONTENT_TYPE, NodeMetrics
-from common.transport import AsyncChannel
 
 log = logging.getLogger("deltaps.metrics")
 PROBE_TIMEOUT_S = 2.0
 READY_STATES = ("serving", "ready")
 
 
-class MetricsServer:
+class MetricsServer(ThreadedApp):
     """/metrics, /healthz and /readyz for one node on (host, port); port 0 picks a free one."""
 
+    WHAT = "metrics"
+    THREAD = "deltaps-metrics"
+
     def __init__(self, host: str, port: int, metrics: NodeMetrics, backend: str | None = None):
-        self.host, self.port = host, port
+        super().__init__(host, port, backend)
         self.metrics = metrics
-        self.backend = backend
-        self.thread: threading.Thread | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._started = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._failure: BaseException | None = None
-        self.channel: AsyncChannel | None = None
 
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
-
-    def start(self, timeout: float = 10.0) -> "MetricsServer":
-        """Start the thread and wait until the port is bound; raises if it cannot be."""
-        self.thread = threading.Thread(target=self._run, name="deltaps-metrics", daemon=True)
-        self.thread.start()
-        if not self._started.wait(timeout):
-            raise DeltapsError(f"metrics server on {self.host}:{self.port} did not start")
-        if self._failure is not None:
-            raise DeltapsError(f"cannot serve metrics on {self.host}:{self.port}: "
-                               f"{self._failure}")
-        return self
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.loop is not None and self._stop is not None and self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self._stop.set)
-            self.thread.join(timeout)
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        try:
-            self.loop.run_until_complete(self._serve())
-        except BaseException as exc:  # reported to start()
-            self._failure = exc
-            self._started.set()
-        finally:
-            self.loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        if self.backend:
-            self.channel = AsyncChannel(self.backend)
+    def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/metrics", self.scrape)
         app.router.add_get("/healthz", self.healthz)
         app.router.add_get("/readyz", self.readyz)
-        runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True)
-            await site.start()
-            if runner.addresses:  # the port the OS chose for port 0
-                self.port = runner.addresses[0][1]
-            self._started.set()
-            await self._stop.wait()
-        finally:
-            await runner.cleanup()
-            if self.channel is not None:
-                await self.channel.aclose()
+        return app
 
     async def scrape(self, _request: web.Request) -> web.Response:
         # on this thread's own loop: a scrape waits for nothing but the node's numbers

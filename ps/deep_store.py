@@ -15,12 +15,12 @@ import numpy as np
 from common.config import ModelSpec
 from common.deep import DeepLayout
 from common.errors import InvalidValue
-from ps.store import CheckedPush, ModelShard
+from ps.store import CheckedPush, ModelShard, RowState
 
 PARTS = ("w", "m", "v", "t")
 
 
-class DeepModelShard:
+class DeepModelShard(RowState):
     """One deep model's rows on this shard (see the module docstring). A push is checked
     whole before anything changes: keys, shape (k, 3 h0 + 1), |delta| <= `max_delta`, moments
     v and step counts t stay >= 0, and nothing overflows."""
@@ -103,19 +103,6 @@ class DeepModelShard:
             if not np.isfinite(values).all():
                 raise InvalidValue(f"deltas would make {part} overflow to inf")
         return CheckedPush(rows, new)
-
-    def apply(self, push: CheckedPush) -> None:
-        for part, values in push.columns.items():
-            self.state[part][push.rows] = values
-        self.pushes += 1
-
-    def push(self, keys: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-        checked = self.check_push(keys, deltas)
-        self.apply(checked)
-        return checked.rows
-
-    def slots_of_rows(self, rows: np.ndarray) -> np.ndarray:
-        return rows.astype(np.uint64) * np.uint64(self.n_shards) + np.uint64(self.shard)
 
 
 def make_store(spec: ModelSpec, shard: int, n_shards: int, max_delta: float = 1e6):

@@ -24,7 +24,34 @@ class CheckedPush:
     columns: dict[str, np.ndarray]
 
 
-class ModelShard:
+class RowState:
+    """What every store of a model's rows shares: each store's own `check_push` makes a
+    `CheckedPush`, `apply` writes it, and local rows map to slots the same way."""
+
+    state: dict[str, np.ndarray]
+    shard: int
+    n_shards: int
+    pushes: int
+
+    def check_push(self, keys: np.ndarray, deltas: np.ndarray) -> CheckedPush:
+        raise NotImplementedError
+
+    def apply(self, push: CheckedPush) -> None:
+        for name, values in push.columns.items():
+            self.state[name][push.rows] = values
+        self.pushes += 1
+
+    def push(self, keys: np.ndarray, deltas: np.ndarray) -> np.ndarray:
+        """Validate and add deltas; returns the local rows changed."""
+        checked = self.check_push(keys, deltas)
+        self.apply(checked)
+        return checked.rows
+
+    def slots_of_rows(self, rows: np.ndarray) -> np.ndarray:
+        return rows.astype(np.uint64) * np.uint64(self.n_shards) + np.uint64(self.shard)
+
+
+class ModelShard(RowState):
     """One model's rows that this shard owns (slot ``row * n_shards + shard``), stored densely,
     one float32 array per state column and one for the weights ("w"; for FTRL derived from z
     and n), so a pull is one gather per column and a push one add per column. A push is checked
@@ -103,17 +130,3 @@ class ModelShard:
         if "w" not in self.columns:
             new["w"] = self.optimizer.weights(new, self.spec.optimizer)
         return CheckedPush(rows, new)
-
-    def apply(self, push: CheckedPush) -> None:
-        for name, values in push.columns.items():
-            self.state[name][push.rows] = values
-        self.pushes += 1
-
-    def push(self, keys: np.ndarray, deltas: np.ndarray) -> np.ndarray:
-        """Validate and add deltas; returns the local rows changed."""
-        checked = self.check_push(keys, deltas)
-        self.apply(checked)
-        return checked.rows
-
-    def slots_of_rows(self, rows: np.ndarray) -> np.ndarray:
-        return rows.astype(np.uint64) * np.uint64(self.n_shards) + np.uint64(self.shard)

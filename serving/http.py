@@ -18,19 +18,17 @@ the weights.
 """
 from __future__ import annotations
 
-import asyncio
 import hmac
 import json
 import logging
 import ssl
-import threading
 from pathlib import Path
 
 from aiohttp import web
 
+from common.aiothread import ThreadedApp
 from common.errors import ConfigError, DeltapsError, RemoteError, Timeout
 from common.messages import Message, Predict, StatusRequest
-from common.transport import AsyncChannel
 
 log = logging.getLogger("deltaps.http")
 CORE_TIMEOUT_S = 10.0  # how long a request may wait for the replica's loop
@@ -77,73 +75,17 @@ def _error(status: int, message: str) -> web.Response:
     return web.json_response({"error": message}, status=status)
 
 
-class HttpServer:
+class HttpServer(ThreadedApp):
     """aiohttp app in a background thread, forwarding to the replica at `backend` (inproc)."""
 
     def __init__(self, host: str, port: int, backend: str, max_body: int,
                  timeout: float = CORE_TIMEOUT_S, token: str | None = None,
                  ssl_context: ssl.SSLContext | None = None):
-        self.host, self.port = host, port
+        super().__init__(host, port, backend, ssl_context)
         self._token = token.encode() if token else None
-        self.ssl_context = ssl_context
         self.unauthorized = 0  # requests refused for a missing or wrong bearer token
-        self.backend = backend
         self.max_body = max_body
         self.timeout = timeout
-        self.thread: threading.Thread | None = None
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self._started = threading.Event()
-        self._stop: asyncio.Event | None = None
-        self._failure: BaseException | None = None
-        self.channel: AsyncChannel | None = None
-
-    @property
-    def url(self) -> str:
-        host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"{'https' if self.ssl_context else 'http'}://{host}:{self.port}"
-
-    # --- lifecycle (called from the replica's thread) ----------------------------------------
-
-    def start(self, timeout: float = 10.0) -> None:
-        """Start the thread and wait until the port is bound; raises if it cannot be."""
-        self.thread = threading.Thread(target=self._run, name="deltaps-http", daemon=True)
-        self.thread.start()
-        if not self._started.wait(timeout):
-            raise DeltapsError(f"HTTP server on {self.host}:{self.port} did not start")
-        if self._failure is not None:
-            raise DeltapsError(f"cannot serve HTTP on {self.host}:{self.port}: {self._failure}")
-
-    def stop(self, timeout: float = 5.0) -> None:
-        if self.loop is not None and self._stop is not None and self.thread.is_alive():
-            self.loop.call_soon_threadsafe(self._stop.set)
-            self.thread.join(timeout)
-
-    def _run(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        try:
-            self.loop.run_until_complete(self._serve())
-        except BaseException as exc:  # reported to start(); the replica then exits
-            self._failure = exc
-            self._started.set()
-        finally:
-            self.loop.close()
-
-    async def _serve(self) -> None:
-        self._stop = asyncio.Event()
-        self.channel = AsyncChannel(self.backend)
-        runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
-        await runner.setup()
-        try:
-            site = web.TCPSite(runner, self.host, self.port, reuse_address=True,
-                               ssl_context=self.ssl_context)
-            await site.start()
-            if runner.addresses:  # the port the OS chose for port 0
-                self.port = runner.addresses[0][1]
-            self._started.set()
-            await self._stop.wait()
-        finally:
-            await runner.cleanup()
-            await self.channel.aclose()
 
     # --- the app ------------------------------------------------------------------------------
 
