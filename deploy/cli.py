@@ -21,7 +21,7 @@ from common.errors import DeltapsError
 from common.security import install as install_curve, make_keys, make_token, secured
 from deploy.layout import cluster_file_path, plan_cluster
 from deploy.runtime.placement import cpus_for
-from deploy.workers import worker_rows
+from deploy.workers import alive, worker_rows
 
 CLUSTER_OPTION = click.option("--cluster", "cluster_file", default=".deltaps/cluster.json",
                               show_default=True, help="Cluster file of the running cluster.")
@@ -48,22 +48,6 @@ class _Commands(click.Group):
              context_settings={"auto_envvar_prefix": "DELTAPS", "show_default": True})
 def cli():
     """deltaps: a parameter server for online learning of sparse models."""
-
-
-def _alive(pid: int) -> bool:
-    if pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:  # a zombie child of ours counts as gone
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().split(")")[-1].split()[0] != "Z"
-    except OSError:
-        return True
 
 
 @cli.command()
@@ -98,7 +82,7 @@ def up(spec_file, shards, replicas, data_dir, timeout, build_kernel, secure, log
     path = cluster_file_path(spec.data_dir).resolve()
     if path.exists():
         old = ClusterFile.load(path)
-        if _alive(old.supervisor_pid):
+        if alive(old.supervisor_pid):
             raise click.ClickException(f"a cluster is already running from {path} "
                                        f"(supervisor pid {old.supervisor_pid}); `deltaps down` first")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -190,12 +174,12 @@ def down(cluster_file, timeout):
     except DeltapsError as exc:
         raise click.ClickException(str(exc))
     pids = [cluster.supervisor_pid] + [n.pid for n in cluster.nodes]
-    if _alive(cluster.supervisor_pid):
+    if alive(cluster.supervisor_pid):
         os.kill(cluster.supervisor_pid, signal.SIGTERM)
     deadline = time.monotonic() + timeout
-    while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+    while any(alive(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.1)
-    left = [p for p in pids if _alive(p)]
+    left = [p for p in pids if alive(p)]
     for pid in left:
         os.kill(pid, signal.SIGKILL)
     Path(cluster_file).unlink(missing_ok=True)

@@ -32,14 +32,21 @@ def unregister(path: Path) -> None:
     path.unlink(missing_ok=True)
 
 
-def _running(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether process `pid` runs (a zombie child of ours counts as gone)."""
+    if pid <= 0:
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
         return True
-    return True
+    try:  # a zombie child of ours counts as gone
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().split(")")[-1].split()[0] != "Z"
+    except OSError:
+        return True
 
 
 def worker_rows(cluster_file: str | Path) -> list[dict]:
@@ -50,7 +57,7 @@ def worker_rows(cluster_file: str | Path) -> list[dict]:
             note = json.loads(path.read_text())
         except (OSError, ValueError):
             continue
-        if not _running(int(note.get("pid", 0)) or -1):
+        if not alive(int(note.get("pid", 0)) or -1):
             path.unlink(missing_ok=True)
             continue
         rows.append({"role": "worker", "index": note["pid"], "address": "-", "http": "",
