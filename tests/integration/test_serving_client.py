@@ -183,6 +183,8 @@ def test_prediction_cache_hits_repeats_and_misses_after_a_new_version(cluster):
     def cache():
         return node_status(address, 2.0)["cache"]
 
+    # earlier tests' updates still arriving would change the version between two reads
+    wait_replica_caught_up(address, "ctr", trainer.last_seqs)
     with ServingClient([address]) as client:
         first = client.predict("ctr", instances)
         before = cache()
