@@ -7,9 +7,10 @@ runs them where there is no build (`worker.sources.compiled` picks).
 from __future__ import annotations
 
 import numba
+import numpy as np
 
 from worker.sources.fields import CAT, LABEL, NUM
-from worker.sources.string_hash import hash_utf8
+from worker.sources.string_hash import hash_ascii, hash_utf8
 
 _MAX_EXACT = 1 << 53
 
@@ -99,10 +100,16 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
     """Fill the outputs (one column per line) from `lines` whole lines of `data`; returns -1
     when every line was taken, else the index of the first line that was not. ``slots[j]`` is
     field j's row in `numbers` or `hashes` by its kind. One pass over the bytes: a field ends
-    at the delimiter, a line at LF or CRLF; a lone CR is not taken."""
+    at the delimiter, a line at LF or CRLF; a lone CR is not taken. The bytes that end a field
+    are looked up in a table (one load a byte), and a field's bytes are OR-ed on the way, so a
+    categorical value known to be ASCII (nearly all) is hashed without decoding UTF-8."""
     ncols = kinds.size
     end = data.size
     pos = 0
+    stops = np.zeros(256, np.bool_)
+    stops[delimiter] = stops[10] = stops[13] = True
+    if no_quotes:
+        stops[34] = True
     for line in range(lines):
         field = 0
         lo = pos
@@ -110,10 +117,12 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
             if field >= ncols:
                 return line
             hi = lo
+            seen = 0
             while hi < end:
                 c = data[hi]
-                if c == delimiter or c == 10 or c == 13 or (no_quotes and c == 34):
+                if stops[c]:
                     break
+                seen |= c
                 hi += 1
             if hi >= end:
                 return line
@@ -143,10 +152,13 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
             elif kind == CAT:
                 present = hi > lo
                 if present:
-                    ok, h = hash_utf8(data, lo, hi)
-                    if not ok:
-                        return line
-                    hashes[slot, line] = h
+                    if seen < 0x80:
+                        hashes[slot, line] = hash_ascii(data, lo, hi)
+                    else:
+                        ok, h = hash_utf8(data, lo, hi)
+                        if not ok:
+                            return line
+                        hashes[slot, line] = h
                 hash_present[slot, line] = present
             field += 1
             if stop != delimiter:
