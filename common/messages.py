@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL = 6  # 6: model declarations; a string feature id hashes the string, then its field
+PROTOCOL = 7  # 7: a pull reply names the worker's last push it holds; 6: model declarations
 REGISTRY: dict[str, type["Message"]] = {}
 
 
@@ -141,12 +141,18 @@ class Pull(Message):
 @message("pull_reply")
 class PullReply(Message):
     """`values[i]`: the optimizer state of `keys[i]`, shape (k, S), one column per state array
-    of the model's optimizer (`common.optim`, its `COLUMNS`)."""
+    of the model's optimizer (`common.optim`, its `COLUMNS`).
+
+    `applied`: the highest push number of the pulling worker this shard had applied when it
+    answered, so a worker that sent the pull before its latest pushes adds to the values
+    exactly the pushes they miss, also when the pull was sent again after a restart and the
+    shard has meanwhile applied some of them."""
 
     ARRAYS = {"values": "float32"}
     model: str
     seq: int
     values: np.ndarray
+    applied: int = 0
 
 
 @message("push")

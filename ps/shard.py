@@ -84,7 +84,8 @@ class ShardNode(Node):
     def on_pull(self, msg: Pull) -> PullReply:
         self.state.require_applied(msg.worker, msg.after, "pull")
         return PullReply(msg.model, self.coalescer.seq.get(msg.model, 0),
-                           self.state.store(msg.model).pull(msg.keys))
+                         self.state.store(msg.model).pull(msg.keys),
+                         self.state.applied.get(msg.worker, 0) if msg.worker else 0)
 
     def on_push(self, msg: Push) -> PushAck:
         if msg.push_no < 0:

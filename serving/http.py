@@ -29,6 +29,7 @@ from aiohttp import web
 from common.aiothread import ThreadedApp
 from common.errors import ConfigError, DeltapsError, RemoteError, Timeout
 from common.messages import Message, Predict, StatusRequest
+from common.plain_httpd import parse_listen  # noqa: F401 (where the nodes import it from)
 
 log = logging.getLogger("deltaps.http")
 CORE_TIMEOUT_S = 10.0  # how long a request may wait for the replica's loop
@@ -42,15 +43,6 @@ class Busy(DeltapsError):
     """The replica's loop did not answer an HTTP request in time."""
 
     code = "timeout"
-
-
-def parse_listen(text: str) -> tuple[str, int]:
-    """"HOST:PORT" or "http://HOST:PORT" -> (host, port)."""
-    rest = text.split("://", 1)[1] if "://" in text else text
-    host, sep, port = rest.rstrip("/").rpartition(":")
-    if not sep or not port.isdigit() or not host:
-        raise ValueError(f"expected HOST:PORT, got {text!r}")
-    return host.strip("[]"), int(port)
 
 
 def http_security(sec) -> dict:

@@ -167,7 +167,9 @@ class PSClient:
 
     # --- pull and push ------------------------------------------------------------------------
 
-    def pull_async(self, model: str, keys: np.ndarray) -> Pending:
+    def pull_async(self, model: str, keys: np.ndarray, with_applied: bool = False) -> Pending:
+        """`with_applied`: the Pending gives (values, applied), `applied[i]` the highest push
+        of this client the shard of `keys[i]` had applied when it answered (`PullReply`)."""
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
         tokens = [self._send(k, Pull(model, keys[idx], self.worker_id, self._last_push[k]))
                   for k, idx in parts]
@@ -175,12 +177,15 @@ class PSClient:
         def assemble(replies):
             width = replies[0].values.shape[1] if replies else 0
             values = np.empty((keys.size, width), dtype=np.float32)
+            applied = np.empty(keys.size, np.int64) if with_applied else None
             for (_k, idx), reply in zip(parts, replies):
                 if reply.values.shape != (idx.size, width):
                     raise DeltapsError(f"pull of {idx.size} keys answered with state of shape "
                                        f"{list(reply.values.shape)}")
                 values[idx] = reply.values
-            return values
+                if applied is not None:
+                    applied[idx] = reply.applied
+            return (values, applied) if with_applied else values
         return Pending(self, tokens, assemble)
 
     def push_async(self, model: str, keys: np.ndarray, deltas: np.ndarray) -> Pending:

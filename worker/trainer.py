@@ -12,20 +12,21 @@ recommended features, later ones learn what the cluster keeps, and every batch i
 the declared schema before it is featurized, as replicas do with reads.
 
 Pipelining: batch i+2 is read, featurized and its keys indexed on a helper thread while batch
-i is learned and its deltas pushed (the compiled kernel and numpy release the GIL for most of that work, and the
-main thread mostly waits on the shards), so batch i+1 is ready the moment push i is out and its
-pull follows at once. Each shard
-answers one worker's requests in order, so that pull still sees push i applied: a single
-worker gets exactly the weights of the unpipelined loop (bit for bit), only sooner. One thread
-at a time touches the source, the featurizer and the key indexer.
+i is learned and its deltas pushed (the compiled kernel and numpy release the GIL for most of
+that work), and the pull of batch i+1 goes out before push i, so the shards answer it while
+the worker learns batch i instead of after. The worker then adds to what that pull brings back
+its own pushes the pull missed (`_patch_own`), in the order the shards add them; each reply
+names the highest push of this worker its shard had applied, so the patch is exact also for a
+pull sent again after a shard restart. A single worker gets exactly the weights of the
+unpipelined loop (bit for bit), only sooner. One thread at a time touches the source, the
+featurizer and the key indexer.
 
 Bounded delay (`max_delay=k`, Li et al., "Scaling Distributed Machine Learning with the
 Parameter Server", OSDI 2014): the pulls of the next k batches are already out when batch i is
 pushed, so batch i is scored and learned with weights that may miss this worker's last k pushes
-(and no others). The shards then serve those pulls while the worker computes instead of after
-it, so neither side waits for the other; the price is a staler starting state. k = 0 is the exact
-loop above. A single worker's run stays deterministic for every k: the order in which a shard
-sees its pulls and pushes is fixed.
+(and no others); linear models learn from that staler state as it is, deep models patch it as
+above. k = 0 is the exact loop. A single worker's run stays deterministic for every k: the
+order in which a shard sees its pulls and pushes is fixed.
 """
 from __future__ import annotations
 
@@ -82,7 +83,6 @@ class _Prepared:
     features: Features
     keys: BatchKeys
     pull: Pending
-    pushed: int = 0  # the trainer's pushes sent before this pull
 
 
 class Trainer:
@@ -102,11 +102,11 @@ class Trainer:
         self.model = spec.model(model)
         self.featurizer = Featurizer(spec.feature_spec(model))
         self.indexer = KeyIndexer(self.model.bits)
-        # deep models send the next pull before the push and patch it (`_patch_own`)
-        self.patch = self.model.kind == "deep" and pipeline
+        # the next pull goes out before the push and is patched with it (`_patch_own`): the
+        # exact loop for linear models (no delay asked), and for deep models always
+        self.patch = pipeline and (self.model.kind == "deep" or max_delay == 0)
         if self.patch:
             self.max_delay = max_delay or 1
-        self.pushed = 0  # pushes sent so far
         self.own: deque = deque(maxlen=self.max_delay)  # (push number, keys, deltas)
         self.learner = _learner(self.model)
         self.batch_size = batch_size
@@ -133,8 +133,8 @@ class Trainer:
 
     def send_pull(self, ready: tuple[Batch, Features, BatchKeys]) -> _Prepared:
         batch, features, keys = ready
-        return _Prepared(batch, features, keys, self.client.pull_async(self.model.name, keys.slots),
-                         self.pushed)
+        return _Prepared(batch, features, keys,
+                         self.client.pull_async(self.model.name, keys.slots, self.patch))
 
     def prepare(self, batch: Batch) -> _Prepared:
         return self.send_pull(self.index(batch))
@@ -144,28 +144,31 @@ class Trainer:
         progressive validation), push the state's changes."""
         state = prep.pull.wait()
         if self.patch:
-            state = self._patch_own(prep, state)
+            state = self._patch_own(prep.keys.slots, *state)
         p, deltas = self.learner.learn(prep.features, prep.keys, state, prep.batch.labels,
                                        prep.batch.weights)
-        if self.patch:
-            self.own.append((self.pushed, prep.keys.slots, deltas))
-        self.pushed += 1
         self.metrics.update(p, prep.batch.labels)
-        return self.client.push_async(self.model.name, prep.keys.slots, deltas)
+        push = self.client.push_async(self.model.name, prep.keys.slots, deltas)
+        if self.patch:
+            self.own.append((self.client.push_no, prep.keys.slots, deltas))
+        return push
 
-    def _patch_own(self, prep: _Prepared, state: np.ndarray) -> np.ndarray:
-        """The pulled state plus this worker's pushes that the pull went out before, added in
-        order as the shards add them (float32): bit for bit the state the exact loop would
-        have pulled, so the pull overlaps the learning of the batch before it at no cost in
-        exactness for a single worker. Deep models train this way: every batch touches every
-        dense row, so a stale pull would fold the same Adam step into the dense rows again.
-        A pull sent again after a shard restarts may already hold the push it is patched
-        with; the reply does not yet say which of this worker's pushes it holds."""
+    def _patch_own(self, slots: np.ndarray, state: np.ndarray,
+                   applied: np.ndarray) -> np.ndarray:
+        """The pulled state plus this worker's pushes it misses, added in order as the shards
+        add them (float32): bit for bit the state the exact loop would have pulled, so the
+        pull overlaps the learning of the batch before it at no cost in exactness for a single
+        worker. Which pushes a row misses its shard's reply says (`applied`, the highest push
+        of this worker it had applied): usually the pushes sent after the pull, but fewer when
+        the pull was sent again after a shard restart and the shard had meanwhile applied
+        some. Deep models always train this way: every batch touches every dense row, so a
+        stale pull would fold the same Adam step into the dense rows again."""
         for number, keys, deltas in self.own:
-            if number >= prep.pushed:
-                at = np.minimum(np.searchsorted(keys, prep.keys.slots), keys.size - 1)
-                hit = keys[at] == prep.keys.slots
-                state[hit] = state[hit] + deltas[at[hit]]
+            if keys.size == 0:
+                continue
+            at = np.minimum(np.searchsorted(keys, slots), keys.size - 1)
+            hit = (keys[at] == slots) & (applied < number)
+            state[hit] = state[hit] + deltas[at[hit]]
         return state
 
     def step(self, batch: Batch) -> None:

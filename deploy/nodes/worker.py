@@ -117,9 +117,8 @@ class serve_metrics:
         self.server = self.note = None
         if listen == "off":
             return
-        from common.httpd import MetricsServer
+        from common.plain_httpd import PlainMetricsServer, parse_listen
         from common.telemetry import NodeMetrics
-        from serving.http import parse_listen
         from worker.exporter import watch_trainer
         try:
             host, port = (cluster.spec.host, 0) if listen == "auto" else parse_listen(listen)
@@ -127,7 +126,7 @@ class serve_metrics:
             raise click.UsageError(f"--metrics: {exc}")
         metrics = NodeMetrics("worker", os.getpid())
         watch_trainer(metrics, trainer)
-        self.server = MetricsServer(host, port, metrics).start()
+        self.server = PlainMetricsServer(host, port, metrics).start()
         if cluster_file is not None:  # no cluster file, no `deltaps status` to show it
             self.note = register(cluster_file, trainer.model.name, source, self.server.url)
 

@@ -129,6 +129,9 @@ def test_duplicate_push_is_applied_once_also_across_a_restart(local_cluster):
     assert node_status(c.address("shard", 0))["duplicates"] == 1  # counted since restart
     ch.request(Push("ctr", keys, np.ones((3, 2), np.float32), "worker-a", 2), 5)
     assert not np.array_equal(client.pull("ctr", keys), once)
+    # a pull's reply names the highest push of its worker applied, across the restart too
+    assert ch.request(Pull("ctr", keys, "worker-a", 2), 5).applied == 2
+    assert ch.request(Pull("ctr", keys, "worker-b"), 5).applied == 0
     ch.close()
     client.close()
 

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from common.errors import UnknownModel
 from common.httpd import MetricsServer
+from common.plain_httpd import PlainMetricsServer
 from common.telemetry import NodeMetrics
 from deploy.admin import cluster_status
 from serving.client import ServingClient
@@ -136,7 +137,7 @@ def test_a_worker_exports_events_learned_and_progressive_quality(inprocess_clust
     try:
         trainer = Trainer(ps, c.spec, "ctr", batch_size=100)
         watch_trainer(metrics, trainer)
-        server = MetricsServer("127.0.0.1", 0, metrics).start()
+        server = PlainMetricsServer("127.0.0.1", 0, metrics).start()  # what `deltaps train` runs
         f = scrape(server.url)
         assert WORKER <= set(f)
         assert value(f, "deltaps_worker_events", "deltaps_worker_events_total", model="ctr") == 0
@@ -149,6 +150,8 @@ def test_a_worker_exports_events_learned_and_progressive_quality(inprocess_clust
             trainer.metrics.logloss)
         assert 0.5 < value(f, "deltaps_worker_auc", model="ctr") <= 1.0
         assert get(server.url + "/readyz")[0] == 200
+        assert get(server.url + "/healthz")[0] == 200
+        assert get(server.url + "/nothing")[0] == 404
     finally:
         if server is not None:
             server.stop()

@@ -9,13 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from common.config import OptimizerSpec, load_spec
+from common.hashing import hash_strings
 from common.features import Featurizer
 from worker.keys import KeyIndexer
 from worker.models import prebuilt
 from worker.models.linear import LinearLearner
+from worker.sources import compiled
+from worker.sources.arrow_columns import hashes_of, offsets_and_data
+from worker.sources.delimited_scan import BlockScanner
 from worker.sources.synthetic import SyntheticStream, synthetic_spec_toml
 
 BITS = 18
@@ -96,3 +101,38 @@ def test_prebuilt_kernel_releases_the_gil_while_it_learns(built):
     code = path.read_bytes()
     assert b"PyEval_SaveThread" in code and b"PyEval_RestoreThread" in code, \
         f"{path.name} holds the GIL while it learns"
+
+
+def _scan_and_hash(functions: dict, monkeypatch):
+    """What the TSV scan and the Arrow string hash give with these compiled functions."""
+    monkeypatch.setattr(compiled, "_functions", dict(functions))
+    scanner = BlockScanner(["label", "num", "cat", "skip", "cat"], "\t")
+    rng = np.random.default_rng(2)
+    words = ["", "a", "Zürich", "日本語", "x" * 40, "-1", "tab:", "🙂"]
+    block = "".join(f"{rng.choice(['0', '1', '-1', '+1'])}\t{rng.integers(-10**6, 10**6) / 8}\t"
+                    f"{rng.choice(words)}\tskip\t{rng.choice(words)}{k}\n" for k in range(3000))
+    taken = scanner.scan(block.encode(), 3000)
+    declined = scanner.scan(b"1\t2\tx\ty\n1\tnot a number\tx\ty\tz\n", 2)
+    strings = pa.array([b"ok", "Zürich".encode(), b"\xff\xfe bad", b""], pa.binary())
+    first_bad = compiled.hash_values(*offsets_and_data(strings), np.arange(4), np.empty(4, np.uint64))
+    return taken, declined, hashes_of(strings.slice(0, 2), np.arange(2)), first_bad
+
+
+def test_prebuilt_reader_scan_and_hash_are_the_jits_bit_for_bit(built, monkeypatch):
+    from worker.sources import scan_kernel, string_hash
+    aot = _scan_and_hash({"scan_block": built.module.scan_block,
+                          "hash_values": built.module.hash_values}, monkeypatch)
+    jit = _scan_and_hash({"scan_block": scan_kernel.scan_block,
+                          "hash_values": string_hash.hash_values}, monkeypatch)
+    assert aot[0] is not None
+    (labels, numbers, has_number, hashes, has_hash), jit_taken = aot[0], jit[0]
+    np.testing.assert_array_equal(labels, jit_taken[0])
+    np.testing.assert_array_equal(has_number, jit_taken[2])
+    np.testing.assert_array_equal(numbers[has_number], jit_taken[1][has_number])
+    np.testing.assert_array_equal(has_hash, jit_taken[4])
+    assert not has_hash.all()  # empty values are missing, not hashed
+    np.testing.assert_array_equal(hashes[has_hash], jit_taken[3][has_hash])
+    assert aot[1] is None and jit[1] is None  # the malformed block is declined by both
+    np.testing.assert_array_equal(aot[2], jit[2])
+    np.testing.assert_array_equal(aot[2], hash_strings(np.array(["ok", "Zürich"])))
+    assert aot[3] == jit[3] == 2

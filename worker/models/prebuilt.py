@@ -1,5 +1,5 @@
-"""The worker's kernel compiled ahead of time into an extension module, so `deltaps train` starts
-without importing numba.
+"""The worker's kernel, and its readers' compiled scan and string hash, built ahead of time into
+an extension module, so `deltaps train` starts without importing numba.
 
 Why: numba's JIT costs every process close to a second before its first batch even when every
 function comes from its on-disk cache (importing numba, then setting up its compiler's target,
@@ -29,15 +29,23 @@ from pathlib import Path
 import numpy as np
 
 _ROOT = Path(__file__).resolve().parents[2]
-# what the compiled code is made of: the kernel and the optimizer math it inlines
+# what the compiled code is made of: the kernel and the optimizer math it inlines, the readers'
+# scan and hash and the constants they read
 SOURCES = ("worker/models/kernel.py", "common/optim/ftrl.py", "common/optim/adagrad.py",
            "common/optim/sgd.py", "common/optim/lazy_adam.py", "common/optim/stored.py",
-           "common/optim/params.py", "worker/models/prebuilt.py")
-# every export's signature; numba's JIT would specialize on the same types
+           "common/optim/params.py", "worker/models/prebuilt.py",
+           "worker/sources/scan_kernel.py", "worker/sources/string_hash.py",
+           "worker/sources/fields.py", "common/hashing.py")
+# every export's signature; numba's JIT would specialize on the same types (the bytes a reader
+# scans are read-only: a file block, an Arrow buffer)
+_BYTES = "Array(u1, 1, 'C', readonly=True)"
 SIGNATURES = {
     "group_by_event_i8": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i8[::1])",
     "group_by_event_i4": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i4[::1])",
     "learn_events": "f8[::1](i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1])",
+    "scan_block": f"i8({_BYTES}, i8, i8, i8[::1], i8[::1], b1, f8[::1], u1[:, ::1], i8[::1], "
+                  "u1[:, ::1], i8[::1], f4[::1], f8[:, ::1], b1[:, ::1], u8[:, ::1], b1[:, ::1])",
+    "hash_values": f"i8(i8[::1], {_BYTES}, i8[::1], u8[::1])",
 }
 
 
@@ -136,6 +144,10 @@ def build(directory: Path | None = None) -> Path:
         from numba.pycc import CC
         from numba.pycc import compiler as pycc_compiler
     from worker.models import kernel
+    from worker.sources import scan_kernel, string_hash
+    functions = {"learn_events": kernel.learn_events, "group_by_event_i8": kernel.group_by_event,
+                 "group_by_event_i4": kernel.group_by_event, "scan_block": scan_kernel.scan_block,
+                 "hash_values": string_hash.hash_values}
 
     class ReleaseGil(pycc_compiler.Flags):
         """pycc has no nogil option; its Python wrappers release the GIL around the compiled
@@ -153,8 +165,7 @@ def build(directory: Path | None = None) -> Path:
     cc.output_dir = str(out.parent)
     cc.output_file = tmp_name + out.suffix
     for name, sig in SIGNATURES.items():
-        fn = kernel.learn_events if name == "learn_events" else kernel.group_by_event
-        cc.export(name, sig)(fn.py_func)
+        cc.export(name, sig)(functions[name].py_func)
     compiler_flags = pycc_compiler.Flags
     pycc_compiler.Flags = ReleaseGil
     try:

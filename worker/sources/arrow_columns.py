@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 
 from common.hashing import hash_strings
 from worker.sources.fields import ONE_LABELS, ZERO_LABELS, byte_window
-from worker.sources.string_hash import hash_values
+from worker.sources.compiled import hash_values
 
 # A decimal number as text (what a "num" column must hold); inf and nan are refused later.
 NUMBER_PATTERN = r"^\s*[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?\s*$"

@@ -9,6 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 ONE_LABELS = ("1", "1.0", "+1")
+SKIP, LABEL, NUM, CAT = 0, 1, 2, 3  # a field's kind, as the compiled scan (`scan_kernel`) reads it
 ZERO_LABELS = ("0", "0.0", "-1", "-1.0")
 
 

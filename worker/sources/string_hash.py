@@ -78,6 +78,22 @@ def hash_utf8(data, lo, hi):
     return True, h
 
 
+@numba.njit(cache=True, inline="always")
+def hash_ascii(data, lo, hi):
+    """`hash_utf8` of data[lo:hi] known to hold only ASCII bytes: each byte is its code point,
+    so the length and the words come without decoding (the same value, one pass)."""
+    while hi > lo and data[hi - 1] == 0:
+        hi -= 1
+    h = splitmix(np.uint64(hi - lo) ^ STR_TAG)
+    i = lo
+    while i + 1 < hi:
+        h = splitmix(h ^ (np.uint64(data[i]) | (np.uint64(data[i + 1]) << np.uint64(32))))
+        i += 2
+    if i < hi:
+        h = splitmix(h ^ np.uint64(data[i]))
+    return h
+
+
 @numba.njit(cache=True, nogil=True)
 def hash_values(offsets, data, take, out):
     """Hash values `take` of a column given as value offsets into `data` into `out`; returns

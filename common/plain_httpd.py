@@ -1,0 +1,105 @@
+"""`PlainMetricsServer`: the monitoring endpoint of a node with no loop to ask (a training
+worker), on the standard library's HTTP server in its own thread.
+
+    GET /metrics   the node's registry in Prometheus' text format
+    GET /healthz   200: the process serves the endpoint, so it is alive
+    GET /readyz    200: likewise ready
+
+Why not `common.httpd.MetricsServer` (aiohttp): a worker's probes have no node loop to ask,
+so they need none of aiohttp's asyncio machinery, and importing aiohttp (with its client and
+TLS setup) costs a `deltaps train` process about half a second before its first batch, which
+is most of what a short run takes. `http.server` answers a scrape as well and loads in a
+fraction of that. Same interface (`start`, `url`, `stop`), same paths, same answers.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from common.errors import DeltapsError
+from common.telemetry import CONTENT_TYPE, NodeMetrics
+
+
+def parse_listen(text: str) -> tuple[str, int]:
+    """"HOST:PORT" or "http://HOST:PORT" -> (host, port)."""
+    rest = text.split("://", 1)[1] if "://" in text else text
+    host, sep, port = rest.rstrip("/").rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ValueError(f"expected HOST:PORT, got {text!r}")
+    return host.strip("[]"), int(port)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+
+
+class _Server6(_Server):
+    address_family = socket.AF_INET6
+
+
+class PlainMetricsServer:
+    """/metrics, /healthz and /readyz for one node on (host, port); port 0 picks a free one."""
+
+    THREAD = "deltaps-metrics"
+
+    def __init__(self, host: str, port: int, metrics: NodeMetrics):
+        self.host, self.port = host, port
+        self.metrics = metrics
+        self._server: _Server | None = None
+        self.thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    def start(self) -> "PlainMetricsServer":
+        """Bind (so port 0 resolves before this returns) and serve from a daemon thread;
+        raises DeltapsError if the address cannot be bound."""
+        metrics = self.metrics
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 (the standard library's name)
+                path = self.path.split("?", 1)[0]
+                if path == "/metrics":
+                    self._send(200, metrics.text(), CONTENT_TYPE)
+                elif path == "/healthz":
+                    self._json(200, {"status": "alive", "state": "serving"})
+                elif path == "/readyz":
+                    self._json(200, {"ready": True, "state": "serving"})
+                else:
+                    self._json(404, {"error": f"no such path: {path}"})
+
+            def _json(self, status: int, body: dict) -> None:
+                self._send(status, json.dumps(body).encode(), "application/json")
+
+            def _send(self, status: int, body: bytes, content_type: str) -> None:
+                self.send_response(status)
+                self.send_header("Content-Type", content_type)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *_args) -> None:  # no line per scrape on stderr
+                pass
+
+        try:
+            self._server = (_Server6 if ":" in self.host else _Server)((self.host, self.port),
+                                                                        Handler)
+        except OSError as exc:
+            raise DeltapsError(f"cannot serve metrics on {self.host}:{self.port}: {exc}") from None
+        self.port = self._server.server_address[1]
+        self.thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+                                       name=self.THREAD, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self, timeout: float = 5.0) -> None:
+        if self._server is not None and self.thread is not None and self.thread.is_alive():
+            self._server.shutdown()
+            self.thread.join(timeout)
+        if self._server is not None:
+            self._server.server_close()

@@ -1,0 +1,53 @@
+"""The readers' compiled functions (`scan_kernel.scan_block`, `string_hash.hash_values`), from
+the worker's prebuilt module when it is built, else from numba's JIT.
+
+Why: importing numba and setting up its JIT costs a `deltaps train` of a TSV file about a
+second before its first batch, though the functions are the same; the prebuilt module
+(`worker.models.prebuilt`) holds them compiled from the same source, bit for bit the JIT's.
+Its functions take exactly the dtypes they were built for, so arrays are made so first (no
+copy when they already are).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from worker.models.prebuilt import kernel
+
+_c = np.ascontiguousarray
+_functions: dict = {}
+
+
+def _function(name: str):
+    fn = _functions.get(name)
+    if fn is None:
+        k = kernel()
+        if k.prebuilt:
+            fn = getattr(k.module, name)
+        elif name == "scan_block":
+            from worker.sources.scan_kernel import scan_block as fn
+        else:
+            from worker.sources.string_hash import hash_values as fn
+        _functions[name] = fn
+    return fn
+
+
+def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one_lengths, zeros,
+               zero_lengths, labels, numbers, number_present, hashes, hash_present) -> int:
+    """`scan_kernel.scan_block`: outputs filled in place; -1, or the first line not taken."""
+    for out, dtype in ((labels, np.float32), (numbers, np.float64), (number_present, np.bool_),
+                       (hashes, np.uint64), (hash_present, np.bool_)):
+        if out.dtype != dtype or not out.flags.c_contiguous:
+            raise ValueError(f"scan output must be a C-contiguous {np.dtype(dtype)} array")
+    return _function("scan_block")(
+        _c(data, np.uint8), int(lines), int(delimiter), _c(kinds, np.int64), _c(slots, np.int64),
+        bool(no_quotes), _c(pow10, np.float64), _c(ones, np.uint8), _c(one_lengths, np.int64),
+        _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, numbers, number_present,
+        hashes, hash_present)
+
+
+def hash_values(offsets, data, take, out) -> int:
+    """`string_hash.hash_values`: `out` filled in place; -1, or the first malformed value."""
+    if out.dtype != np.uint64 or not out.flags.c_contiguous:
+        raise ValueError("hash output must be a C-contiguous uint64 array")
+    return _function("hash_values")(_c(offsets, np.int64), _c(data, np.uint8),
+                                    _c(take, np.int64), out)

@@ -1,0 +1,170 @@
+"""The compiled scan of a block of delimited lines (`delimited_scan` says what it takes and why).
+
+numba source: the worker's prebuilt module (`worker.models.prebuilt`) compiles these very
+functions ahead of time, so a reader normally runs them without importing numba; numba's JIT
+runs them where there is no build (`worker.sources.compiled` picks).
+"""
+from __future__ import annotations
+
+import numba
+import numpy as np
+
+from worker.sources.fields import CAT, LABEL, NUM
+from worker.sources.string_hash import hash_ascii, hash_utf8
+
+_MAX_EXACT = 1 << 53
+
+
+@numba.njit(cache=True, inline="always")
+def _parse_number(data, lo, hi, pow10):
+    """(ok, value) of a plain decimal number in data[lo:hi]: -?digits(.digits)?([eE][+-]?digits)?"""
+    i = lo
+    negative = data[i] == 45  # '-'
+    if negative:
+        i += 1
+    mantissa = 0
+    significant = 0
+    exponent = 0
+    digits = 0
+    while i < hi and 48 <= data[i] <= 57:
+        if mantissa or data[i] != 48:
+            significant += 1
+            if significant > 18:
+                return False, 0.0
+            mantissa = mantissa * 10 + (data[i] - 48)
+        digits += 1
+        i += 1
+    if digits == 0:
+        return False, 0.0
+    if i < hi and data[i] == 46:  # '.'
+        i += 1
+        fraction = 0
+        while i < hi and 48 <= data[i] <= 57:
+            if mantissa or data[i] != 48:
+                significant += 1
+                if significant > 18:
+                    return False, 0.0
+            mantissa = mantissa * 10 + (data[i] - 48)
+            exponent -= 1
+            fraction += 1
+            i += 1
+        if fraction == 0:
+            return False, 0.0
+    if i < hi and (data[i] == 101 or data[i] == 69):  # 'e' 'E'
+        i += 1
+        sign = 1
+        if i < hi and (data[i] == 43 or data[i] == 45):
+            sign = -1 if data[i] == 45 else 1
+            i += 1
+        power = 0
+        power_digits = 0
+        while i < hi and 48 <= data[i] <= 57:
+            power = power * 10 + (data[i] - 48)
+            power_digits += 1
+            if power_digits > 4:
+                return False, 0.0
+            i += 1
+        if power_digits == 0:
+            return False, 0.0
+        exponent += sign * power
+    if i != hi or mantissa > _MAX_EXACT:
+        return False, 0.0
+    value = float(mantissa)
+    if mantissa != 0:
+        if 0 < exponent <= 22:
+            value = value * pow10[exponent]
+        elif -22 <= exponent < 0:
+            value = value / pow10[-exponent]
+        elif exponent != 0:
+            return False, 0.0
+    return True, -value if negative else value
+
+
+@numba.njit(cache=True, inline="always")
+def _matches(data, lo, hi, table, lengths):
+    for k in range(lengths.size):
+        if lengths[k] == hi - lo:
+            same = True
+            for j in range(hi - lo):
+                if data[lo + j] != table[k, j]:
+                    same = False
+                    break
+            if same:
+                return True
+    return False
+
+
+@numba.njit(cache=True, nogil=True)
+def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one_lengths,
+               zeros, zero_lengths, labels, numbers, number_present, hashes, hash_present):
+    """Fill the outputs (one column per line) from `lines` whole lines of `data`; returns -1
+    when every line was taken, else the index of the first line that was not. ``slots[j]`` is
+    field j's row in `numbers` or `hashes` by its kind. One pass over the bytes: a field ends
+    at the delimiter, a line at LF or CRLF; a lone CR is not taken. The bytes that end a field
+    are looked up in a table (one load a byte), and a field's bytes are OR-ed on the way, so a
+    categorical value known to be ASCII (nearly all) is hashed without decoding UTF-8."""
+    ncols = kinds.size
+    end = data.size
+    pos = 0
+    stops = np.zeros(256, np.bool_)
+    stops[delimiter] = stops[10] = stops[13] = True
+    if no_quotes:
+        stops[34] = True
+    for line in range(lines):
+        field = 0
+        lo = pos
+        while True:
+            if field >= ncols:
+                return line
+            hi = lo
+            seen = 0
+            while hi < end:
+                c = data[hi]
+                if stops[c]:
+                    break
+                seen |= c
+                hi += 1
+            if hi >= end:
+                return line
+            stop = data[hi]
+            if stop == 13:
+                if hi + 1 >= end or data[hi + 1] != 10:
+                    return line
+            elif stop == 34:
+                return line
+            kind = kinds[field]
+            slot = slots[field]
+            if kind == LABEL:
+                if _matches(data, lo, hi, ones, one_lengths):
+                    labels[line] = 1.0
+                elif _matches(data, lo, hi, zeros, zero_lengths):
+                    labels[line] = 0.0
+                else:
+                    return line
+            elif kind == NUM:
+                present = hi > lo
+                if present:
+                    ok, value = _parse_number(data, lo, hi, pow10)
+                    if not ok:
+                        return line
+                    numbers[slot, line] = value
+                number_present[slot, line] = present
+            elif kind == CAT:
+                present = hi > lo
+                if present:
+                    if seen < 0x80:
+                        hashes[slot, line] = hash_ascii(data, lo, hi)
+                    else:
+                        ok, h = hash_utf8(data, lo, hi)
+                        if not ok:
+                            return line
+                        hashes[slot, line] = h
+                hash_present[slot, line] = present
+            field += 1
+            if stop != delimiter:
+                pos = hi + 2 if stop == 13 else hi + 1
+                break
+            lo = hi + 1
+        if field != ncols:
+            return line
+    return -1
