@@ -14,7 +14,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL = 6  # 6: model declarations; a string feature id hashes the string, then its field
+PROTOCOL = 7  # 7: hello names the worker and answers its last applied push; pushes count events
 REGISTRY: dict[str, type["Message"]] = {}
 
 
@@ -38,8 +38,12 @@ class Message:
 
 @message("hello")
 class Hello(Message):
+    """`worker`: a worker's id, so a shard answers the last push of it that it applied (a
+    worker with a stable id resumes its push numbering after a restart)."""
+
     protocol: int
     role: str  # who is asking: "worker", "replica", "client", "admin"
+    worker: str = ""
 
 
 @message("hello_reply")
@@ -49,6 +53,7 @@ class HelloReply(Message):
     index: int
     n_shards: int
     models: dict  # name -> {"bits": int, ...}
+    applied: int = 0  # a shard's last applied push of the hello's worker (0: none)
 
 
 @message("error")
@@ -169,6 +174,7 @@ class Push(Message):
     worker: str = ""  # with push_no: identifies a retried push so it is applied once
     push_no: int = 0  # increasing per worker; 0 = no duplicate detection
     after: int = 0
+    events: int = 0  # events of the batch counted on this shard (one shard of a push counts)
 
 
 @message("push_ack")
