@@ -26,6 +26,11 @@ pushed, so batch i is scored and learned with weights that may miss this worker'
 it, so neither side waits for the other; the price is a staler starting state. k = 0 is the exact
 loop above. A single worker's run stays deterministic for every k: the order in which a shard
 sees its pulls and pushes is fixed.
+
+Acknowledged sources (`worker.journal`: Redis Streams, a followed file, the ZeroMQ ingest
+socket): each push is journaled by the source before it is sent, and the batch's position is
+acknowledged to the source, in order, once every shard acknowledged the push. A restarted
+worker first sends its journaled push again, so no event is lost or learned twice.
 """
 from __future__ import annotations
 
@@ -83,6 +88,7 @@ class _Prepared:
     keys: BatchKeys
     pull: Pending
     pushed: int = 0  # the trainer's pushes sent before this pull
+    position: object = None  # where the batch is in an acknowledged source
 
 
 class Trainer:
@@ -115,6 +121,7 @@ class Trainer:
         self.last_seqs: dict[int, int] = {}
         self.spec, self.declare = spec, declare
         self.declared: Declaration | None = None  # the model's input, once agreed (train)
+        self.acked = None  # the acknowledged source being trained on (`worker.journal`)
 
     def adopt(self, declared: Declaration | None) -> None:
         """Learn what the model's declaration says (`worker.declare`): its features, schema
@@ -131,10 +138,10 @@ class Trainer:
         features = self.featurizer.featurize(batch)
         return batch, features, self.learner.batch_keys(self.indexer.index(features.ids))
 
-    def send_pull(self, ready: tuple[Batch, Features, BatchKeys]) -> _Prepared:
-        batch, features, keys = ready
+    def send_pull(self, ready: tuple) -> _Prepared:
+        batch, features, keys, *position = ready
         return _Prepared(batch, features, keys, self.client.pull_async(self.model.name, keys.slots),
-                         self.pushed)
+                         self.pushed, position[0] if position else None)
 
     def prepare(self, batch: Batch) -> _Prepared:
         return self.send_pull(self.index(batch))
@@ -151,7 +158,34 @@ class Trainer:
             self.own.append((self.pushed, prep.keys.slots, deltas))
         self.pushed += 1
         self.metrics.update(p, prep.batch.labels)
-        return self.client.push_async(self.model.name, prep.keys.slots, deltas)
+        number = self.client.push_no + 1
+        if self.acked is not None:
+            from worker.journal import JournalRecord
+            self.acked.journal(JournalRecord(self.model.name, number, prep.keys.slots, deltas,
+                                             prep.batch.n, prep.position))
+        pending = self.client.push_async(self.model.name, prep.keys.slots, deltas,
+                                         prep.batch.n, number)
+        pending.position, pending.push_no = prep.position, number
+        return pending
+
+    def _done(self, pending: Pending) -> None:
+        """Wait for a push's acknowledgements, then acknowledge its input to the source."""
+        self.last_seqs.update(pending.wait())
+        if self.acked is not None:
+            self.acked.acknowledge(pending.position, pending.push_no)
+
+    def replay_journal(self, source) -> int:
+        """Send the pushes an acknowledged source journaled and that a killed worker may not
+        have delivered to every shard, and acknowledge their input; returns how many."""
+        records = source.journaled()
+        for record in records:
+            if record.model != self.model.name:
+                raise ValueError(f"the source's push journal holds a push of model "
+                                 f"{record.model!r}; this worker trains {self.model.name!r}")
+            self.last_seqs.update(self.client.push_async(
+                record.model, record.keys, record.deltas, record.events, record.push_no).wait())
+            source.acknowledge(record.position, record.push_no)
+        return len(records)
 
     def _patch_own(self, prep: _Prepared, state: np.ndarray) -> np.ndarray:
         """The pulled state plus this worker's pushes that the pull went out before, added in
@@ -177,6 +211,9 @@ class Trainer:
               progress_every_s: float = 2.0) -> Summary:
         if self.declare and self.declared is None:
             self.adopt(agree(self.client, self.spec, self.model.name, source))
+        if hasattr(source, "acknowledge"):
+            self.replay_journal(source)
+            self.acked = source
         start = last_report = time.monotonic()
         batches = 0
         read = 0
@@ -190,6 +227,8 @@ class Trainer:
                     return None
                 if batch.n:
                     read += batch.n
+                    if self.acked is not None:
+                        return (*self.index(batch), self.acked.position())
                     return self.index(batch)
             return None
 
@@ -208,7 +247,7 @@ class Trainer:
         if not self.pipeline:
             prepared = next_batch()
             while prepared is not None:
-                self.last_seqs.update(self.learn(prepared).wait())
+                self._done(self.learn(prepared))
                 prepared = next_batch()
                 tick()
         else:
@@ -232,7 +271,7 @@ class Trainer:
                         if ready:
                             helper.submit(read_and_index)
                     while len(pushes) > self.max_delay or (pushes and not ahead):
-                        self.last_seqs.update(pushes.popleft().wait())
+                        self._done(pushes.popleft())
                     tick()
             finally:
                 helper.close()
