@@ -1,0 +1,83 @@
+"""The issue's kill test: a worker process reading a Redis stream, SIGKILLed three times
+mid-stream and restarted, learns every event exactly once and ends with the weights of a run
+that was never killed. Real shard processes, a real redis-server, `deltaps train` as a user
+runs it."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+from tests.integration.helpers import planted_events, shard_weights
+from tests.integration.test_streams_redis import TWO_MODELS, events_learned
+from worker.ps_client import PSClient
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+EVENTS = int(os.environ.get("DELTAPS_KILL_TEST_EVENTS", 100_000))
+KILLS = 3
+
+
+def worker(c, url: str, model: str) -> subprocess.Popen:
+    return subprocess.Popen(
+        [sys.executable, "-m", "deploy.nodes.worker", url, "--cluster", str(c.path),
+         "--model", model, "--batch-size", "2000", "--until-empty", "--metrics", "off",
+         "--json"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": REPO})
+
+
+def acknowledged(redis_server, stream: str, group: str) -> int:
+    for g in redis_server.client.xinfo_groups(stream):
+        if g["name"].decode() == group:
+            return int(g["entries-read"] or 0) - int(g["pending"])
+    return 0
+
+
+def finish(proc: subprocess.Popen) -> None:
+    out, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+
+
+@pytest.mark.timeout(900)
+def test_worker_sigkilled_three_times_learns_each_event_once(local_cluster, redis_server):
+    c = local_cluster(TWO_MODELS, shards=2, replicas=0)
+    c.start_all()
+    redis_server.add_events("ev", planted_events(EVENTS, seed=11))
+    finish(worker(c, redis_server.url("ev", "ref", "w"), "ref"))
+
+    url = redis_server.url("ev", "run", "w")
+    kills = in_flight = 0
+    for k in range(1, KILLS + 1):
+        proc = worker(c, url, "run")
+        try:
+            while acknowledged(redis_server, "ev", "run") < EVENTS * k // (KILLS + 1):
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                time.sleep(0.01)
+            while not redis_server.client.hlen("ev:journal:run:w"):  # a push on its way
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+            proc.send_signal(signal.SIGKILL)
+            kills += proc.wait() == -signal.SIGKILL
+            in_flight += redis_server.client.hlen("ev:journal:run:w")
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate()
+    assert kills == KILLS
+    assert in_flight  # at least one kill left a push that the restart had to send again
+    assert acknowledged(redis_server, "ev", "run") < EVENTS  # the last kill was mid-stream
+    finish(worker(c, url, "run"))
+
+    groups = {g["name"].decode(): g for g in redis_server.client.xinfo_groups("ev")}
+    assert groups["run"]["pending"] == 0 and groups["run"]["lag"] == 0
+    assert groups["run"]["entries-read"] == EVENTS
+    assert events_learned(c, "run") == events_learned(c, "ref") == EVENTS
+    client = PSClient(c.cluster.shards())
+    try:
+        np.testing.assert_allclose(shard_weights(client, "run", 14),
+                                   shard_weights(client, "ref", 14), rtol=1e-5, atol=1e-6)
+    finally:
+        client.close()
