@@ -286,7 +286,8 @@ class Trainer:
         return {"events": self.metrics.count,
                 "events_per_s": round(self.metrics.count / elapsed, 1) if elapsed else 0.0,
                 "logloss": self.metrics.logloss, "recent_logloss": self.metrics.recent_logloss,
-                "auc": self.metrics.auc(), "recent_auc": self.metrics.recent_auc()}
+                "auc": self.metrics.auc(), "recent_auc": self.metrics.recent_auc(),
+                **(self.acked.lag() if hasattr(self.acked, "lag") else {})}
 
 
 def _learner(model):

@@ -81,3 +81,43 @@ def test_worker_sigkilled_three_times_learns_each_event_once(local_cluster, redi
                                    shard_weights(client, "ref", 14), rtol=1e-5, atol=1e-6)
     finally:
         client.close()
+
+
+def test_sigterm_ends_a_stream_worker_after_its_batches_are_learned(local_cluster, redis_server):
+    """SIGTERM mid-stream: the worker learns and acknowledges what it read, leaves nothing
+    pending or journaled, and what the shards counted is exactly what was acknowledged. While
+    it ran, /metrics showed the group's lag."""
+    import urllib.request
+
+    from deploy.layout import free_ports
+    c = local_cluster(TWO_MODELS, shards=2, replicas=0)
+    c.start_all()
+    events = 40_000
+    redis_server.add_events("ev", planted_events(events, seed=2))
+    port = free_ports("127.0.0.1", 1)[0]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.nodes.worker", redis_server.url("ev", "run", "w"),
+         "--cluster", str(c.path), "--model", "run", "--batch-size", "500",
+         "--metrics", f"127.0.0.1:{port}", "--json"], cwd=REPO, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": REPO})
+    try:
+        while acknowledged(redis_server, "ev", "run") < events // 4:
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            time.sleep(0.01)
+        scraped = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10).read()
+        lag = [line for line in scraped.decode().splitlines()
+               if line.startswith("deltaps_worker_source_lag{")]
+        assert lag and float(lag[0].split()[-1]) > 0, lag
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    done = acknowledged(redis_server, "ev", "run")
+    assert done < events  # it stopped mid-stream
+    groups = {g["name"].decode(): g for g in redis_server.client.xinfo_groups("ev")}
+    assert groups["run"]["pending"] == 0
+    assert redis_server.client.hlen("ev:journal:run:w") == 0
+    assert events_learned(c, "run") == done
