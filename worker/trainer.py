@@ -244,7 +244,9 @@ class Trainer:
                 last_report = now
                 progress(self._progress(now - start))
 
-        if not self.pipeline:
+        if self.pipeline and self.acked is not None:
+            self._train_live(read_and_index, tick)
+        elif not self.pipeline:
             prepared = next_batch()
             while prepared is not None:
                 self._done(self.learn(prepared))
@@ -281,6 +283,37 @@ class Trainer:
                        round(self.metrics.count / seconds, 1) if seconds > 0 else 0.0,
                        self.metrics.logloss, self.metrics.auc(),
                        getattr(stats, "malformed", 0), dict(self.last_seqs))
+
+    def _train_live(self, read_and_index: Callable[[], tuple | None],
+                    tick: Callable[[], None]) -> None:
+        """The pipelined loop for an acknowledged source, whose reads wait for input: batch
+        i+1 is read and featurized on the helper while batch i is pulled, learned and pushed,
+        and a batch's pull goes out after every earlier push (exact for every max_delay, which
+        here only lets acknowledgements trail). While the helper waits for input, the pushes
+        out are finished and acknowledged, so a quiet stream leaves nothing half done."""
+        helper = _Helper()
+        pushes: deque[Pending] = deque()
+        try:
+            helper.submit(read_and_index)
+            while True:
+                while True:
+                    try:
+                        ready = helper.result(0.05 if pushes else None)
+                        break
+                    except queue.Empty:
+                        while pushes:
+                            self._done(pushes.popleft())
+                if ready is None:
+                    break
+                helper.submit(read_and_index)
+                pushes.append(self.learn(self.send_pull(ready)))
+                while len(pushes) > self.max_delay:
+                    self._done(pushes.popleft())
+                tick()
+            while pushes:
+                self._done(pushes.popleft())
+        finally:
+            helper.close()
 
     def _progress(self, elapsed: float) -> dict:
         return {"events": self.metrics.count,
@@ -322,8 +355,9 @@ class _Helper:
         """The thread ends once its current call, if any, returns."""
         self._calls.put(None)
 
-    def result(self):
-        value, exc = self._results.get()
+    def result(self, timeout: float | None = None):
+        """The call's value (raises queue.Empty if it takes longer than `timeout`)."""
+        value, exc = self._results.get(timeout=timeout)
         if exc is not None:
             raise exc
         return value

@@ -48,9 +48,12 @@ from worker.trainer import Trainer
 @click.option("--nice", default=None, type=click.IntRange(0, 19),
               help="CPU niceness to train at, so serving and shards on the same machine come "
                    "first (default: [cluster] worker_nice of the spec).")
+@click.option("--follow", is_flag=True,
+              help="SOURCE is a JSON lines file to learn as it grows (like tail -F, surviving "
+                   "rotation), exactly once: its learned offset is kept in SOURCE.deltaps.")
 @click.option("--until-empty", is_flag=True,
-              help="End a stream source (redis://) once it has nothing more to deliver, "
-                   "instead of waiting for more.")
+              help="End a stream source (redis://, --follow) once it has nothing more to "
+                   "deliver, instead of waiting for more.")
 @click.option("--worker-id", default=None,
               help="The worker's identity towards the shards (default: the source's, e.g. a "
                    "Redis consumer's stream/group/name; random for files).")
@@ -61,12 +64,12 @@ from worker.trainer import Trainer
               help="Serve /metrics (events learned, progressive log loss and AUC) on HOST:PORT "
                    "while training; auto: a free port on the spec's host; off: none.")
 def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema, pipeline, max_delay, nice,
-         until_empty, worker_id, as_json, plot_path, metrics):
+         follow, until_empty, worker_id, as_json, plot_path, metrics):
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl, .vw, .svm; .gz of any),
     '-' for stdin, a MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted
     stream (nonlinear:EVENTS[:SEED]: the planted pairwise one, for deep models), or
     redis://HOST:PORT/STREAM?group=GROUP[&consumer=NAME] for a Redis stream, learned exactly
-    once. A stream source stops on SIGTERM after learning and acknowledging what it read."""
+    once; with --follow, a JSON lines file as it grows. A stream source stops on SIGTERM after learning and acknowledging what it read."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     keep_message_buffers_on_heap()
     plot_file = check_plot_path(plot_path) if plot_path else None
@@ -77,7 +80,8 @@ def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema,
         place("worker", cluster.spec.serving_cpus)
         model = model or cluster.default_model()
         cluster.spec.model(model)
-        src = open_source(source, fmt=fmt, schema=schema, until_empty=until_empty)
+        src = open_source(source, fmt=fmt, schema=schema, until_empty=until_empty,
+                          follow=follow)
         if hasattr(src, "stop"):
             signal.signal(signal.SIGTERM, lambda *_: src.stop())
         client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes,

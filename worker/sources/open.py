@@ -27,7 +27,7 @@ _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".csv": "csv"
 def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = None,
                 fmt: str | None = None, header: bool | None = None,
                 chunk_lines: int = DEFAULT_CHUNK_LINES, until_empty: bool = False,
-                **opts) -> ChunkedSource:
+                follow: bool = False, **opts) -> ChunkedSource:
     """Open the event source a command line names.
 
     - ``synthetic:N`` or ``synthetic:N:SEED``: a planted-model stream (SyntheticStream);
@@ -40,7 +40,8 @@ def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = N
     - ``-``: stdin, as `fmt` ("jsonl" by default, or any of FORMATS);
     - ``redis://HOST:PORT/STREAM?group=GROUP[&consumer=NAME]``: a Redis stream read with a
       consumer group, each entry acknowledged once learned (`redis_stream`); `until_empty`
-      ends it when the group has nothing more to deliver.
+      ends it when the group has nothing more to deliver;
+    - with `follow`, a JSON lines file learned as it grows, surviving rotation (`follow`).
     `fmt` also overrides what a file's extension says. Extra `opts` go to SyntheticStream.
     """
     if fmt is not None and fmt not in FORMATS:
@@ -48,6 +49,13 @@ def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = N
     if spec.startswith("redis://"):
         from worker.sources.redis_stream import RedisStreamSource
         return RedisStreamSource(spec, until_empty=until_empty)
+    if follow:
+        if spec == "-" or "://" in spec or spec.startswith(("synthetic:", "nonlinear:")):
+            raise ValueError(f"--follow takes a file path, not {spec!r}")
+        if fmt not in (None, "jsonl") or schema is not None:
+            raise ValueError("--follow reads JSON lines (no --format or --schema)")
+        from worker.sources.follow import FollowSource
+        return FollowSource(spec, until_empty=until_empty)
     if spec.startswith(("synthetic:", "nonlinear:")):
         return _open_synthetic(spec, **opts)
     if opts:
