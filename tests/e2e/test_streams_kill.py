@@ -1,15 +1,17 @@
 """The issue's kill test: a worker process reading a Redis stream, SIGKILLed three times
 mid-stream and restarted, learns every event exactly once and ends with the weights of a run
 that was never killed. Real shard processes, a real redis-server, `deltaps train` as a user
-runs it."""
+runs it; the same for a followed file (`--follow`)."""
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
 import sys
 import time
 
+import msgpack
 import numpy as np
 import pytest
 
@@ -22,11 +24,11 @@ EVENTS = int(os.environ.get("DELTAPS_KILL_TEST_EVENTS", 100_000))
 KILLS = 3
 
 
-def worker(c, url: str, model: str) -> subprocess.Popen:
+def worker(c, source: str, model: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
-        [sys.executable, "-m", "deploy.nodes.worker", url, "--cluster", str(c.path),
+        [sys.executable, "-m", "deploy.nodes.worker", source, "--cluster", str(c.path),
          "--model", model, "--batch-size", "2000", "--until-empty", "--metrics", "off",
-         "--json"], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+         "--json", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": REPO})
 
 
@@ -42,38 +44,88 @@ def finish(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, err[-3000:]
 
 
+class RedisRun:
+    """The killed worker reads a Redis stream; the reference one the same stream as another
+    consumer group."""
+
+    def __init__(self, redis_server, events: list[dict]):
+        self.redis = redis_server
+        redis_server.add_events("ev", events)
+        self.reference = (redis_server.url("ev", "ref", "w"),)
+        self.run = (redis_server.url("ev", "run", "w"),)
+
+    def done(self) -> float:
+        return acknowledged(self.redis, "ev", "run") / EVENTS
+
+    def in_flight(self) -> int:
+        return self.redis.client.hlen("ev:journal:run:w")
+
+    def check_all_acknowledged(self) -> None:
+        groups = {g["name"].decode(): g for g in self.redis.client.xinfo_groups("ev")}
+        assert groups["run"]["pending"] == 0 and groups["run"]["lag"] == 0
+        assert groups["run"]["entries-read"] == EVENTS
+
+
+class FollowRun:
+    """The killed worker follows a JSON lines file; the reference one reads it as a file."""
+
+    def __init__(self, directory, events: list[dict]):
+        self.path = directory / "events.jsonl"
+        self.path.write_text("".join(json.dumps(e) + "\n" for e in events))
+        self.reference = (str(self.path),)
+        self.run = (str(self.path), "--follow")
+
+    def _sidecar(self) -> dict:
+        try:
+            return msgpack.unpackb((self.path.parent / "events.jsonl.deltaps").read_bytes(),
+                                   strict_map_key=False)
+        except FileNotFoundError:
+            return {}
+
+    def done(self) -> float:
+        return (self._sidecar().get("position") or (0, 0))[1] / self.path.stat().st_size
+
+    def in_flight(self) -> int:
+        return len(self._sidecar().get("journal", {}))
+
+    def check_all_acknowledged(self) -> None:
+        assert self._sidecar()["position"][1] == self.path.stat().st_size
+        assert not self._sidecar()["journal"]
+
+
 @pytest.mark.timeout(900)
-def test_worker_sigkilled_three_times_learns_each_event_once(local_cluster, redis_server):
+@pytest.mark.parametrize("kind", ["redis", "follow"])
+def test_worker_sigkilled_three_times_learns_each_event_once(local_cluster, tmp_path, kind,
+                                                             request):
     c = local_cluster(TWO_MODELS, shards=2, replicas=0)
     c.start_all()
-    redis_server.add_events("ev", planted_events(EVENTS, seed=11))
-    finish(worker(c, redis_server.url("ev", "ref", "w"), "ref"))
+    events = planted_events(EVENTS, seed=11)
+    run = (RedisRun(request.getfixturevalue("redis_server"), events) if kind == "redis"
+           else FollowRun(tmp_path, events))
+    finish(worker(c, *run.reference[:1], "ref", *run.reference[1:]))
 
-    url = redis_server.url("ev", "run", "w")
     kills = in_flight = 0
     for k in range(1, KILLS + 1):
-        proc = worker(c, url, "run")
+        proc = worker(c, run.run[0], "run", *run.run[1:])
         try:
-            while acknowledged(redis_server, "ev", "run") < EVENTS * k // (KILLS + 1):
+            while run.done() < k / (KILLS + 1):
                 assert proc.poll() is None, proc.communicate()[1][-3000:]
                 time.sleep(0.01)
-            while not redis_server.client.hlen("ev:journal:run:w"):  # a push on its way
+            while not run.in_flight():  # kill with a push on its way
                 assert proc.poll() is None, proc.communicate()[1][-3000:]
             proc.send_signal(signal.SIGKILL)
             kills += proc.wait() == -signal.SIGKILL
-            in_flight += redis_server.client.hlen("ev:journal:run:w")
+            in_flight += run.in_flight()
         finally:
             if proc.poll() is None:
                 proc.kill()
             proc.communicate()
     assert kills == KILLS
     assert in_flight  # at least one kill left a push that the restart had to send again
-    assert acknowledged(redis_server, "ev", "run") < EVENTS  # the last kill was mid-stream
-    finish(worker(c, url, "run"))
+    assert run.done() < 1  # the last kill was mid-stream
+    finish(worker(c, run.run[0], "run", *run.run[1:]))
 
-    groups = {g["name"].decode(): g for g in redis_server.client.xinfo_groups("ev")}
-    assert groups["run"]["pending"] == 0 and groups["run"]["lag"] == 0
-    assert groups["run"]["entries-read"] == EVENTS
+    run.check_all_acknowledged()
     assert events_learned(c, "run") == events_learned(c, "ref") == EVENTS
     client = PSClient(c.cluster.shards())
     try:
