@@ -185,6 +185,35 @@ class PushAck(Message):
     seq: int
 
 
+# --- producer <-> worker (ZeroMQ ingest) -----------------------------------------------------
+
+@message("ingest")
+class Ingest(Message):
+    """A producer's batch of events, JSON lines in one bytes field. Batch ids count up from 1
+    per producer; a worker takes batch n only after n - 1, so a resent batch is recognised."""
+
+    producer: str
+    batch_id: int
+    events: bytes
+
+
+@message("ingest_status")
+class IngestStatus(Message):
+    producer: str
+
+
+@message("ingest_reply")
+class IngestReply(Message):
+    """`state` of `batch_id`: "learned" (every shard holds it), "queued" (taken, not yet
+    learned), "busy" (the worker's queue is full: send it again later) or "gap" (send again
+    from `expect`). `acked`: the producer's highest learned batch id."""
+
+    batch_id: int
+    state: str
+    acked: int
+    expect: int
+
+
 # --- shard -> replica -------------------------------------------------------------------------
 
 @message("snapshot")

@@ -22,14 +22,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-import msgpack
 import numpy as np
 
-from common.errors import DeltapsError
 from common.features import Batch, columnarize
 from worker.journal import JournalRecord
 from worker.sources.base import MAX_REPORTED, SourceStats
 from worker.sources.entries import EventDecoder
+from worker.sources.sidecar import Sidecar
 
 log = logging.getLogger("deltaps.sources")
 POLL_S = 0.2
@@ -45,13 +44,14 @@ class FollowSource:
         self.path = Path(path).resolve()
         self.name = str(path)
         self.worker_id = f"follow/{self.path}"
-        self.sidecar = self.path.with_name(self.path.name + ".deltaps")
+        self.sidecar = Sidecar(self.path.with_name(self.path.name + ".deltaps"),
+                               f"how far {self.name} was learned")
         self.until_empty, self.poll_s = until_empty, poll_s
         self.stats = SourceStats()
         self._decoder = EventDecoder(self.name)
         self._stop = threading.Event()
         self._lock = threading.Lock()  # the sidecar: journaled by one thread, acked by another
-        saved = self._load()
+        saved = self.sidecar.load()
         self._acked: tuple[int, int] = tuple(saved.get("position") or (0, 0))
         self._journal: dict[int, bytes] = {int(k): v for k, v in saved.get("journal", {}).items()}
         self._file = None
@@ -63,25 +63,8 @@ class FollowSource:
 
     # --- the sidecar --------------------------------------------------------------------------
 
-    def _load(self) -> dict:
-        try:
-            data = self.sidecar.read_bytes()
-        except FileNotFoundError:
-            return {}
-        try:
-            return msgpack.unpackb(data, raw=False, strict_map_key=False)
-        except (ValueError, msgpack.UnpackException) as exc:
-            raise DeltapsError(f"{self.sidecar} is damaged ({exc}): it holds how far "
-                               f"{self.name} was learned") from None
-
     def _save(self) -> None:
-        tmp = self.sidecar.with_name(self.sidecar.name + ".tmp")
-        with open(tmp, "wb") as f:
-            f.write(msgpack.packb({"position": list(self._acked), "journal": self._journal},
-                                  use_bin_type=True))
-            f.flush()
-            os.fsync(f.fileno())
-        tmp.replace(self.sidecar)
+        self.sidecar.save({"position": list(self._acked), "journal": self._journal})
 
     def position(self) -> tuple[int, int]:
         return self._position
@@ -92,7 +75,7 @@ class FollowSource:
             self._save()
 
     def journaled(self) -> list[JournalRecord]:
-        return [JournalRecord.decode(self._journal[k], str(self.sidecar))
+        return [JournalRecord.decode(self._journal[k], str(self.sidecar.path))
                 for k in sorted(self._journal)]
 
     def acknowledge(self, position: Any, push_no: int) -> None:

@@ -41,11 +41,15 @@ def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = N
     - ``redis://HOST:PORT/STREAM?group=GROUP[&consumer=NAME]``: a Redis stream read with a
       consumer group, each entry acknowledged once learned (`redis_stream`); `until_empty`
       ends it when the group has nothing more to deliver;
+    - ``zmq://HOST:PORT[?state=DIR]``: an ingest socket producers send to (`ingest`);
     - with `follow`, a JSON lines file learned as it grows, surviving rotation (`follow`).
     `fmt` also overrides what a file's extension says. Extra `opts` go to SyntheticStream.
     """
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
+    if spec.startswith("zmq://"):
+        from worker.sources.ingest import IngestSource
+        return IngestSource(spec)
     if spec.startswith("redis://"):
         from worker.sources.redis_stream import RedisStreamSource
         return RedisStreamSource(spec, until_empty=until_empty)
