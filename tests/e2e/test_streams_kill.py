@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 
 import msgpack
@@ -22,12 +23,13 @@ from worker.ps_client import PSClient
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 EVENTS = int(os.environ.get("DELTAPS_KILL_TEST_EVENTS", 100_000))
 KILLS = 3
+BATCH = 2000
 
 
 def worker(c, source: str, model: str, *args: str) -> subprocess.Popen:
     return subprocess.Popen(
         [sys.executable, "-m", "deploy.nodes.worker", source, "--cluster", str(c.path),
-         "--model", model, "--batch-size", "2000", "--until-empty", "--metrics", "off",
+         "--model", model, "--batch-size", str(BATCH), "--until-empty", "--metrics", "off",
          "--json", *args], cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": REPO})
 
@@ -60,6 +62,12 @@ class RedisRun:
     def in_flight(self) -> int:
         return self.redis.client.hlen("ev:journal:run:w")
 
+    def started(self) -> None:
+        pass
+
+    def finish(self, proc: subprocess.Popen) -> None:
+        finish(proc)
+
     def check_all_acknowledged(self) -> None:
         groups = {g["name"].decode(): g for g in self.redis.client.xinfo_groups("ev")}
         assert groups["run"]["pending"] == 0 and groups["run"]["lag"] == 0
@@ -74,6 +82,12 @@ class FollowRun:
         self.path.write_text("".join(json.dumps(e) + "\n" for e in events))
         self.reference = (str(self.path),)
         self.run = (str(self.path), "--follow")
+
+    def started(self) -> None:
+        pass
+
+    def finish(self, proc: subprocess.Popen) -> None:
+        finish(proc)
 
     def _sidecar(self) -> dict:
         try:
@@ -93,20 +107,71 @@ class FollowRun:
         assert not self._sidecar()["journal"]
 
 
+class ZmqRun(FollowRun):
+    """The killed worker binds an ingest socket a producer (a thread here) sends every batch
+    to, resending what a dead worker left unacknowledged; the reference reads the events from
+    a file."""
+
+    def __init__(self, directory, events: list[dict]):
+        super().__init__(directory, events)
+        from deploy.layout import free_ports
+        self.port = free_ports("127.0.0.1", 1)[0]
+        self.state = directory / "ingest"
+        self.run = (f"zmq://127.0.0.1:{self.port}?state={self.state}",)
+        self.events, self.producer, self.error = events, None, None
+        self.thread = threading.Thread(target=self._produce, daemon=True)
+
+    def _produce(self) -> None:
+        from worker.producer import Producer
+        try:
+            with Producer(f"tcp://127.0.0.1:{self.port}", "p", timeout_s=1.0) as p:
+                self.producer = p
+                for i in range(0, len(self.events), BATCH):
+                    p.send(self.events[i:i + BATCH])
+                p.flush(600)
+        except BaseException as exc:
+            self.error = exc
+
+    def started(self) -> None:
+        if not self.thread.is_alive() and self.producer is None:
+            self.thread.start()
+
+    def _sidecar(self) -> dict:
+        try:
+            return msgpack.unpackb((self.state / "ingest.state").read_bytes(),
+                                   strict_map_key=False)
+        except FileNotFoundError:
+            return {}
+
+    def done(self) -> float:
+        return self._sidecar().get("acked", {}).get("p", 0) * BATCH / EVENTS
+
+    def finish(self, proc: subprocess.Popen) -> None:
+        self.thread.join(600)
+        assert self.error is None, self.error
+        proc.send_signal(signal.SIGTERM)
+        finish(proc)
+
+    def check_all_acknowledged(self) -> None:
+        assert self._sidecar()["acked"]["p"] == EVENTS // BATCH
+        assert not self._sidecar()["journal"]
+
+
 @pytest.mark.timeout(900)
-@pytest.mark.parametrize("kind", ["redis", "follow"])
+@pytest.mark.parametrize("kind", ["redis", "follow", "zmq"])
 def test_worker_sigkilled_three_times_learns_each_event_once(local_cluster, tmp_path, kind,
                                                              request):
     c = local_cluster(TWO_MODELS, shards=2, replicas=0)
     c.start_all()
     events = planted_events(EVENTS, seed=11)
     run = (RedisRun(request.getfixturevalue("redis_server"), events) if kind == "redis"
-           else FollowRun(tmp_path, events))
+           else FollowRun(tmp_path, events) if kind == "follow" else ZmqRun(tmp_path, events))
     finish(worker(c, *run.reference[:1], "ref", *run.reference[1:]))
 
     kills = in_flight = 0
     for k in range(1, KILLS + 1):
         proc = worker(c, run.run[0], "run", *run.run[1:])
+        run.started()
         try:
             while run.done() < k / (KILLS + 1):
                 assert proc.poll() is None, proc.communicate()[1][-3000:]
@@ -123,7 +188,7 @@ def test_worker_sigkilled_three_times_learns_each_event_once(local_cluster, tmp_
     assert kills == KILLS
     assert in_flight  # at least one kill left a push that the restart had to send again
     assert run.done() < 1  # the last kill was mid-stream
-    finish(worker(c, run.run[0], "run", *run.run[1:]))
+    run.finish(worker(c, run.run[0], "run", *run.run[1:]))
 
     run.check_all_acknowledged()
     assert events_learned(c, "run") == events_learned(c, "ref") == EVENTS
