@@ -177,7 +177,8 @@ def run(ctx) -> dict:
                            ["deltaps train redis://", f"{from_redis['events_per_s']:,.0f} ev/s",
                             f"ratio {ratio} of the file's"],
                            ["XADD -> readable on every replica", f"p50 {p50} ms, p99 {p99} ms",
-                            f"at {RATE:,d} events/s, {samples} probes"]]},
+                            f"at {RATE:,d} events/s, {samples} probes; group lag at the end "
+                            f"{lag.get(b'lag', lag.get('lag'))} entries"]]},
         "details": {"xadd_events_per_s": round(xadd_rate), "file": from_file,
                     "redis": from_redis, "freshness_ms": [round(x, 2) for x in fresh],
                     "group_after": {k.decode() if isinstance(k, bytes) else k:

@@ -151,3 +151,20 @@ def test_malformed_entries_go_to_the_dead_letter_stream(inprocess_cluster, redis
     assert [d[1][b"reason"].decode()[:12] for d in dead] == ["invalid JSON", "label must b"]
     assert dead[0][1][b"data"] == b"{not json"
     assert_all_acknowledged(redis_server, "ev", "run")
+
+
+def test_entries_a_silent_consumer_left_pending_are_claimed(inprocess_cluster, redis_server):
+    """Consumer a read a batch and vanished before learning it (no journaled push): the next
+    worker of the group claims its pending entries, so they are learned, once."""
+    c = inprocess_cluster(TWO_MODELS, shards=2, replicas=0)
+    c.start_all()
+    redis_server.add_events("ev", EVENTS[:2000])
+    gone = RedisStreamSource(redis_server.url("ev", "g", "a"), block_ms=100)
+    assert gone.read(700).n == 700  # delivered to a, never acknowledged
+    gone.close()
+    trainer = train(c, redis_server.url("ev", "g", "b"), "run", claim_idle_ms=0)
+    assert trainer.metrics.count == 2000
+    assert events_learned(c, "run") == 2000
+    assert_all_acknowledged(redis_server, "ev", "g")
+    consumers = [x["name"].decode() for x in redis_server.client.xinfo_consumers("ev", "g")]
+    assert consumers == ["b"]
