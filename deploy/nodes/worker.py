@@ -97,6 +97,7 @@ def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema,
                             "logloss": m.logloss, "recent_logloss": m.recent_logloss,
                             "auc": m.auc(), "recent_auc": m.recent_auc()})
         client.close()
+        getattr(src, "close", lambda: None)()  # a stream source's connection or socket
     except (DeltapsError, ValueError, OSError, ImportError) as exc:
         raise click.ClickException(str(exc))
     bayes = getattr(src, "bayes_logloss", None)

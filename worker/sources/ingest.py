@@ -58,7 +58,12 @@ class IngestSource:
         saved = self.sidecar.load()
         self._acked: dict[str, int] = dict(saved.get("acked", {}))  # producer -> batch id
         self._journal: dict[int, bytes] = {int(k): v for k, v in saved.get("journal", {}).items()}
-        self._received = dict(self._acked)  # producer -> highest batch id taken
+        # producer -> highest batch id taken: learned, or in a journaled push that the trainer
+        # sends again before it reads (a resend of those must not be queued a second time)
+        self._received = dict(self._acked)
+        for record in self.journaled():
+            for producer, batch_id in record.position or ():
+                self._received[producer] = max(self._received.get(producer, 0), batch_id)
         self._lock = threading.Lock()
         self._queue: queue.Queue = queue.Queue(max_queued)
         self._held: Ingest | None = None  # taken from the queue, not fitting the last read
