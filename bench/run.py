@@ -21,7 +21,7 @@ from typing import Callable
 import click
 
 from bench import (adaptive, curve, deep, durability, footprint, freshness, machine, readers,
-                   reads, report, training, usertrain, vw, workers)
+                   reads, report, streams, training, usertrain, vw, workers)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,7 +41,8 @@ SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "curve": curve.run,  # CurveZMQ's cost against plain TCP
     "footprint": footprint.run,
     "readers": readers.run,
-    "deep": deep.run,  # the deep sparse model: cluster vs Keras, vs linear and Bayes, reads
+    "deep": deep.run,
+    "streams": streams.run,  # Redis Streams against a file; XADD -> readable on every replica  # the deep sparse model: cluster vs Keras, vs linear and Bayes, reads
 }
 
 

@@ -14,7 +14,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-PROTOCOL = 7  # 7: a pull reply names the worker's last push it holds; 6: model declarations
+PROTOCOL = 8  # 8: hello answers a worker's last applied push, pushes count events, pull replies
+           # name the worker's last push they hold; 6: model declarations
 REGISTRY: dict[str, type["Message"]] = {}
 
 
@@ -38,8 +39,12 @@ class Message:
 
 @message("hello")
 class Hello(Message):
+    """`worker`: a worker's id, so a shard answers the last push of it that it applied (a
+    worker with a stable id resumes its push numbering after a restart)."""
+
     protocol: int
     role: str  # who is asking: "worker", "replica", "client", "admin"
+    worker: str = ""
 
 
 @message("hello_reply")
@@ -49,6 +54,7 @@ class HelloReply(Message):
     index: int
     n_shards: int
     models: dict  # name -> {"bits": int, ...}
+    applied: int = 0  # a shard's last applied push of the hello's worker (0: none)
 
 
 @message("error")
@@ -175,6 +181,7 @@ class Push(Message):
     worker: str = ""  # with push_no: identifies a retried push so it is applied once
     push_no: int = 0  # increasing per worker; 0 = no duplicate detection
     after: int = 0
+    events: int = 0  # events of the batch counted on this shard (one shard of a push counts)
 
 
 @message("push_ack")
@@ -183,6 +190,35 @@ class PushAck(Message):
 
     model: str
     seq: int
+
+
+# --- producer <-> worker (ZeroMQ ingest) -----------------------------------------------------
+
+@message("ingest")
+class Ingest(Message):
+    """A producer's batch of events, JSON lines in one bytes field. Batch ids count up from 1
+    per producer; a worker takes batch n only after n - 1, so a resent batch is recognised."""
+
+    producer: str
+    batch_id: int
+    events: bytes
+
+
+@message("ingest_status")
+class IngestStatus(Message):
+    producer: str
+
+
+@message("ingest_reply")
+class IngestReply(Message):
+    """`state` of `batch_id`: "learned" (every shard holds it), "queued" (taken, not yet
+    learned), "busy" (the worker's queue is full: send it again later) or "gap" (send again
+    from `expect`). `acked`: the producer's highest learned batch id."""
+
+    batch_id: int
+    state: str
+    acked: int
+    expect: int
 
 
 # --- shard -> replica -------------------------------------------------------------------------

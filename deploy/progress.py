@@ -177,7 +177,12 @@ def plain_line(p: dict, fraction: float | None = None, eta: float | None = None)
             f"AUC {p['auc']:.4f}")
     if fraction is not None:
         line += f"  {100 * fraction:3.0f}%  ETA {_fmt_eta(eta)}"
-    return line
+    return line + _lag(p)
+
+
+def _lag(p: dict) -> str:
+    """A stream source's consumer lag (unread entries) and pending (unacknowledged) ones."""
+    return f"  lag {p['lag']:,d} pending {p['pending']:,d}" if "lag" in p else ""
 
 
 class _RichBar:
@@ -209,7 +214,8 @@ class _RichBar:
         else:
             stats = (f"{p['events']:,d} ev  {p['events_per_s']:,.0f} ev/s  "
                      f"logloss {p['logloss']:.4f} (recent {p['recent_logloss']:.4f})  "
-                     f"AUC {p['auc']:.4f} (recent {p.get('recent_auc', math.nan):.4f})")
+                     f"AUC {p['auc']:.4f} (recent {p.get('recent_auc', math.nan):.4f})"
+                     + _lag(p))
         self.progress.update(self.task, completed=fraction or 0.0, stats=stats,
                              eta=_fmt_eta(eta))
         self.progress.refresh()

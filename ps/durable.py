@@ -7,6 +7,8 @@ encodes it, and recovery loads the newest good snapshot and replays the log afte
 the codec's decoding and the same apply path, so a recovered shard is bit-identical to one
 that never stopped. The duplicate table (highest push number applied per worker) is saved in
 snapshots and rebuilt by replay, so a push retried across a restart is still applied once.
+So is the count of events learned per model (each push names the events of its batch that
+this shard counts), which makes "every event learned exactly once" checkable from outside.
 """
 from __future__ import annotations
 
@@ -63,6 +65,7 @@ class ShardState:
         self.declarations = Declarations(self.dir)
         self.stores = {name: self._new_store(name) for name in spec.models}
         self.applied: dict[str, int] = {}  # worker -> highest push_no applied
+        self.events: dict[str, int] = {name: 0 for name in spec.models}  # learned, per model
         self.wal = WriteAheadLog(self.dir / "wal", spec.fsync, spec.wal_segment_mb << 20)
         self.last_lsn = 0
         self.snapshot_lsn = 0
@@ -97,7 +100,7 @@ class ShardState:
     # --- pushes -------------------------------------------------------------------------------
 
     def push(self, model: str, keys: np.ndarray, deltas: np.ndarray, worker: str = "",
-             push_no: int = 0, after: int = 0) -> np.ndarray | None:
+             push_no: int = 0, after: int = 0, events: int = 0) -> np.ndarray | None:
         """Apply a push durably; returns rows changed, or None for a duplicate. `after` is the
         worker's previous push here: refusing to skip it keeps "highest applied" exact.
         `deltas` are finite: the codec refused any push that was not when decoding it."""
@@ -107,9 +110,12 @@ class ShardState:
             self.duplicates += 1
             return None
         self.require_applied(worker, after, f"push {push_no}")
-        frames = wire.encode(Push(model, keys, deltas, worker, push_no, after))
+        if events < 0:
+            raise InvalidValue(f"events must be >= 0, not {events}")
+        frames = wire.encode(Push(model, keys, deltas, worker, push_no, after, events))
         self.last_lsn = self.wal.append(pack_frames(frames))
         store.apply(checked)
+        self.events[model] += events
         if worker:
             self.applied[worker] = push_no
         return checked.rows
@@ -132,7 +138,7 @@ class ShardState:
         it); `write_snapshot` may then run on another thread while pushes go on."""
         self.wal.sync()  # the log up to this point survives whatever happens to the snapshot
         header = {"shard": self.index, "n_shards": self.spec.shards, "seqs": dict(seqs),
-                  "applied": dict(self.applied),
+                  "applied": dict(self.applied), "events": dict(self.events),
                   "models": {n: {"bits": s.spec.bits, "optimizer": s.spec.optimizer.name}
                              for n, s in self.stores.items()}}
         arrays = {n: {k: a.copy() for k, a in s.state.items()} for n, s in self.stores.items()}
@@ -172,6 +178,7 @@ class ShardState:
             except InvalidValue as exc:  # it passed these checks when it was logged
                 raise ConfigError(f"log record {lsn} no longer applies ({exc}): was the spec's "
                                   "max_delta lowered? Restore it to recover") from None
+            self.events[push.model] += push.events
             if push.worker:
                 self.applied[push.worker] = max(push.push_no, self.applied.get(push.worker, 0))
             self.last_lsn = lsn
@@ -203,6 +210,8 @@ class ShardState:
                                       f"{mine.size if mine is not None else 'none'}")
                 store.state[key].reshape(-1)[:] = array
         self.applied = dict(header.get("applied", {}))
+        self.events.update({k: v for k, v in header.get("events", {}).items()
+                            if k in self.events})
 
     def close(self) -> None:
         self.wal.close()

@@ -41,12 +41,17 @@ def watch_shard(node) -> None:
                                     labels=["model"])
         slots = GaugeMetricFamily("deltaps_shard_slots", "Slots this shard holds, per model.",
                                   labels=["model"])
+        events = CounterMetricFamily("deltaps_shard_events_learned", "Events learned, per "
+                                     "model: each event of a push is counted on one shard, so "
+                                     "the sum over shards counts every event once.",
+                                     labels=["model"])
         for name, store in node.stores.items():
+            events.add_metric([name], node.state.events.get(name, 0))
             seq.add_metric([name], node.coalescer.seq.get(name, 0))
             pushes.add_metric([name], store.pushes)
             pulls.add_metric([name], store.pulls)
             slots.add_metric([name], store.size)
-        yield from (seq, pushes, pulls, slots)
+        yield from (seq, pushes, pulls, slots, events)
         yield GaugeMetricFamily("deltaps_wal_lsn", "Position (log sequence number) of the last "
                                 "record in the write-ahead log.", value=node.state.last_lsn)
         yield GaugeMetricFamily("deltaps_snapshot_lsn", "Log position the newest snapshot "

@@ -14,7 +14,8 @@ import threading
 import time
 from pathlib import Path
 
-from common.messages import (ChecksumReply, ChecksumRequest, Declare, DeclareReply, Pull,
+from common.messages import (ChecksumReply, ChecksumRequest, Declare, DeclareReply, Hello,
+                             HelloReply, Pull,
                              PullReply, Push, PushAck, SnapshotReply, SnapshotRequest,
                              SnapshotTaken, TakeSnapshot)
 from common.checksum import weights_checksum
@@ -78,6 +79,13 @@ class ShardNode(Node):
 
     # --- handlers -----------------------------------------------------------------------------
 
+    def on_hello(self, msg: Hello) -> HelloReply:
+        """Also the last push of the asking worker this shard applied: a worker that comes
+        back under the same id numbers its pushes on from there (`worker.ps_client`)."""
+        reply = super().on_hello(msg)
+        reply.applied = self.state.applied.get(msg.worker, 0) if msg.worker else 0
+        return reply
+
     def hello_models(self) -> dict:
         return {name: {"bits": s.spec.bits} for name, s in self.stores.items()}
 
@@ -91,7 +99,7 @@ class ShardNode(Node):
         if msg.push_no < 0:
             raise InvalidValue("push_no must be >= 0")
         rows = self.state.push(msg.model, msg.keys, msg.deltas, msg.worker, msg.push_no,
-                               msg.after)
+                               msg.after, msg.events)
         if rows is None:  # a retry of a push already applied
             return PushAck(msg.model, self.coalescer.seq[msg.model])
         return PushAck(msg.model, self.coalescer.mark(msg.model, rows))
@@ -138,6 +146,7 @@ class ShardNode(Node):
                          "torn_bytes": r.torn_bytes, "problems": r.problems},
             "models": {name: {"seq": self.coalescer.seq[name], "pushes": s.pushes,
                               "pulls": s.pulls, "slots": s.size,
+                              "events": self.state.events.get(name, 0),
                               "declared": self._declared(name)}
                        for name, s in self.stores.items()},
         }

@@ -9,6 +9,7 @@ import pytest
 from deploy.inprocess import InProcessCluster
 from deploy.local import LocalCluster
 from tests import leaks
+from tests.redis_server import redis_server  # noqa: F401  (the fixture)
 
 REPO = Path(__file__).resolve().parents[1]
 MOVIELENS = (REPO.parent / "shared" / "data" / "movielens-100k").resolve()

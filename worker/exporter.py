@@ -36,4 +36,13 @@ def watch_trainer(metrics: NodeMetrics, trainer) -> None:
         yield gauge("deltaps_worker_auc", "Progressive AUC of the whole run.", m.auc())
         yield gauge("deltaps_worker_recent_auc", "Progressive AUC of the recent window.",
                     m.recent_auc())
+        lag = getattr(trainer.acked, "lag", None)  # a stream source: how far behind it is
+        if lag is not None:
+            behind = lag()
+            for key, doc in (("pending", "Entries delivered to the source's consumer group "
+                              "and not yet acknowledged (being learned, or left by a crash)."),
+                             ("lag", "Entries of the stream not yet delivered to the "
+                              "consumer group.")):
+                if key in behind:
+                    yield gauge(f"deltaps_worker_source_{key}", doc, behind[key])
     metrics.add_collector(collect)

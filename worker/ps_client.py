@@ -10,6 +10,11 @@ outstanding on its socket again, in their original order, until `timeout`: the w
 while a shard restarts instead of dropping work. Pushes carry (worker id, push number), so a
 push whose acknowledgement was lost and that is sent again is applied once; pulls and pushes
 name the last push sent to their shard, which the shard must have applied first.
+
+A worker id is random per process unless the caller gives a stable one (a stream consumer's
+name, a followed file's path): hello then asks each shard for the last push of that id it
+applied, and the numbering goes on from there, so a restarted worker's pushes are neither taken
+for duplicates nor refused as following a push that never came.
 """
 from __future__ import annotations
 
@@ -70,13 +75,15 @@ class PSClient:
         self._heard: list[float] = [time.monotonic()] * len(shards)
         self._backoff: list[float] = [retry_s] * len(shards)
         self._last_push: list[int] = [0] * len(shards)  # push_no last sent to each shard
-        hellos = self.wait([self._send(k, Hello(PROTOCOL, "worker"))
+        hellos = self.wait([self._send(k, Hello(PROTOCOL, "worker", self.worker_id))
                             for k in range(self.n_shards)])
         for k, hello in enumerate(hellos):
             if hello.n_shards != self.n_shards or hello.index != k:
                 raise DeltapsError(f"shard at {self.channels[k].address} is shard {hello.index} "
                                    f"of {hello.n_shards}, expected {k} of {self.n_shards}")
         self.models = hellos[0].models
+        self._last_push = [hello.applied for hello in hellos]
+        self.push_no = max(self._last_push)
 
     # --- request bookkeeping ------------------------------------------------------------------
 
@@ -188,14 +195,25 @@ class PSClient:
             return (values, applied) if with_applied else values
         return Pending(self, tokens, assemble)
 
-    def push_async(self, model: str, keys: np.ndarray, deltas: np.ndarray) -> Pending:
+    def push_async(self, model: str, keys: np.ndarray, deltas: np.ndarray, events: int = 0,
+                   push_no: int | None = None) -> Pending:
+        """Push deltas as the next push (or as `push_no`: a journaled push sent again after a
+        restart, which shards that applied it answer as a duplicate). `events` (the batch's
+        event count) is counted by the first shard the push goes to, so the shards' counts add
+        up to the events learned."""
         deltas = np.asarray(deltas, dtype=np.float32)
-        self.push_no += 1
+        if push_no is None:
+            push_no = self.push_no + 1
+        elif push_no < 1:
+            raise ValueError(f"push_no must be >= 1, not {push_no}")
+        self.push_no = max(self.push_no, push_no)
         parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
-        tokens = [self._send(k, Push(model, keys[idx], deltas[idx], self.worker_id,
-                                       self.push_no, self._last_push[k])) for k, idx in parts]
+        tokens = [self._send(k, Push(model, keys[idx], deltas[idx], self.worker_id, push_no,
+                                     min(self._last_push[k], push_no - 1),
+                                     events if j == 0 else 0))
+                  for j, (k, idx) in enumerate(parts)]
         for k, _idx in parts:
-            self._last_push[k] = self.push_no
+            self._last_push[k] = max(self._last_push[k], push_no)
         return Pending(self, tokens,
                        lambda acks: {k: ack.seq for (k, _idx), ack in zip(parts, acks)})
 

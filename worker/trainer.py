@@ -27,6 +27,11 @@ pushed, so batch i is scored and learned with weights that may miss this worker'
 (and no others); linear models learn from that staler state as it is, deep models patch it as
 above. k = 0 is the exact loop. A single worker's run stays deterministic for every k: the
 order in which a shard sees its pulls and pushes is fixed.
+
+Acknowledged sources (`worker.journal`: Redis Streams, a followed file, the ZeroMQ ingest
+socket): each push is journaled by the source before it is sent, and the batch's position is
+acknowledged to the source, in order, once every shard acknowledged the push. A restarted
+worker first sends its journaled push again, so no event is lost or learned twice.
 """
 from __future__ import annotations
 
@@ -83,6 +88,7 @@ class _Prepared:
     features: Features
     keys: BatchKeys
     pull: Pending
+    position: object = None  # where the batch is in an acknowledged source
 
 
 class Trainer:
@@ -99,6 +105,7 @@ class Trainer:
             raise ValueError("max_delay > 0 needs the pipelined loop (pipeline=True)")
         self.client = client
         self.max_delay = max_delay
+        self.ack_delay = max_delay  # pushes an acknowledged source's input may trail by
         self.model = spec.model(model)
         self.featurizer = Featurizer(spec.feature_spec(model))
         self.indexer = KeyIndexer(self.model.bits)
@@ -115,6 +122,7 @@ class Trainer:
         self.last_seqs: dict[int, int] = {}
         self.spec, self.declare = spec, declare
         self.declared: Declaration | None = None  # the model's input, once agreed (train)
+        self.acked = None  # the acknowledged source being trained on (`worker.journal`)
 
     def adopt(self, declared: Declaration | None) -> None:
         """Learn what the model's declaration says (`worker.declare`): its features, schema
@@ -131,10 +139,11 @@ class Trainer:
         features = self.featurizer.featurize(batch)
         return batch, features, self.learner.batch_keys(self.indexer.index(features.ids))
 
-    def send_pull(self, ready: tuple[Batch, Features, BatchKeys]) -> _Prepared:
-        batch, features, keys = ready
+    def send_pull(self, ready: tuple) -> _Prepared:
+        batch, features, keys, *position = ready
         return _Prepared(batch, features, keys,
-                         self.client.pull_async(self.model.name, keys.slots, self.patch))
+                         self.client.pull_async(self.model.name, keys.slots, self.patch),
+                         position[0] if position else None)
 
     def prepare(self, batch: Batch) -> _Prepared:
         return self.send_pull(self.index(batch))
@@ -148,10 +157,36 @@ class Trainer:
         p, deltas = self.learner.learn(prep.features, prep.keys, state, prep.batch.labels,
                                        prep.batch.weights)
         self.metrics.update(p, prep.batch.labels)
-        push = self.client.push_async(self.model.name, prep.keys.slots, deltas)
+        number = self.client.push_no + 1
+        if self.acked is not None:
+            from worker.journal import JournalRecord
+            self.acked.journal(JournalRecord(self.model.name, number, prep.keys.slots, deltas,
+                                             prep.batch.n, prep.position))
+        pending = self.client.push_async(self.model.name, prep.keys.slots, deltas,
+                                         prep.batch.n, number)
+        pending.position, pending.push_no = prep.position, number
         if self.patch:
-            self.own.append((self.client.push_no, prep.keys.slots, deltas))
-        return push
+            self.own.append((number, prep.keys.slots, deltas))
+        return pending
+
+    def _done(self, pending: Pending) -> None:
+        """Wait for a push's acknowledgements, then acknowledge its input to the source."""
+        self.last_seqs.update(pending.wait())
+        if self.acked is not None:
+            self.acked.acknowledge(pending.position, pending.push_no)
+
+    def replay_journal(self, source) -> int:
+        """Send the pushes an acknowledged source journaled and that a killed worker may not
+        have delivered to every shard, and acknowledge their input; returns how many."""
+        records = source.journaled()
+        for record in records:
+            if record.model != self.model.name:
+                raise ValueError(f"the source's push journal holds a push of model "
+                                 f"{record.model!r}; this worker trains {self.model.name!r}")
+            self.last_seqs.update(self.client.push_async(
+                record.model, record.keys, record.deltas, record.events, record.push_no).wait())
+            source.acknowledge(record.position, record.push_no)
+        return len(records)
 
     def _patch_own(self, slots: np.ndarray, state: np.ndarray,
                    applied: np.ndarray) -> np.ndarray:
@@ -180,6 +215,9 @@ class Trainer:
               progress_every_s: float = 2.0) -> Summary:
         if self.declare and self.declared is None:
             self.adopt(agree(self.client, self.spec, self.model.name, source))
+        if hasattr(source, "acknowledge"):
+            self.replay_journal(source)
+            self.acked = source
         start = last_report = time.monotonic()
         batches = 0
         read = 0
@@ -193,6 +231,8 @@ class Trainer:
                     return None
                 if batch.n:
                     read += batch.n
+                    if self.acked is not None:
+                        return (*self.index(batch), self.acked.position())
                     return self.index(batch)
             return None
 
@@ -208,10 +248,12 @@ class Trainer:
                 last_report = now
                 progress(self._progress(now - start))
 
-        if not self.pipeline:
+        if self.pipeline and self.acked is not None:
+            self._train_live(read_and_index, tick)
+        elif not self.pipeline:
             prepared = next_batch()
             while prepared is not None:
-                self.last_seqs.update(self.learn(prepared).wait())
+                self._done(self.learn(prepared))
                 prepared = next_batch()
                 tick()
         else:
@@ -235,7 +277,7 @@ class Trainer:
                         if ready:
                             helper.submit(read_and_index)
                     while len(pushes) > self.max_delay or (pushes and not ahead):
-                        self.last_seqs.update(pushes.popleft().wait())
+                        self._done(pushes.popleft())
                     tick()
             finally:
                 helper.close()
@@ -246,11 +288,43 @@ class Trainer:
                        self.metrics.logloss, self.metrics.auc(),
                        getattr(stats, "malformed", 0), dict(self.last_seqs))
 
+    def _train_live(self, read_and_index: Callable[[], tuple | None],
+                    tick: Callable[[], None]) -> None:
+        """The pipelined loop for an acknowledged source, whose reads wait for input: batch
+        i+1 is read and featurized on the helper while batch i is pulled, learned and pushed,
+        and a batch's pull goes out after every earlier push (exact for every max_delay, which
+        here only lets acknowledgements trail). While the helper waits for input, the pushes
+        out are finished and acknowledged, so a quiet stream leaves nothing half done."""
+        helper = _Helper()
+        pushes: deque[Pending] = deque()
+        try:
+            helper.submit(read_and_index)
+            while True:
+                while True:
+                    try:
+                        ready = helper.result(0.05 if pushes else None)
+                        break
+                    except queue.Empty:
+                        while pushes:
+                            self._done(pushes.popleft())
+                if ready is None:
+                    break
+                helper.submit(read_and_index)
+                pushes.append(self.learn(self.send_pull(ready)))
+                while len(pushes) > self.ack_delay:
+                    self._done(pushes.popleft())
+                tick()
+            while pushes:
+                self._done(pushes.popleft())
+        finally:
+            helper.close()
+
     def _progress(self, elapsed: float) -> dict:
         return {"events": self.metrics.count,
                 "events_per_s": round(self.metrics.count / elapsed, 1) if elapsed else 0.0,
                 "logloss": self.metrics.logloss, "recent_logloss": self.metrics.recent_logloss,
-                "auc": self.metrics.auc(), "recent_auc": self.metrics.recent_auc()}
+                "auc": self.metrics.auc(), "recent_auc": self.metrics.recent_auc(),
+                **(self.acked.lag() if hasattr(self.acked, "lag") else {})}
 
 
 def _learner(model):
@@ -285,8 +359,9 @@ class _Helper:
         """The thread ends once its current call, if any, returns."""
         self._calls.put(None)
 
-    def result(self):
-        value, exc = self._results.get()
+    def result(self, timeout: float | None = None):
+        """The call's value (raises queue.Empty if it takes longer than `timeout`)."""
+        value, exc = self._results.get(timeout=timeout)
         if exc is not None:
             raise exc
         return value

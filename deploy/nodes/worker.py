@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
 
 import click
@@ -47,6 +48,15 @@ from worker.trainer import Trainer
 @click.option("--nice", default=None, type=click.IntRange(0, 19),
               help="CPU niceness to train at, so serving and shards on the same machine come "
                    "first (default: [cluster] worker_nice of the spec).")
+@click.option("--follow", is_flag=True,
+              help="SOURCE is a JSON lines file to learn as it grows (like tail -F, surviving "
+                   "rotation), exactly once: its learned offset is kept in SOURCE.deltaps.")
+@click.option("--until-empty", is_flag=True,
+              help="End a stream source (redis://, --follow) once it has nothing more to "
+                   "deliver, instead of waiting for more.")
+@click.option("--worker-id", default=None,
+              help="The worker's identity towards the shards (default: the source's, e.g. a "
+                   "Redis consumer's stream/group/name; random for files).")
 @click.option("--json", "as_json", is_flag=True, help="Print the final summary as JSON.")
 @click.option("--plot", "plot_path", default=None, metavar="PNG",
               help="Draw progressive log loss and AUC against events into this PNG file.")
@@ -54,10 +64,12 @@ from worker.trainer import Trainer
               help="Serve /metrics (events learned, progressive log loss and AUC) on HOST:PORT "
                    "while training; auto: a free port on the spec's host; off: none.")
 def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema, pipeline, max_delay, nice,
-         as_json, plot_path, metrics):
+         follow, until_empty, worker_id, as_json, plot_path, metrics):
     """Train on SOURCE: a file (.tsv Criteo layout, .csv, .jsonl, .vw, .svm; .gz of any),
     '-' for stdin, a MovieLens-100k directory, or synthetic:EVENTS[:SEED] for the planted
-    stream (nonlinear:EVENTS[:SEED]: the planted pairwise one, for deep models)."""
+    stream (nonlinear:EVENTS[:SEED]: the planted pairwise one, for deep models), or
+    redis://HOST:PORT/STREAM?group=GROUP[&consumer=NAME] for a Redis stream, learned exactly
+    once; with --follow, a JSON lines file as it grows. A stream source stops on SIGTERM after learning and acknowledging what it read."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
     keep_message_buffers_on_heap()
     plot_file = check_plot_path(plot_path) if plot_path else None
@@ -68,8 +80,12 @@ def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema,
         place("worker", cluster.spec.serving_cpus)
         model = model or cluster.default_model()
         cluster.spec.model(model)
-        src = open_source(source, fmt=fmt, schema=schema)
-        client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
+        src = open_source(source, fmt=fmt, schema=schema, until_empty=until_empty,
+                          follow=follow)
+        if hasattr(src, "stop"):
+            signal.signal(signal.SIGTERM, lambda *_: src.stop())
+        client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes,
+                          worker_id=worker_id or getattr(src, "worker_id", None))
         trainer = Trainer(client, cluster.spec, model, batch_size, pipeline, max_delay)
         exporter = serve_metrics(metrics, cluster, None if spec_file else cluster_file, trainer,
                                  source)
@@ -81,6 +97,7 @@ def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema,
                             "logloss": m.logloss, "recent_logloss": m.recent_logloss,
                             "auc": m.auc(), "recent_auc": m.recent_auc()})
         client.close()
+        getattr(src, "close", lambda: None)()  # a stream source's connection or socket
     except (DeltapsError, ValueError, OSError, ImportError) as exc:
         raise click.ClickException(str(exc))
     bayes = getattr(src, "bayes_logloss", None)

@@ -21,8 +21,8 @@ def roundtrip(msg, rid=5):
 
 # a valid header value of each annotated type, and one of another type for each
 SAMPLES = {int: 2**40 + 3, str: "ctr-é", float: 12.5, dict: {"a": [1, 2.5, "x"], "b": {}},
-           list: [[1, 2], "z", 0.25]}
-WRONG = {int: "7", str: 7, float: "1.5", dict: [1], list: {"a": 1}}
+           list: [[1, 2], "z", 0.25], bytes: b'{"label": 1}\n\x00\xff'}
+WRONG = {int: "7", str: 7, float: "1.5", dict: [1], list: {"a": 1}, bytes: "text"}
 
 
 def sample(cls, n: int):

@@ -45,8 +45,12 @@ class JsonLinesSource(LineSource):
             lines = block.decode("utf-8", "replace").split("\n")
             yield self._parse_chunk(first_line, lines[:-1] if lines[-1] == "" else lines)
 
-    def _parse_chunk(self, first_line: int, lines: list[str]) -> Batch:
-        bad = MalformedLines()
+    def _parse_chunk(self, first_line: int, lines: list[str],
+                     bad: MalformedLines | None = None) -> Batch:
+        """The good events of `lines`; bad ones are reported, or only noted in `bad` when the
+        caller gives it (a stream source dead-letters them by entry instead)."""
+        report = bad is None
+        bad = MalformedLines() if bad is None else bad
         events, where = [], []
         loads = json.loads
         for i, line in enumerate(lines):
@@ -65,7 +69,8 @@ class JsonLinesSource(LineSource):
             batch = self._columnarize_each(events, where, bad)
         else:
             self._remember(batch)
-        bad.report(self.stats, self.name, first_line)
+        if report:
+            bad.report(self.stats, self.name, first_line)
         return batch
 
     def _conflicts(self, batch: Batch) -> bool:

@@ -26,7 +26,8 @@ _EXTENSIONS = {".jsonl": "jsonl", ".json": "jsonl", ".tsv": "tsv", ".csv": "csv"
 
 def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = None,
                 fmt: str | None = None, header: bool | None = None,
-                chunk_lines: int = DEFAULT_CHUNK_LINES, **opts) -> ChunkedSource:
+                chunk_lines: int = DEFAULT_CHUNK_LINES, until_empty: bool = False,
+                follow: bool = False, **opts) -> ChunkedSource:
     """Open the event source a command line names.
 
     - ``synthetic:N`` or ``synthetic:N:SEED``: a planted-model stream (SyntheticStream);
@@ -36,11 +37,29 @@ def open_source(spec: str, *, schema: str | Sequence[tuple[str, str]] | None = N
       (a .tsv defaults to CRITEO_SCHEMA; a .csv without a schema must start with a header
       naming its columns, one of them "label"); ``*.vw``: Vowpal Wabbit text; ``*.svm`` /
       ``*.libsvm`` / ``*.svmlight``: libsvm. Any of them may be gzipped (``.gz``);
-    - ``-``: stdin, as `fmt` ("jsonl" by default, or any of FORMATS).
+    - ``-``: stdin, as `fmt` ("jsonl" by default, or any of FORMATS);
+    - ``redis://HOST:PORT/STREAM?group=GROUP[&consumer=NAME]``: a Redis stream read with a
+      consumer group, each entry acknowledged once learned (`redis_stream`); `until_empty`
+      ends it when the group has nothing more to deliver;
+    - ``zmq://HOST:PORT[?state=DIR]``: an ingest socket producers send to (`ingest`);
+    - with `follow`, a JSON lines file learned as it grows, surviving rotation (`follow`).
     `fmt` also overrides what a file's extension says. Extra `opts` go to SyntheticStream.
     """
     if fmt is not None and fmt not in FORMATS:
         raise ValueError(f"unknown format {fmt!r}; use one of {FORMATS}")
+    if spec.startswith("zmq://"):
+        from worker.sources.ingest import IngestSource
+        return IngestSource(spec)
+    if spec.startswith("redis://"):
+        from worker.sources.redis_stream import RedisStreamSource
+        return RedisStreamSource(spec, until_empty=until_empty)
+    if follow:
+        if spec == "-" or "://" in spec or spec.startswith(("synthetic:", "nonlinear:")):
+            raise ValueError(f"--follow takes a file path, not {spec!r}")
+        if fmt not in (None, "jsonl") or schema is not None:
+            raise ValueError("--follow reads JSON lines (no --format or --schema)")
+        from worker.sources.follow import FollowSource
+        return FollowSource(spec, until_empty=until_empty)
     if spec.startswith(("synthetic:", "nonlinear:")):
         return _open_synthetic(spec, **opts)
     if opts:
