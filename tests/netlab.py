@@ -414,7 +414,8 @@ def _read(cluster_file: str, model: str, seconds: float, timeout: float) -> None
 def _caught_up(cluster_file: str, replica: int, timeout: float) -> None:
     """Wait until replica `replica` is ready and its version of every model has reached the
     shards' sequence numbers as they were when this started; print the seconds it took (or
-    -1 after `timeout`)."""
+    -1 after `timeout`) and the gaps the replica has found so far (each made it re-fetch a
+    shard's snapshot)."""
     from common.config import ClusterFile
     from deploy.admin import node_status
     cluster = ClusterFile.load(cluster_file)
@@ -431,10 +432,11 @@ def _caught_up(cluster_file: str, replica: int, timeout: float) -> None:
         if st and all(st["models"].get(model, {}).get("ready") and
                       all(st["models"][model]["version"][k] >= seq for k, seq in seqs.items())
                       for model, seqs in want.items()):
-            print(json.dumps({"seconds": time.monotonic() - start}), flush=True)
+            print(json.dumps({"seconds": time.monotonic() - start,
+                              "gaps": sum(m["gaps"] for m in st["models"].values())}), flush=True)
             return
         time.sleep(0.02)
-    print(json.dumps({"seconds": -1}), flush=True)
+    print(json.dumps({"seconds": -1, "gaps": -1}), flush=True)
 
 
 def main(argv=None) -> None:
