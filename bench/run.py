@@ -20,8 +20,8 @@ from typing import Callable
 
 import click
 
-from bench import (adaptive, curve, deep, durability, footprint, freshness, machine, readers,
-                   reads, report, training, usertrain, vw, workers)
+from bench import (adaptive, curve, deep, durability, footprint, freshness, machine, network,
+                   readers, reads, report, training, usertrain, vw, workers)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -42,6 +42,7 @@ SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "footprint": footprint.run,
     "readers": readers.run,
     "deep": deep.run,  # the deep sparse model: cluster vs Keras, vs linear and Bayes, reads
+    "network": network.run,  # nodes in network namespaces: slow links, a partitioned shard
 }
 
 
