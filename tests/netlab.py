@@ -33,9 +33,13 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Sequence
+
+from common.config import ClusterFile
+
 
 REPO = Path(__file__).resolve().parents[1]
 NET = "10.77"
@@ -235,7 +239,7 @@ class NetLab:
         """Write a cluster file placing shard k on `shard_hosts[k]` and replica r on
         `replica_hosts[r]`, every node on its host's address and the same ports, its data in
         this lab's directory; returns the file's path (`self.cluster_file`)."""
-        from common.config import ClusterFile, NodeInfo, load_spec
+        from common.config import NodeInfo, load_spec
         spec = load_spec(text=spec_text)
         spec.shards, spec.replicas = len(shard_hosts), len(replica_hosts)
         spec.data_dir = str(self.dir / "data")
@@ -271,7 +275,6 @@ class NetLab:
     def start_cluster(self, from_host: str, timeout: float = 90) -> None:
         """Start every node of the cluster file (shards first) and wait, from `from_host`,
         until all answer as serving or ready."""
-        from common.config import ClusterFile
         for role, index in sorted(self.placed, key=lambda n: (n[0] != "shard", n[1])):
             self.start_node(role, index)
         cluster = ClusterFile.load(self.cluster_file)  # PIDs, for `deltaps status`
@@ -299,6 +302,58 @@ class NetLab:
         extra = ["--cluster", str(self.cluster_file)] if cluster else []
         return self.run(host, [sys.executable, "-m", "deploy.cli", *args, *extra],
                         timeout=timeout)
+
+
+class RssSampler(threading.Thread):
+    """Peak resident memory of a process, sampled every 50 ms while it runs."""
+
+    def __init__(self, pid: int):
+        super().__init__(daemon=True)
+        self.pid, self.peak_mb, self.now_mb = pid, 0.0, 0.0
+        self.start()
+
+    def run(self):
+        while True:
+            try:
+                with open(f"/proc/{self.pid}/status") as f:
+                    rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
+            except (OSError, StopIteration):
+                return
+            self.now_mb = rss / 1024
+            self.peak_mb = max(self.peak_mb, self.now_mb)
+            time.sleep(0.05)
+
+
+class PushWatch(threading.Thread):
+    """The shards' applied push counts, as a watcher (`python -m tests.netlab watch`) in
+    `host` sees them change; the lab's cluster file names the shards."""
+
+    def __init__(self, net, host: str):
+        super().__init__(daemon=True)
+        self.proc = net.python(host, "-m", "tests.netlab", "watch",
+                               *(n.address for n in ClusterFile.load(net.cluster_file).shards()))
+        self.lines: list[dict] = []
+        self.start()
+
+    def run(self):
+        for line in self.proc.stdout:
+            self.lines.append(json.loads(line))
+
+    def pushes(self) -> list[int]:
+        return self.lines[-1]["pushes"] if self.lines else [0, 0]
+
+    def first_change_after(self, t: float, timeout: float) -> float | None:
+        """Seconds from wall time `t` to the first change of every shard's count after it."""
+        base = self.pushes()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            later = [x for x in self.lines if x["t"] > t]
+            if later and all(a > b for a, b in zip(later[-1]["pushes"], base)):
+                moved = [next(x["t"] for x in later if x["pushes"][k] > base[k])
+                         for k in range(len(base))]
+                return max(moved) - t
+            time.sleep(0.01)
+        return None
 
 
 # --- the delaying relay ---------------------------------------------------------------------
@@ -389,7 +444,6 @@ def _read(cluster_file: str, model: str, seconds: float, timeout: float) -> None
     """Read predictions one request after another for `seconds` through every replica of a
     cluster file (serving.client failover), and print {"ok", "failed", "errors", "by_version"
     ...} as one JSON line: what a reading client saw."""
-    from common.config import ClusterFile
     from serving.client import ServingClient
     cluster = ClusterFile.load(cluster_file)
     ok = failed = 0
@@ -416,7 +470,6 @@ def _caught_up(cluster_file: str, replica: int, timeout: float) -> None:
     shards' sequence numbers as they were when this started; print the seconds it took (or
     -1 after `timeout`) and the gaps the replica has found so far (each made it re-fetch a
     shard's snapshot)."""
-    from common.config import ClusterFile
     from deploy.admin import node_status
     cluster = ClusterFile.load(cluster_file)
     start = time.monotonic()
@@ -462,7 +515,6 @@ def main(argv=None) -> None:
     ready.add_argument("--timeout", type=float, default=60.0)
     args = parser.parse_args(argv)
     if args.cmd == "ready":
-        from common.config import ClusterFile
         from deploy.admin import wait_ready
         sys.exit(0 if wait_ready(ClusterFile.load(args.cluster_file), args.timeout) else 1)
     if args.cmd == "read":

@@ -8,7 +8,6 @@ import json
 import re
 import subprocess
 import sys
-import threading
 import time
 
 import pytest
@@ -86,58 +85,6 @@ def test_train_and_serve_across_namespaces(lab):
         assert json.loads(ok(net.run("admin", [sys.executable, "-c", code])))["predictions"]
 
 
-class Sampler(threading.Thread):
-    """Peak resident memory of a process, sampled every 50 ms while it runs."""
-
-    def __init__(self, pid: int):
-        super().__init__(daemon=True)
-        self.pid, self.peak_mb, self.now_mb = pid, 0.0, 0.0
-        self.start()
-
-    def run(self):
-        while True:
-            try:
-                with open(f"/proc/{self.pid}/status") as f:
-                    rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS"))
-            except (OSError, StopIteration):
-                return
-            self.now_mb = rss / 1024
-            self.peak_mb = max(self.peak_mb, self.now_mb)
-            time.sleep(0.05)
-
-
-class Watch(threading.Thread):
-    """The shards' applied push counts as a watcher in `host` sees them change."""
-
-    def __init__(self, net, host: str):
-        super().__init__(daemon=True)
-        self.proc = net.python(host, "-m", "tests.netlab", "watch",
-                               *(f"tcp://{net.addr[h]}:{netlab.SHARD_PORT}"
-                                 for h in ("shard0", "shard1")))
-        self.lines: list[dict] = []
-        self.start()
-
-    def run(self):
-        for line in self.proc.stdout:
-            self.lines.append(json.loads(line))
-
-    def pushes(self) -> list[int]:
-        return self.lines[-1]["pushes"] if self.lines else [0, 0]
-
-    def first_change_after(self, t: float, timeout: float) -> float | None:
-        """Seconds from wall time `t` to the first change of every shard's count after it."""
-        base = self.pushes()
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            later = [x for x in self.lines if x["t"] > t]
-            if later and all(a > b for a, b in zip(later[-1]["pushes"], base)):
-                moved = [next(x["t"] for x in later if x["pushes"][k] > base[k])
-                         for k in range(len(base))]
-                return max(moved) - t
-            time.sleep(0.01)
-        return None
-
-
 EVENTS, BATCH, CUT_S = 800_000, 1024, 30.0
 
 
@@ -162,11 +109,11 @@ def test_shard_cut_off_for_30s_while_a_worker_trains(lab, tmp_path):
     net = lab(["shard0", "shard1", "rep0", "worker", "admin"])
     net.cluster(SPEC, ["shard0", "shard1"], ["rep0"])
     net.start_cluster("admin")
-    watch = Watch(net, "admin")
+    watch = netlab.PushWatch(net, "admin")
     worker = net.python("worker", "-m", "deploy.cli", "train", f"synthetic:{EVENTS}:3", "--json",
                         "--batch-size", str(BATCH), "--cluster", str(net.cluster_file),
                         log=net.dir / "worker.log")
-    rss = Sampler(worker.pid)
+    rss = netlab.RssSampler(worker.pid)
     deadline = time.monotonic() + 120
     while watch.pushes()[0] < 100:
         assert worker.poll() is None and time.monotonic() < deadline, (net.dir / "worker.log").read_text()
@@ -210,7 +157,7 @@ def test_replica_cut_off_repeatedly_while_a_client_reads(lab):
     reader = net.python("client", "-m", "tests.netlab", "read", str(net.cluster_file),
                         "--seconds", str(cuts * (cut_s + between_s) + 2))
     resync, gaps = [], []
-    watch = Watch(net, "admin")
+    watch = netlab.PushWatch(net, "admin")
     deadline = time.monotonic() + 120
     while watch.pushes()[0] < 20:  # the worker is training
         assert worker.poll() is None and time.monotonic() < deadline, (net.dir / "worker.log").read_text()
