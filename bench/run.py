@@ -20,8 +20,8 @@ from typing import Callable
 
 import click
 
-from bench import (adaptive, curve, deep, durability, footprint, freshness, machine, readers,
-                   reads, report, streams, training, usertrain, vw, workers)
+from bench import (adaptive, curve, deep, durability, footprint, freshness, machine, network,
+                   readers, reads, report, streams, training, usertrain, vw, workers)
 from deploy.runtime.allocator import keep_message_buffers_on_heap
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,8 +41,9 @@ SECTIONS: dict[str, Callable[["Context"], dict]] = {
     "curve": curve.run,  # CurveZMQ's cost against plain TCP
     "footprint": footprint.run,
     "readers": readers.run,
-    "deep": deep.run,
-    "streams": streams.run,  # Redis Streams against a file; XADD -> readable on every replica  # the deep sparse model: cluster vs Keras, vs linear and Bayes, reads
+    "deep": deep.run,  # the deep sparse model: cluster vs Keras, vs linear and Bayes, reads
+    "streams": streams.run,  # Redis Streams against a file; XADD -> readable on every replica
+    "network": network.run,  # nodes in network namespaces: slow links, a partitioned shard
 }
 
 

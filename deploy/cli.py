@@ -187,16 +187,17 @@ def down(cluster_file, timeout):
 
 
 def _status_table(rows: list[dict]) -> str:
-    lines = [f"{'NODE':<10} {'ADDRESS':<22} {'HTTP':<22} {'METRICS':<22} {'PID':>7} {'CPUS':<6} "
-             f"{'RESTARTS':>8} {'STATE':<8} MODELS"]
+    w = max([22] + [len(r.get(k) or "") for r in rows for k in ("address", "http", "metrics")])
+    lines = [f"{'NODE':<10} {'ADDRESS':<{w}} {'HTTP':<{w}} {'METRICS':<{w}} {'PID':>7} "
+             f"{'CPUS':<6} {'RESTARTS':>8} {'STATE':<8} MODELS"]
     for r in rows:
         models = "; ".join(
             f"{name} seq={st['seq']}" if "seq" in st else
             f"{name} from {st['source']}" if "source" in st else
             f"{name} v={st['version']} lag={st['lag']} stale={st['staleness_ms']:.0f}ms"
             for name, st in r["models"].items())
-        lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<22} "
-                     f"{r.get('http') or '-':<22} {r.get('metrics') or '-':<22} "
+        lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<{w}} "
+                     f"{r.get('http') or '-':<{w}} {r.get('metrics') or '-':<{w}} "
                      f"{r['pid']:>7} {r.get('cpus') or '-':<6} "
                      f"{r['restarts']:>8} {r['state']:<8} {models}")
     return "\n".join(lines + _declared_lines(rows))

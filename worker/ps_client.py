@@ -7,7 +7,10 @@ applied, which keeps a single worker's run deterministic however far it pipeline
 
 A shard that stays silent for `retry_s` (growing to 8 s) is sent every request still
 outstanding on its socket again, in their original order, until `timeout`: the worker blocks
-while a shard restarts instead of dropping work. Pushes carry (worker id, push number), so a
+while a shard restarts instead of dropping work. A new connection to a shard (after a restart,
+or after a cut link made the transport's heartbeats drop the old one) means what was in
+flight on the old one is lost, so the outstanding requests go again at once: training resumes
+as soon as the shard is reachable, not when the back-off next expires. Pushes carry (worker id, push number), so a
 push whose acknowledgement was lost and that is sent again is applied once; pulls and pushes
 name the last push sent to their shard, which the shard must have applied first.
 
@@ -67,7 +70,7 @@ class PSClient:
         self.worker_id = worker_id or uuid.uuid4().hex[:16]
         self.push_no = 0
         self.retries = 0
-        self.channels = [Channel(s.address, max_bytes=max_bytes) for s in shards]
+        self.channels = [Channel(s.address, max_bytes=max_bytes, monitor=True) for s in shards]
         self.n_shards = len(shards)
         self._tokens = itertools.count()
         self._requests: dict[int, _Request] = {}  # token -> request, in send order
@@ -75,6 +78,7 @@ class PSClient:
         self._heard: list[float] = [time.monotonic()] * len(shards)
         self._backoff: list[float] = [retry_s] * len(shards)
         self._last_push: list[int] = [0] * len(shards)  # push_no last sent to each shard
+        self._connections: list[int] = [0] * len(shards)  # connections seen come up, per shard
         hellos = self.wait([self._send(k, Hello(PROTOCOL, "worker", self.worker_id))
                             for k in range(self.n_shards)])
         for k, hello in enumerate(hellos):
@@ -88,6 +92,7 @@ class PSClient:
     # --- request bookkeeping ------------------------------------------------------------------
 
     def _send(self, shard: int, msg: Message) -> int:
+        self._check_reconnected(shard)  # requests before this one go again before it
         token = next(self._tokens)
         if not any(r.shard == shard and r.reply is None and r.error is None
                    for r in self._requests.values()):
@@ -112,11 +117,11 @@ class PSClient:
             busy = sorted({r.shard for r in self._requests.values()
                            if r.reply is None and r.error is None})
             for k in busy:
-                if now - self._heard[k] >= self._backoff[k]:
+                if not self._check_reconnected(k) and now - self._heard[k] >= self._backoff[k]:
                     self._resend(k, now)
             next_resend = min(self._heard[k] + self._backoff[k] for k in busy)
             for j in readable([self.channels[k] for k in busy],
-                              max(0.0, min(next_resend - time.monotonic(), 0.5))):
+                              max(0.0, min(next_resend - time.monotonic(), 0.5)), events=True):
                 self._collect(busy[j])
         out = []
         for t in tokens:
@@ -158,12 +163,26 @@ class PSClient:
                    and isinstance(r.msg, Push) and r.msg.push_no == push_no
                    for r in self._requests.values())
 
-    def _resend(self, shard: int, now: float) -> None:
+    def _check_reconnected(self, shard: int) -> bool:
+        """If a new connection to the shard came up since the last look while requests were
+        outstanding, send them again now (the old connection took them with it); True then."""
+        n = self.channels[shard].connections()
+        seen, self._connections[shard] = self._connections[shard], n
+        if n == seen or seen == 0:  # nothing new, or the first connection
+            return False
+        if not any(r.shard == shard and r.reply is None and r.error is None
+                   for r in self._requests.values()):
+            return False
+        self._backoff[shard] = self.retry_s / 2  # a fresh connection starts the back-off over
+        self._resend(shard, time.monotonic(), "reconnected")
+        return True
+
+    def _resend(self, shard: int, now: float, why: str = "") -> None:
         """Send every unanswered request of this shard again, oldest first."""
         pending = [r for r in self._requests.values()
                    if r.shard == shard and r.reply is None and r.error is None]
-        log.warning("shard %d silent for %.1fs; sending %d request(s) again", shard,
-                    now - self._heard[shard], len(pending))
+        log.warning("shard %d %s; sending %d request(s) again", shard,
+                    why or f"silent for {now - self._heard[shard]:.1f}s", len(pending))
         for req in pending:
             self._rid_token[shard].pop(req.rid, None)
             req.rid = self.channels[shard].send(req.msg)

@@ -13,7 +13,7 @@ import zmq
 
 from common.errors import Timeout
 from common.messages import Message
-from common.transport.dealer import DOWN, Dealer
+from common.transport.dealer import DOWN, UP, Dealer
 from common.transport.sockets import Endpoint, Unreachable, context, poll_ms
 
 
@@ -23,6 +23,7 @@ class Channel(Dealer, Endpoint):
     def __init__(self, address: str, *, max_bytes: int | None = None, immediate: bool = False,
                  monitor: bool = False):
         super().__init__(context(), address, max_bytes, immediate, monitor)
+        self._connections = 0
 
     def writable(self, timeout: float = 0.0) -> bool:
         """Whether a request can be queued now (with `immediate`: a connection is up), after
@@ -39,8 +40,16 @@ class Channel(Dealer, Endpoint):
         """Drain monitor events; True if a connection dropped since the last call."""
         lost = False
         while self._monitor is not None and self._monitor.poll(0):
-            lost = self._connection_event(self._monitor.recv_multipart()) == DOWN or lost
+            event = self._connection_event(self._monitor.recv_multipart())
+            lost = event == DOWN or lost
+            self._connections += event == UP
         return lost
+
+    def connections(self) -> int:
+        """How many connections to the peer have come up so far (with `monitor`): a count
+        that grows after a reconnection, when what was in flight on the old one is lost."""
+        self._lost_connection()
+        return self._connections
 
     def send(self, msg: Message, connect_timeout: float | None = None) -> int:
         """Queue a request; returns its id. With `immediate` and `connect_timeout`, raises
@@ -102,9 +111,11 @@ class Channel(Dealer, Endpoint):
         self._close_sockets()
 
 
-def readable(channels: Sequence[Channel], timeout: float) -> list[int]:
-    """Indices of the channels with a reply waiting, after waiting up to `timeout` seconds."""
-    return _ready(channels, zmq.POLLIN, timeout)
+def readable(channels: Sequence[Channel], timeout: float, events: bool = False) -> list[int]:
+    """Indices of the channels with a reply waiting, after waiting up to `timeout` seconds;
+    with `events`, a monitored channel's connection event also ends the wait (its index is
+    then listed although no reply may be waiting)."""
+    return _ready(channels, zmq.POLLIN, timeout, events)
 
 
 def writable(channels: Sequence[Channel], timeout: float) -> list[int]:
@@ -116,9 +127,13 @@ def writable(channels: Sequence[Channel], timeout: float) -> list[int]:
     return _ready(channels, zmq.POLLOUT, timeout)
 
 
-def _ready(channels: Sequence[Channel], flag: int, timeout: float) -> list[int]:
+def _ready(channels: Sequence[Channel], flag: int, timeout: float,
+           events: bool = False) -> list[int]:
     poller = zmq.Poller()
     for ch in channels:
         poller.register(ch._sock, flag)
+        if events and ch._monitor is not None:
+            poller.register(ch._monitor, zmq.POLLIN)
     ready = dict(poller.poll(poll_ms(timeout)))
-    return [i for i, ch in enumerate(channels) if ch._sock in ready]
+    return [i for i, ch in enumerate(channels)
+            if ch._sock in ready or (events and ch._monitor in ready)]

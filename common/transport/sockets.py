@@ -18,6 +18,16 @@ from common.transport.curve import secure
 # pyzmq's garbage-collector thread per frame, which only pays off for multi-megabyte arrays.
 COPY_THRESHOLD = 4 << 20
 MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
+# A connecting socket (DEALER, SUB) pings its peer every HEARTBEAT_IVL_MS and drops the
+# connection when nothing came back for HEARTBEAT_TIMEOUT_MS, then reconnects, each attempt
+# given up after CONNECT_TIMEOUT_MS. Without them a connection whose packets are lost (a cut
+# link, a partition) stays open on Linux for ~15 minutes, and what was sent on it waits for a
+# TCP retransmission whose back-off after 30 s of loss is another ~25 s; a pending connect
+# waits for a SYN retry as long. The peer's zmq I/O thread answers pings, so a busy node is
+# not mistaken for a dead one.
+HEARTBEAT_IVL_MS = 1000
+HEARTBEAT_TIMEOUT_MS = 4000
+CONNECT_TIMEOUT_MS = 500
 
 
 def poll_ms(seconds: float) -> int:
@@ -60,6 +70,10 @@ def new_socket(kind: int, ctx=None, inproc: bool = False) -> zmq.Socket:
     sock.copy_threshold = COPY_THRESHOLD
     if inproc:
         return sock
+    if kind in (zmq.DEALER, zmq.SUB):
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_IVL_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, HEARTBEAT_TIMEOUT_MS)
+        sock.setsockopt(zmq.CONNECT_TIMEOUT, CONNECT_TIMEOUT_MS)
     try:
         secure(sock, kind)
     except DeltapsError:

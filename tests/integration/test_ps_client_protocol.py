@@ -111,3 +111,50 @@ def test_a_shard_that_lost_an_acknowledged_push_is_an_error_not_a_resend_loop():
             client.pull("ctr", KEYS)
         assert len(seen) < 10  # refused once, not sent again and again
         client.close()
+
+
+def test_a_new_connection_to_a_shard_resends_what_the_old_one_took_at_once():
+    """A push taken by a connection that then dies (a shard restarted on the same address, or
+    a link cut until the heartbeats dropped it) is sent again as soon as the new connection
+    is up, not when the silence back-off expires: here that back-off is a minute."""
+    old = RawRouter()
+    address = old.address
+    hello = HelloReply(PROTOCOL, "shard", 0, 1, {"ctr": {"bits": 8}})
+    ready = threading.Event()
+
+    def answer_hello():
+        identity, frames = old.recv()
+        server_rid = decode(frames, 1 << 20)[1]
+        old.send(identity, encode(hello, server_rid))
+        ready.set()
+
+    t = threading.Thread(target=answer_hello, daemon=True)
+    t.start()
+    client = PSClient([NodeInfo("shard", 0, address)], timeout=120.0, retry_s=60.0)
+    t.join(5)
+    pending = client.push_async("ctr", KEYS, np.ones((2, 1), np.float32))
+    waited = []
+    waiter = threading.Thread(target=lambda: waited.append(pending.wait()), daemon=True)
+    waiter.start()
+    assert old.poll(10), "the push never reached the first connection"
+    old.recv()  # taken, never answered: the connection dies with it
+    old.close()
+    new = None
+    for _ in range(100):  # the old socket's port is released asynchronously
+        try:
+            new = RawRouter(address)
+            break
+        except Exception:
+            threading.Event().wait(0.05)
+    assert new is not None, f"could not bind {address} again"
+    try:
+        assert new.poll(20), "the push was not sent again on the new connection"
+        identity, frames = new.recv()
+        msg, rid = decode(frames, 1 << 20)
+        assert msg.op == "push" and msg.push_no == 1
+        new.send(identity, encode(PushAck("ctr", 1), rid))
+        waiter.join(20)
+        assert waited == [{0: 1}]
+    finally:
+        client.close()
+        new.close()
