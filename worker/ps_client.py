@@ -106,7 +106,10 @@ class PSClient:
                            if r.reply is None and r.error is None})
             for k in busy:
                 if now - self._heard[k] >= self._backoff[k]:
-                    self._resend(k, now)
+                    # replies that came while the worker was busy elsewhere are not silence
+                    self._collect(k)
+                    if now - self._heard[k] >= self._backoff[k]:
+                        self._resend(k, now)
             next_resend = min(self._heard[k] + self._backoff[k] for k in busy)
             for j in readable([self.channels[k] for k in busy],
                               max(0.0, min(next_resend - time.monotonic(), 0.5))):
