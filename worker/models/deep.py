@@ -84,7 +84,9 @@ class DeepLearner:
         self.hp = hyper_parameters(opt)
         width = layout.row_width
         ids = tf.TensorSpec([None], tf.int64)
-        self._step = tf.function(self._step_fn, input_signature=[
+        # no autograph: the step has no control flow on tensors to convert, and tracing it
+        # plainly is quicker at every worker's start
+        self._step = tf.function(self._step_fn, autograph=False, input_signature=[
             tf.TensorSpec([None, width], tf.float32), ids, ids, ids, ids,
             tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.float32),
             tf.TensorSpec([None], tf.float32)])
