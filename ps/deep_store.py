@@ -90,10 +90,11 @@ class DeepModelShard(RowState):
                                f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
         # whole-array reductions first, the element that failed only when one did
         new = {}
-        for j, part in enumerate("wmv"):
-            new[part] = self.state[part].take(rows, axis=0)
-            new[part] += deltas[:, j * h:(j + 1) * h]
-        new["t"] = self.state["t"].take(rows) + deltas[:, 3 * h]
+        with np.errstate(over="ignore"):  # an overflow is refused below, by name
+            for j, part in enumerate("wmv"):
+                new[part] = self.state[part].take(rows, axis=0)
+                new[part] += deltas[:, j * h:(j + 1) * h]
+            new["t"] = self.state["t"].take(rows) + deltas[:, 3 * h]
         if not rows.size:
             return CheckedPush(rows, new)
         for part in ("v", "t"):
