@@ -9,7 +9,10 @@ A shard that stays silent for `retry_s` (growing to 8 s) is sent every request s
 outstanding on its socket again, in their original order, until `timeout`: the worker blocks
 while a shard restarts instead of dropping work. Pushes carry (worker id, push number), so a
 push whose acknowledgement was lost and that is sent again is applied once; pulls and pushes
-name the last push sent to their shard, which the shard must have applied first.
+name the last push sent to their shard, which the shard must have applied first. The first
+answer to any copy of a request is the one taken: a shard that was only slow answers the
+original first, where it stood among the worker's requests (a pull sent before a push is
+answered without that push, which its copy sent again after the push would hold).
 """
 from __future__ import annotations
 
@@ -17,7 +20,7 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -39,6 +42,7 @@ class _Request:
     msg: Message
     rid: int
     reply: Message | None = None
+    earlier: list[int] = field(default_factory=list)  # rids of the copies sent before `rid`
     error: Exception | None = None
 
 
@@ -117,7 +121,8 @@ class PSClient:
         out = []
         for t in tokens:
             req = self._requests.pop(t)
-            self._rid_token[req.shard].pop(req.rid, None)
+            for rid in (req.rid, *req.earlier):
+                self._rid_token[req.shard].pop(rid, None)
             if req.error is not None:
                 raise req.error
             out.append(req.reply)
@@ -129,8 +134,10 @@ class PSClient:
             msg, rid = ch.read()
             token = self._rid_token[shard].get(rid)
             if token is None:
-                continue  # a reply to a copy we have since sent again
+                continue  # a reply to a request already handed back
             req = self._requests[token]
+            if req.reply is not None or req.error is not None:
+                continue  # a copy answered first
             try:
                 req.reply = ch.unwrap(msg)
             except DeltapsError as exc:
@@ -161,7 +168,7 @@ class PSClient:
         log.warning("shard %d silent for %.1fs; sending %d request(s) again", shard,
                     now - self._heard[shard], len(pending))
         for req in pending:
-            self._rid_token[shard].pop(req.rid, None)
+            req.earlier.append(req.rid)  # its answer, if it comes, is still the one to take
             req.rid = self.channels[shard].send(req.msg)
             self._rid_token[shard][req.rid] = req.token
             self.retries += 1
