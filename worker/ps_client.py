@@ -132,6 +132,7 @@ class PSClient:
         ch = self.channels[shard]
         while ch.poll(0):
             msg, rid = ch.read()
+            self._heard[shard] = time.monotonic()  # any answer: the shard is alive
             token = self._rid_token[shard].get(rid)
             if token is None:
                 continue  # a reply to a request already handed back
@@ -141,6 +142,8 @@ class PSClient:
             try:
                 req.reply = ch.unwrap(msg)
             except DeltapsError as exc:
+                if rid != req.rid:
+                    continue  # an earlier copy refused: the latest copy's answer decides
                 if isinstance(exc, MissingPush):
                     if self._unanswered_push(shard, req.msg.after):
                         # that push was lost in a reconnect: send it and everything after
@@ -152,7 +155,6 @@ class PSClient:
                         f"{self.worker_id}, which it acknowledged: its state was lost or "
                         "restored from an older copy; sending again cannot repair that")
                 req.error = exc
-            self._heard[shard] = time.monotonic()
             self._backoff[shard] = self.retry_s
 
     def _unanswered_push(self, shard: int, push_no: int) -> bool:
