@@ -34,6 +34,7 @@ batch's dense block alone.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -43,7 +44,8 @@ FIRST_BIAS = 0.1  # b0's initial value: keeps ReLU units alive while the rows ar
 
 @dataclass(frozen=True)
 class DeepLayout:
-    """Shapes of a deep model's parameters and where they sit in the rows."""
+    """Shapes of a deep model's parameters and where they sit in the rows (the derived sizes
+    are cached: a shard checks keys against them at every pull and push)."""
 
     bits: int
     hidden: tuple[int, ...]
@@ -64,7 +66,7 @@ class DeepLayout:
         """State columns per row on the wire: w, m, v (h0 each) and t."""
         return 3 * self.width + 1
 
-    @property
+    @cached_property
     def shapes(self) -> list[tuple[str, tuple[int, ...]]]:
         """The dense parameters in their flat order."""
         out: list[tuple[str, tuple[int, ...]]] = [("b0", (self.hidden[0],))]
@@ -73,11 +75,11 @@ class DeepLayout:
                     (f"b{layer}", (self.hidden[layer],))]
         return out + [("w_out", (self.hidden[-1], 1)), ("b_out", (1,))]
 
-    @property
+    @cached_property
     def dense_size(self) -> int:
         return sum(int(np.prod(shape)) for _, shape in self.shapes)
 
-    @property
+    @cached_property
     def dense_rows(self) -> int:
         return -(-self.dense_size // self.width)
 
@@ -85,7 +87,7 @@ class DeepLayout:
     def slots(self) -> int:
         return 1 << self.bits
 
-    @property
+    @cached_property
     def total_keys(self) -> int:
         """Sparse slots and dense rows: the key space the shards split."""
         return self.slots + self.dense_rows

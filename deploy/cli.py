@@ -304,6 +304,27 @@ def synth(events, seed, out, fmt):
 
 
 @cli.command()
+@click.argument("source")
+@click.option("--buckets", default=16, type=click.IntRange(2), help="Buckets per field.")
+@click.option("--events", default=100_000, type=click.IntRange(1),
+              help="Events of the calibration prefix.")
+@click.option("--field", "fields", multiple=True, help="Numeric field (default: all of them).")
+@click.option("--schema", default=None, help="Column kinds of a CSV/TSV file, as for train.")
+def calibrate(source, buckets, events, fields, schema):
+    """Print [transforms] tables of percentile bucket boundaries for numeric fields, from the
+    first EVENTS events of SOURCE (any source `train` reads): put them in the spec, and every
+    worker and replica buckets those fields alike."""
+    from common.features.discretizer import calibrate as boundaries_of, transforms_toml
+    from worker.sources import open_source
+    try:
+        src = open_source(source, schema=schema)
+        batches = iter(lambda: src.read(min(events, 65536)), None)
+        click.echo(transforms_toml(boundaries_of(batches, buckets, fields, events)), nl=False)
+    except (OSError, ValueError, DeltapsError) as exc:
+        raise click.ClickException(str(exc))
+
+
+@cli.command()
 @CLUSTER_OPTION
 @click.option("--model", default=None, help="Model to export (default: the cluster's only model).")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Directory to write.")

@@ -84,23 +84,26 @@ class DeepModelShard(RowState):
             raise InvalidValue(f"deltas of shape {list(deltas.shape)} for {keys.size} keys: deep "
                                f"model {self.spec.name!r} (hidden {list(self.layout.hidden)}) "
                                f"needs {list(want)}: w, m, v of width {h} and t")
-        if deltas.size:
-            big = np.abs(deltas) > self.max_delta
-            if big.any():
-                i, j = np.argwhere(big)[0]
-                raise InvalidValue(f"delta {float(deltas[i, j]):g} of {self.columns[j]} for key "
-                                   f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
-        new = {part: self.state[part][rows] + deltas[:, j * h:(j + 1) * h]
-               for j, part in enumerate("wmv")}
-        new["t"] = self.state["t"][rows] + deltas[:, 3 * h]
+        if deltas.size and (deltas.max() > self.max_delta or deltas.min() < -self.max_delta):
+            i, j = np.argwhere(np.abs(deltas) > self.max_delta)[0]
+            raise InvalidValue(f"delta {float(deltas[i, j]):g} of {self.columns[j]} for key "
+                               f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
+        # whole-array reductions first, the element that failed only when one did
+        new = {}
+        with np.errstate(over="ignore"):  # an overflow is refused below, by name
+            for j, part in enumerate("wmv"):
+                new[part] = self.state[part].take(rows, axis=0)
+                new[part] += deltas[:, j * h:(j + 1) * h]
+            new["t"] = self.state["t"].take(rows) + deltas[:, 3 * h]
+        if not rows.size:
+            return CheckedPush(rows, new)
         for part in ("v", "t"):
-            bad = new[part] < 0
-            if bad.any():
-                i = int(np.argwhere(bad)[0][0])
+            if new[part].min() < 0:
+                i = int(np.argwhere(new[part] < 0)[0][0])
                 raise InvalidValue(f"deltas would make {part} of key {int(keys[i])} negative; "
                                    f"{part} must stay >= 0")
         for part, values in new.items():
-            if not np.isfinite(values).all():
+            if not (np.isfinite(values.max()) and np.isfinite(values.min())):
                 raise InvalidValue(f"deltas would make {part} overflow to inf")
         return CheckedPush(rows, new)
 

@@ -10,14 +10,19 @@ outstanding on its socket again, in their original order, until `timeout`: the w
 while a shard restarts instead of dropping work. A new connection to a shard (after a restart,
 or after a cut link made the transport's heartbeats drop the old one) means what was in
 flight on the old one is lost, so the outstanding requests go again at once: training resumes
-as soon as the shard is reachable, not when the back-off next expires. Pushes carry (worker id, push number), so a
-push whose acknowledgement was lost and that is sent again is applied once; pulls and pushes
-name the last push sent to their shard, which the shard must have applied first.
+as soon as the shard is reachable, not when the back-off next expires. Pushes carry (worker
+id, push number), so a push whose acknowledgement was lost and that is sent again is applied
+once; pulls and pushes name the last push sent to their shard, which the shard must have
+applied first.
 
 A worker id is random per process unless the caller gives a stable one (a stream consumer's
 name, a followed file's path): hello then asks each shard for the last push of that id it
 applied, and the numbering goes on from there, so a restarted worker's pushes are neither taken
 for duplicates nor refused as following a push that never came.
+
+The first answer to any copy of a request is the one taken: a shard that was only slow answers
+the original first, where it stood among the worker's requests (a pull sent before a push is
+answered without that push, which its copy sent again after the push would hold).
 """
 from __future__ import annotations
 
@@ -25,7 +30,7 @@ import itertools
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -47,6 +52,7 @@ class _Request:
     msg: Message
     rid: int
     reply: Message | None = None
+    earlier: list[int] = field(default_factory=list)  # rids of the copies sent before `rid`
     error: Exception | None = None
 
 
@@ -118,7 +124,10 @@ class PSClient:
                            if r.reply is None and r.error is None})
             for k in busy:
                 if not self._check_reconnected(k) and now - self._heard[k] >= self._backoff[k]:
-                    self._resend(k, now)
+                    # replies that came while the worker was busy elsewhere are not silence
+                    self._collect(k)
+                    if now - self._heard[k] >= self._backoff[k]:
+                        self._resend(k, now)
             next_resend = min(self._heard[k] + self._backoff[k] for k in busy)
             for j in readable([self.channels[k] for k in busy],
                               max(0.0, min(next_resend - time.monotonic(), 0.5)), events=True):
@@ -126,7 +135,8 @@ class PSClient:
         out = []
         for t in tokens:
             req = self._requests.pop(t)
-            self._rid_token[req.shard].pop(req.rid, None)
+            for rid in (req.rid, *req.earlier):
+                self._rid_token[req.shard].pop(rid, None)
             if req.error is not None:
                 raise req.error
             out.append(req.reply)
@@ -136,13 +146,18 @@ class PSClient:
         ch = self.channels[shard]
         while ch.poll(0):
             msg, rid = ch.read()
+            self._heard[shard] = time.monotonic()  # any answer: the shard is alive
             token = self._rid_token[shard].get(rid)
             if token is None:
-                continue  # a reply to a copy we have since sent again
+                continue  # a reply to a request already handed back
             req = self._requests[token]
+            if req.reply is not None or req.error is not None:
+                continue  # a copy answered first
             try:
                 req.reply = ch.unwrap(msg)
             except DeltapsError as exc:
+                if rid != req.rid:
+                    continue  # an earlier copy refused: the latest copy's answer decides
                 if isinstance(exc, MissingPush):
                     if self._unanswered_push(shard, req.msg.after):
                         # that push was lost in a reconnect: send it and everything after
@@ -154,7 +169,6 @@ class PSClient:
                         f"{self.worker_id}, which it acknowledged: its state was lost or "
                         "restored from an older copy; sending again cannot repair that")
                 req.error = exc
-            self._heard[shard] = time.monotonic()
             self._backoff[shard] = self.retry_s
 
     def _unanswered_push(self, shard: int, push_no: int) -> bool:
@@ -184,7 +198,7 @@ class PSClient:
         log.warning("shard %d %s; sending %d request(s) again", shard,
                     why or f"silent for {now - self._heard[shard]:.1f}s", len(pending))
         for req in pending:
-            self._rid_token[shard].pop(req.rid, None)
+            req.earlier.append(req.rid)  # its answer, if it comes, is still the one to take
             req.rid = self.channels[shard].send(req.msg)
             self._rid_token[shard][req.rid] = req.token
             self.retries += 1

@@ -183,3 +183,41 @@ def test_a_prehashed_read_of_the_wrong_id_width_is_refused(trained):
     assert isinstance(reply, ErrorReply) and "must be <u4, got <u8" in reply.message, reply
     with ServingClient([c.address("replica", 0)]) as serving:
         assert serving.predict_ids("deep", features).probabilities.shape == (1,)
+
+
+def test_two_workers_train_one_deep_model_and_the_replica_serves_it(inprocess_cluster):
+    """Two workers at once (Hogwild across workers, each patching only its own pushes): both
+    learn, the shards add both workers' every push (each batch is one Adam step on every dense
+    row, so their step count is the two workers' batches together), and the replica answers
+    what a worker's forward pass gives for the merged rows."""
+    import threading
+    c = inprocess_cluster(DEEP_SPEC, shards=2, replicas=1).start_all()
+    clients = [PSClient(c.cluster.shards()) for _ in range(2)]
+    try:
+        trainers = [Trainer(client, c.spec, "deep", batch_size=128) for client in clients]
+        summaries: list = [None, None]
+
+        def run(i):
+            summaries[i] = trainers[i].train(ListSource(planted_events(3000, seed=20 + i)))
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(45)
+        assert all(s is not None and s.events == 3000 and s.auc > 0.7 for s in summaries), \
+            summaries
+        layout = trainers[0].learner.layout
+        dense = clients[0].pull("deep", layout.dense_keys())
+        np.testing.assert_array_equal(dense[:, -1], summaries[0].batches + summaries[1].batches)
+        seqs = {k: max(t.last_seqs.get(k, 0) for t in trainers) for k in range(2)}
+        wait_replica_caught_up(c.address("replica", 0), "deep", seqs)
+        instances = [e["features"] for e in planted_events(200, seed=9)]
+        want = worker_forward(trainers[1], clients[1], instances)
+        with ServingClient([c.address("replica", 0)]) as serving:
+            got = serving.predict("deep", instances)
+        assert np.ptp(want) > 0.3
+        np.testing.assert_allclose(got.probabilities, want, atol=1e-5)
+        assert all(r["ok"] for r in verify(c.cluster))
+    finally:
+        for client in clients:
+            client.close()

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+import time
 
 import numpy as np
 
@@ -158,3 +159,47 @@ def test_a_new_connection_to_a_shard_resends_what_the_old_one_took_at_once():
     finally:
         client.close()
         new.close()
+
+
+def test_a_slow_shards_first_answer_is_taken_not_the_answer_to_the_copy_sent_again():
+    """A shard slower than `retry_s` gets every outstanding request again, after the push
+    that followed the pull: the copy of the pull would hold that push. The original's answer
+    comes first and is the one the pull returns."""
+    applied = {"w": 0}
+
+    def on_push(msg):
+        applied["w"] = max(applied["w"], msg.push_no)
+        return PushAck(msg.model, 1)
+
+    handlers = {"hello": lambda msg: HelloReply(PROTOCOL, "shard", 0, 1, {"ctr": {"bits": 8}}),
+                "push": on_push,
+                "pull": lambda msg: PullReply(msg.model, 1, np.full((msg.keys.size, 1),
+                                                                    applied["w"], np.float32))}
+    server, stop, ops = RawRouter(), threading.Event(), []
+
+    def pump():
+        while not stop.is_set():
+            if server.poll(0.02):
+                identity, frames = server.recv()
+                msg, rid = decode(frames, 1 << 20)
+                ops.append(msg.op)
+                if ops.count("pull") == 1 and msg.op == "pull":
+                    time.sleep(0.8)  # busy: the client sends everything again meanwhile
+                server.send(identity, encode(handlers[msg.op](msg), rid))
+
+    thread = threading.Thread(target=pump, daemon=True)
+    thread.start()
+    try:
+        client = PSClient([NodeInfo("shard", 0, server.address)], timeout=20, retry_s=0.2,
+                          worker_id="w")
+        pull = client.pull_async("ctr", KEYS)
+        push = client.push_async("ctr", KEYS, np.ones((2, 1), np.float32))
+        assert pull.wait().tolist() == [[0.0], [0.0]]  # without the push sent after it
+        push.wait()
+        assert client.pull("ctr", KEYS).tolist() == [[1.0], [1.0]]  # answered after the copies
+        assert client.retries >= 2 and ops[1:5] == ["pull", "push", "pull", "push"], ops
+        client.close()
+    finally:
+        stop.set()
+        thread.join(5)
+        server.close()

@@ -216,6 +216,14 @@ def test_store_pull_push_and_refusals_change_nothing():
     np.testing.assert_array_equal(store.pull(keys), state_after := store.pull(keys))
     assert state_after[0].tolist() == [1.0] * 25
     np.testing.assert_array_equal(store.weights[1023 // 2], np.ones(8, np.float32))
+    huge = DeepModelShard(s.model("d"), 1, 2, max_delta=3e38)
+    big = np.full((1, 25), 3e38, np.float32)
+    huge.push(keys[:1], big)
+    with pytest.raises(InvalidValue, match="overflow to inf"):
+        huge.push(keys[:1], big)
+    np.testing.assert_array_equal(huge.pull(keys[:1]), big)
+    with pytest.raises(InvalidValue, match="max_delta"):
+        store.push(keys, -11 * deltas)
 
 
 def test_deep_rows_survive_snapshot_and_log_replay(tmp_path):

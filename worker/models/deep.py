@@ -60,6 +60,15 @@ def logits_tf(layout: DeepLayout, sums, params):
     return tf.matmul(a, params[-2])[:, 0] + params[-1][0]
 
 
+def _sigmoid(logits: np.ndarray) -> np.ndarray:
+    """Probabilities in float64 from float32 logits. Not TensorFlow's float32 sigmoid: that
+    rounds every logit above about 17 to exactly 1 (and far below 0 to tiny values), so a
+    confident wrong prediction would be scored at the log loss's clip (34.5 nats) instead of
+    its true loss, about the logit: progressive log loss would count what the model did not
+    do. The same clip as the replicas' `common.deep.forward`."""
+    return 1.0 / (1.0 + np.exp(-np.clip(logits.astype(np.float64), -35.0, 35.0)))
+
+
 def _segments(offsets: np.ndarray) -> np.ndarray:
     """Sorted segment ids from CSR offsets: entry e of group i gets i."""
     return np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))
@@ -75,7 +84,9 @@ class DeepLearner:
         self.hp = hyper_parameters(opt)
         width = layout.row_width
         ids = tf.TensorSpec([None], tf.int64)
-        self._step = tf.function(self._step_fn, input_signature=[
+        # no autograph: the step has no control flow on tensors to convert, and tracing it
+        # plainly is quicker at every worker's start
+        self._step = tf.function(self._step_fn, autograph=False, input_signature=[
             tf.TensorSpec([None, width], tf.float32), ids, ids, ids, ids,
             tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.float32),
             tf.TensorSpec([None], tf.float32)])
@@ -94,16 +105,16 @@ class DeepLearner:
         n = features.n
         importance = np.ones(n, np.float32) if importance is None \
             else np.asarray(importance, np.float32)
-        p, g = self._step(state, *self._pairs(features, keys), np.int64(n),
-                          np.asarray(labels, np.float32), importance)
-        return p.numpy().astype(np.float64), lazy_adam.step_rows(state, g.numpy(), self.hp)
+        logits, g = self._step(state, *self._pairs(features, keys), np.int64(n),
+                               np.asarray(labels, np.float32), importance)
+        return _sigmoid(logits.numpy()), lazy_adam.step_rows(state, g.numpy(), self.hp)
 
     def predict(self, features: Features, keys: BatchKeys, state: np.ndarray) -> np.ndarray:
         """Probabilities from pulled state, without learning (the worker's forward pass)."""
         n = features.n
-        p, _ = self._step(state, *self._pairs(features, keys), np.int64(n),
-                          np.zeros(n, np.float32), np.zeros(n, np.float32))
-        return p.numpy().astype(np.float64)
+        logits, _ = self._step(state, *self._pairs(features, keys), np.int64(n),
+                               np.zeros(n, np.float32), np.zeros(n, np.float32))
+        return _sigmoid(logits.numpy())
 
     def _pairs(self, features: Features, keys: BatchKeys) -> tuple[np.ndarray, ...]:
         """The batch's (event, row) pairs grouped by event and grouped by row, each as
@@ -133,4 +144,4 @@ class DeepLearner:
         g_table = tf.sparse.segment_sum(g_sums, row_events, row_segments, num_segments=sparse)
         g_dense = tf.reshape(tf.pad(g_flat, [[0, layout.dense_rows * h - layout.dense_size]]),
                              [layout.dense_rows, h])
-        return tf.math.sigmoid(logits), tf.concat([g_table, g_dense], 0)
+        return logits, tf.concat([g_table, g_dense], 0)
