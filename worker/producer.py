@@ -29,7 +29,7 @@ STATUS_EVERY_S = 0.05
 
 class Producer:
     def __init__(self, address: str, producer: str | None = None, window: int = 4,
-                 timeout_s: float = 5.0, busy_s: float = 0.05):
+                 timeout_s: float = 5.0, busy_s: float = 0.05, connect_s: float = 300.0):
         self.address = address if "://" in address else f"tcp://{address}"
         self.producer = producer or uuid.uuid4().hex[:16]
         self.window, self.timeout_s, self.busy_s = window, timeout_s, busy_s
@@ -40,12 +40,23 @@ class Producer:
         self._sent_at = self._asked_at = time.monotonic()
         self._retry_from: int | None = None  # send again from this batch at `_retry_at`
         self._retry_at = 0.0
-        status = self._status(timeout_s * 6)
+        status = self._status(connect_s)
         self.acked = status.acked
         self.next_id = status.expect
 
-    def _status(self, timeout: float) -> IngestReply:
-        reply = self.channel.request(IngestStatus(self.producer), timeout)
+    def _status(self, connect_s: float) -> IngestReply:
+        """Where this producer's numbering stands; waits up to `connect_s` for a worker (one
+        may be starting: the question is asked again every `timeout_s`)."""
+        deadline = time.monotonic() + connect_s
+        while True:
+            try:
+                reply = self.channel.request(IngestStatus(self.producer),
+                                             min(self.timeout_s, connect_s))
+                break
+            except Timeout:
+                if time.monotonic() > deadline:
+                    raise Timeout(f"no worker answered on {self.address} within "
+                                  f"{connect_s:.0f}s") from None
         if not isinstance(reply, IngestReply):
             raise Timeout(f"ingest socket {self.address} answered {reply!r}")
         return reply

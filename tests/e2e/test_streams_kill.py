@@ -65,6 +65,9 @@ class RedisRun:
     def started(self) -> None:
         pass
 
+    def check_running(self, proc: subprocess.Popen) -> None:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+
     def finish(self, proc: subprocess.Popen) -> None:
         finish(proc)
 
@@ -85,6 +88,9 @@ class FollowRun:
 
     def started(self) -> None:
         pass
+
+    def check_running(self, proc: subprocess.Popen) -> None:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
 
     def finish(self, proc: subprocess.Popen) -> None:
         finish(proc)
@@ -136,6 +142,10 @@ class ZmqRun(FollowRun):
         if not self.thread.is_alive() and self.producer is None:
             self.thread.start()
 
+    def check_running(self, proc: subprocess.Popen) -> None:
+        super().check_running(proc)
+        assert self.error is None, f"the producer failed: {self.error!r}"
+
     def _sidecar(self) -> dict:
         try:
             return msgpack.unpackb((self.state / "ingest.state").read_bytes(),
@@ -174,10 +184,10 @@ def test_worker_sigkilled_three_times_learns_each_event_once(local_cluster, tmp_
         run.started()
         try:
             while run.done() < k / (KILLS + 1):
-                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                run.check_running(proc)
                 time.sleep(0.01)
             while not run.in_flight():  # kill with a push on its way
-                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                run.check_running(proc)
             proc.send_signal(signal.SIGKILL)
             kills += proc.wait() == -signal.SIGKILL
             in_flight += run.in_flight()

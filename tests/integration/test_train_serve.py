@@ -62,8 +62,8 @@ class CountingPSClient(PSClient):
         super().__init__(shards)
         self.sent: list[list[int]] = [[] for _ in shards]
 
-    def push_async(self, model, keys, deltas):
-        pending = super().push_async(model, keys, deltas)
+    def push_async(self, model, keys, deltas, *args):
+        pending = super().push_async(model, keys, deltas, *args)
         for k, idx in enumerate(split_by_shard(keys, self.n_shards)):
             if idx.size:
                 self.sent[k].append(self.push_no)
