@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from tests.integration.helpers import planted_events, shard_weights
-from tests.integration.test_streams_redis import TWO_MODELS, events_learned
+from tests.integration.streams_helpers import TWO_MODELS, events_learned
 from worker.ps_client import PSClient
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -46,7 +46,21 @@ def finish(proc: subprocess.Popen) -> None:
     assert proc.returncode == 0, err[-3000:]
 
 
-class RedisRun:
+class KilledRun:
+    """What every source's kill run does alike: nothing to start beside the worker, the worker
+    still alive between kills, and a worker ended as `finish` does."""
+
+    def started(self) -> None:
+        pass
+
+    def check_running(self, proc: subprocess.Popen) -> None:
+        assert proc.poll() is None, proc.communicate()[1][-3000:]
+
+    def finish(self, proc: subprocess.Popen) -> None:
+        finish(proc)
+
+
+class RedisRun(KilledRun):
     """The killed worker reads a Redis stream; the reference one the same stream as another
     consumer group."""
 
@@ -62,22 +76,13 @@ class RedisRun:
     def in_flight(self) -> int:
         return self.redis.client.hlen("ev:journal:run:w")
 
-    def started(self) -> None:
-        pass
-
-    def check_running(self, proc: subprocess.Popen) -> None:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-
-    def finish(self, proc: subprocess.Popen) -> None:
-        finish(proc)
-
     def check_all_acknowledged(self) -> None:
         groups = {g["name"].decode(): g for g in self.redis.client.xinfo_groups("ev")}
         assert groups["run"]["pending"] == 0 and groups["run"]["lag"] == 0
         assert groups["run"]["entries-read"] == EVENTS
 
 
-class FollowRun:
+class FollowRun(KilledRun):
     """The killed worker follows a JSON lines file; the reference one reads it as a file."""
 
     def __init__(self, directory, events: list[dict]):
@@ -85,15 +90,6 @@ class FollowRun:
         self.path.write_text("".join(json.dumps(e) + "\n" for e in events))
         self.reference = (str(self.path),)
         self.run = (str(self.path), "--follow")
-
-    def started(self) -> None:
-        pass
-
-    def check_running(self, proc: subprocess.Popen) -> None:
-        assert proc.poll() is None, proc.communicate()[1][-3000:]
-
-    def finish(self, proc: subprocess.Popen) -> None:
-        finish(proc)
 
     def _sidecar(self) -> dict:
         try:

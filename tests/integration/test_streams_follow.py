@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from tests.integration.helpers import planted_events
-from tests.integration.test_streams_redis import (TWO_MODELS, DiesMidPush, Killed,
-                                                  events_learned, weights)
+from tests.integration.streams_helpers import (TWO_MODELS, DiesMidPush, Killed, events_learned,
+                                               train_source, weights)
 from worker.ps_client import PSClient
 from worker.sources import JsonLinesSource
 from worker.sources.follow import FollowSource
@@ -27,15 +27,7 @@ def write(path, events, mode="a", last_newline=True) -> None:
 
 
 def train(c, source, model: str, client_cls=PSClient, batch: int = 500) -> Trainer:
-    client = client_cls(c.cluster.shards(), retry_s=0.3,
-                        worker_id=getattr(source, "worker_id", None))
-    try:
-        trainer = Trainer(client, c.spec, model, batch)
-        trainer.train(source)
-        return trainer
-    finally:
-        client.close()
-        source.close()
+    return train_source(c, source, model, client_cls, batch)
 
 
 def test_a_followed_file_killed_mid_push_resumes_exactly(inprocess_cluster, tmp_path):

@@ -11,8 +11,8 @@ import pytest
 from common.messages import Ingest
 from deploy.layout import free_ports
 from tests.integration.helpers import ListSource, planted_events
-from tests.integration.test_streams_redis import (TWO_MODELS, DiesMidPush, Killed,
-                                                  events_learned, weights)
+from tests.integration.streams_helpers import (TWO_MODELS, DiesMidPush, Killed, events_learned,
+                                               weights)
 from worker.producer import Producer
 from worker.ps_client import PSClient
 from worker.sources.ingest import IngestSource

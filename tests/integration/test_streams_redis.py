@@ -8,68 +8,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from common.messages import Push
-from common.sharding import split_by_shard
-from deploy.admin import node_status
-from tests.integration.helpers import planted_events, shard_weights
+from tests.integration.helpers import planted_events
+from tests.integration.streams_helpers import (TWO_MODELS, DiesMidPush, Killed, events_learned,
+                                               train_source, weights)
 from worker.ps_client import PSClient
 from worker.sources.redis_stream import RedisStreamSource
 from worker.trainer import Trainer
 
-TWO_MODELS = """
-[models.ref]
-bits = 14
-crosses = [["user", "item"]]
-[models.run]
-bits = 14
-crosses = [["user", "item"]]
-"""
 EVENTS = planted_events(6000, seed=3)
-
-
-class Killed(Exception):
-    pass
-
-
-class DiesMidPush(PSClient):
-    """A client whose push `die_at` reaches shard 0 only, after which the worker "dies": what
-    a SIGKILL between the sends of one push leaves behind."""
-
-    die_at = 0
-
-    def push_async(self, model, keys, deltas, events=0, push_no=None):
-        if push_no == self.die_at:
-            idx = split_by_shard(keys, self.n_shards)[0]
-            deltas = np.asarray(deltas, np.float32)
-            self.wait([self._send(0, Push(model, keys[idx], deltas[idx], self.worker_id,
-                                          push_no, self._last_push[0], events))])
-            raise Killed
-        return super().push_async(model, keys, deltas, events, push_no)
-
-
-def events_learned(c, model: str) -> int:
-    return sum(node_status(c.address("shard", k))["models"][model]["events"]
-               for k in range(c.spec.shards))
 
 
 def train(c, url: str, model: str, client_cls=PSClient, batch: int = 500, **kw) -> Trainer:
     source = RedisStreamSource(url, until_empty=True, block_ms=100, **kw)
-    client = client_cls(c.cluster.shards(), retry_s=0.3, worker_id=source.worker_id)
-    try:
-        trainer = Trainer(client, c.spec, model, batch)
-        trainer.train(source)
-        return trainer
-    finally:
-        client.close()
-        source.close()
-
-
-def weights(c, model: str) -> np.ndarray:
-    client = PSClient(c.cluster.shards())
-    try:
-        return shard_weights(client, model, 14)
-    finally:
-        client.close()
+    return train_source(c, source, model, client_cls, batch)
 
 
 def assert_all_acknowledged(redis_server, stream: str, group: str) -> None:

@@ -25,17 +25,16 @@ from typing import Any
 import numpy as np
 
 from common.features import Batch, columnarize
-from worker.journal import JournalRecord
 from worker.sources.base import MAX_REPORTED, SourceStats
 from worker.sources.entries import EventDecoder
-from worker.sources.sidecar import Sidecar
+from worker.sources.sidecar import Sidecar, SidecarJournal
 
 log = logging.getLogger("deltaps.sources")
 POLL_S = 0.2
 READ_BYTES = 1 << 22
 
 
-class FollowSource:
+class FollowSource(SidecarJournal):
     """A growing JSON lines file (see the module docstring)."""
 
     live = True
@@ -68,15 +67,6 @@ class FollowSource:
 
     def position(self) -> tuple[int, int]:
         return self._position
-
-    def journal(self, record: JournalRecord) -> None:
-        with self._lock:
-            self._journal[record.push_no] = record.encode()
-            self._save()
-
-    def journaled(self) -> list[JournalRecord]:
-        return [JournalRecord.decode(self._journal[k], str(self.sidecar.path))
-                for k in sorted(self._journal)]
 
     def acknowledge(self, position: Any, push_no: int) -> None:
         with self._lock:

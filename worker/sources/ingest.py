@@ -30,17 +30,16 @@ from urllib.parse import parse_qs, urlsplit
 from common.features import Batch, columnarize, concat_batches
 from common.messages import Ingest, IngestReply, IngestStatus
 from common.transport import EventLoop, RequestServer
-from worker.journal import JournalRecord
 from worker.sources.base import MAX_REPORTED, SourceStats
 from worker.sources.entries import EventDecoder
-from worker.sources.sidecar import Sidecar
+from worker.sources.sidecar import Sidecar, SidecarJournal
 
 log = logging.getLogger("deltaps.sources")
 MAX_QUEUED = 8
 MAX_BYTES = 256 << 20
 
 
-class IngestSource:
+class IngestSource(SidecarJournal):
     """The worker's end of the ingest socket (see the module docstring)."""
 
     live = True
@@ -167,15 +166,6 @@ class IngestSource:
 
     def _save(self) -> None:
         self.sidecar.save({"acked": self._acked, "journal": self._journal})
-
-    def journal(self, record: JournalRecord) -> None:
-        with self._lock:
-            self._journal[record.push_no] = record.encode()
-            self._save()
-
-    def journaled(self) -> list[JournalRecord]:
-        return [JournalRecord.decode(self._journal[k], str(self.sidecar.path))
-                for k in sorted(self._journal)]
 
     def acknowledge(self, position: Any, push_no: int) -> None:
         with self._lock:

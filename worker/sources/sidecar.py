@@ -6,9 +6,12 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import threading
+
 import msgpack
 
 from common.errors import DeltapsError
+from worker.journal import JournalRecord
 
 
 class Sidecar:
@@ -33,3 +36,23 @@ class Sidecar:
             f.flush()
             os.fsync(f.fileno())
         tmp.replace(self.path)
+
+
+class SidecarJournal:
+    """The journal half of `worker.journal.AcknowledgedSource` for a source whose state is a
+    `Sidecar` (a followed file, the ingest socket): records by push number in `_journal`,
+    written with the source's position by its `_save` under `_lock` (the trainer journals on
+    one thread and acknowledges on another)."""
+
+    sidecar: Sidecar
+    _lock: threading.Lock
+    _journal: dict[int, bytes]
+
+    def journal(self, record: JournalRecord) -> None:
+        with self._lock:
+            self._journal[record.push_no] = record.encode()
+            self._save()
+
+    def journaled(self) -> list[JournalRecord]:
+        return [JournalRecord.decode(self._journal[k], str(self.sidecar.path))
+                for k in sorted(self._journal)]
