@@ -193,7 +193,7 @@ def _status_table(rows: list[dict]) -> str:
     for r in rows:
         models = "; ".join(
             f"{name} seq={st['seq']}" if "seq" in st else
-            f"{name} from {st['source']}" if "source" in st else
+            f"{name} from {st['source']}" + _worker_progress(st) if "source" in st else
             f"{name} v={st['version']} lag={st['lag']} stale={st['staleness_ms']:.0f}ms"
             for name, st in r["models"].items())
         lines.append(f"{r['role'] + '-' + str(r['index']):<10} {r['address']:<{w}} "
@@ -201,6 +201,11 @@ def _status_table(rows: list[dict]) -> str:
                      f"{r['pid']:>7} {r.get('cpus') or '-':<6} "
                      f"{r['restarts']:>8} {r['state']:<8} {models}")
     return "\n".join(lines + _declared_lines(rows))
+
+
+def _worker_progress(st: dict) -> str:
+    """A worker's events learned, and a stream source's lag and pending entries, when known."""
+    return "".join(f" {key}={st[key]:,}" for key in ("events", "lag", "pending") if key in st)
 
 
 def _declared_lines(rows: list[dict]) -> list[str]:

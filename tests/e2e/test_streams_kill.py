@@ -209,8 +209,10 @@ def test_worker_sigkilled_three_times_learns_each_event_once(local_cluster, tmp_
 def test_sigterm_ends_a_stream_worker_after_its_batches_are_learned(local_cluster, redis_server):
     """SIGTERM mid-stream: the worker learns and acknowledges what it read, leaves nothing
     pending or journaled, and what the shards counted is exactly what was acknowledged. While
-    it ran, /metrics showed the group's lag."""
+    it ran, /metrics and `deltaps status` showed the group's lag."""
     import urllib.request
+
+    from deploy.workers import worker_rows
 
     from deploy.layout import free_ports
     c = local_cluster(TWO_MODELS, shards=2, replicas=0)
@@ -231,6 +233,8 @@ def test_sigterm_ends_a_stream_worker_after_its_batches_are_learned(local_cluste
         lag = [line for line in scraped.decode().splitlines()
                if line.startswith("deltaps_worker_source_lag{")]
         assert lag and float(lag[0].split()[-1]) > 0, lag
+        shown = worker_rows(c.path)[0]["models"]["run"]  # what `deltaps status` shows
+        assert shown["lag"] > 0 and shown["events"] > 0 and "pending" in shown, shown
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=60)
     finally:

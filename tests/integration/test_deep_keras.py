@@ -70,7 +70,7 @@ def test_a_few_batches_through_the_cluster_give_the_keras_models_weights(inproce
         learn = trainer.learner.learn
 
         def slow_first(*args):
-            if not trainer.pushed:
+            if not client.push_no:
                 time.sleep(1.5)  # the shards answer the pulls already out meanwhile
             return learn(*args)
         trainer.learner.learn = slow_first
