@@ -35,6 +35,7 @@ class SecuritySpec:
     worker: list[str] = field(default_factory=list)
     replica: list[str] = field(default_factory=list)
     client: list[str] = field(default_factory=list)
+    producer: list[str] = field(default_factory=list)
     admin: list[str] = field(default_factory=list)
     http_token_file: str = ""
     http_tls_cert_file: str = ""

@@ -75,7 +75,8 @@ def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema,
     plot_file = check_plot_path(plot_path) if plot_path else None
     try:
         cluster = spec_cluster(spec_file) if spec_file else ClusterFile.load(cluster_file)
-        install_curve(cluster.spec.security, "worker")
+        # an ingest socket binds, as the nodes do, with the cluster's server key
+        install_curve(cluster.spec.security, "worker", serves=source.startswith("zmq://"))
         lower_cpu_priority(cluster.spec.worker_nice if nice is None else nice)
         place("worker", cluster.spec.serving_cpus)
         model = model or cluster.default_model()

@@ -220,3 +220,40 @@ def test_http_over_tls(local_cluster, tmp_path):
     with pytest.raises((urllib.error.URLError, ConnectionError)):  # no plain HTTP there
         urllib.request.urlopen(https.replace("https://", "http://") + "/healthz", timeout=5)
     assert request(c.address("replica", 0), StatusRequest()).info["http_address"] == https
+
+
+def test_ingest_socket_takes_events_from_producer_keys_only(cluster, tmp_path):
+    """A worker's ingest socket binds with the server key as nodes do: a producer key's events
+    are learned, a client key's ingest is forbidden, a stranger gets no connection."""
+    from common.messages import IngestStatus
+    from common.security import install
+    from deploy.layout import free_ports
+    from tests.integration.helpers import planted_events
+    from worker.producer import Producer
+
+    install(cluster.spec.security, "admin")  # a secured cluster stopped before turns it off
+    address = f"127.0.0.1:{free_ports('127.0.0.1', 1)[0]}"
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "deploy.nodes.worker", f"zmq://{address}?state={tmp_path}",
+         "--cluster", str(cluster.path), "--metrics", "off", "--json"], cwd=REPO,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(REPO)})
+    try:
+        with client_key(key(cluster, "producer")):
+            producer = Producer(address, "p1", timeout_s=2.0, connect_s=120.0)
+        producer.send(planted_events(300, seed=9))
+        producer.flush(timeout=60)
+        assert producer.acked == 1
+        producer.close()
+        with pytest.raises(Forbidden):
+            request(f"tcp://{address}", IngestStatus("p2"), key(cluster, "client"))
+        with pytest.raises(Timeout):
+            request(f"tcp://{address}", IngestStatus("p3"), KeyPair.generate(), NO_ANSWER_S)
+        worker.terminate()
+        out, err = worker.communicate(timeout=60)
+        assert worker.returncode == 0, err[-3000:]
+        assert json.loads(out.strip().splitlines()[-1])["events"] == 300
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.communicate()
