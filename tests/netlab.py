@@ -12,9 +12,9 @@ run after a killed one) never meet.
   PID is the process itself) and tracks it by PID; `run(host, argv)` waits for one.
 - `partition(host)` sets the host's veth end in the switch namespace down (its packets go
   nowhere, as with a pulled cable; the host keeps its address); `heal(host)` sets it up.
-- `relay(host, pairs, delay_ms)` starts a TCP relay (asyncio, `python -m tests.netlab relay`)
-  in a host's namespace that forwards each byte after `delay_ms` one way, standing in for a
-  slow link where the kernel has no netem.
+- `relay(host, pairs, delay_ms)` starts a TCP relay (asyncio, `python -m tests.netlab_probes
+  relay`) in a host's namespace that forwards each byte after `delay_ms` one way, standing in
+  for a slow link where the kernel has no netem.
 - `cluster(...)` writes a cluster file placing each shard and replica on its own host.
 
 Everything made is removed by `close()` (processes by PID, then namespaces, then tmp dirs),
@@ -23,8 +23,6 @@ cannot be made here (not root, no `ip`), for a test to skip with that reason.
 """
 from __future__ import annotations
 
-import argparse
-import asyncio
 import json
 import os
 import secrets
@@ -219,7 +217,7 @@ class NetLab:
               log: str | Path | None = None) -> subprocess.Popen:
         """A delaying relay in `host`'s namespace: each (listen "ip:port", target "ip:port")
         pair forwards both ways with `delay_ms` added one way. Returns once it listens."""
-        args = ["-m", "tests.netlab", "relay", "--delay-ms", str(delay_ms)]
+        args = ["-m", "tests.netlab_probes", "relay", "--delay-ms", str(delay_ms)]
         for listen, target in pairs:
             args += ["--pair", f"{listen}={target}"]
         ready = Path(log) if log else self.dir / f"relay-{host}-{len(self.procs)}.log"
@@ -284,7 +282,7 @@ class NetLab:
         self.wait_ready(from_host, timeout)
 
     def wait_ready(self, from_host: str, timeout: float = 60) -> None:
-        done = self.run(from_host, [sys.executable, "-m", "tests.netlab", "ready",
+        done = self.run(from_host, [sys.executable, "-m", "tests.netlab_probes", "ready",
                                     str(self.cluster_file), "--timeout", str(timeout)],
                         timeout=timeout + 30)
         if done.returncode != 0:
@@ -325,12 +323,12 @@ class RssSampler(threading.Thread):
 
 
 class PushWatch(threading.Thread):
-    """The shards' applied push counts, as a watcher (`python -m tests.netlab watch`) in
-    `host` sees them change; the lab's cluster file names the shards."""
+    """The shards' applied push counts, as a watcher (`python -m tests.netlab_probes watch`)
+    in `host` sees them change; the lab's cluster file names the shards."""
 
     def __init__(self, net, host: str):
         super().__init__(daemon=True)
-        self.proc = net.python(host, "-m", "tests.netlab", "watch",
+        self.proc = net.python(host, "-m", "tests.netlab_probes", "watch",
                                *(n.address for n in ClusterFile.load(net.cluster_file).shards()))
         self.lines: list[dict] = []
         self.start()
@@ -354,179 +352,3 @@ class PushWatch(threading.Thread):
                 return max(moved) - t
             time.sleep(0.01)
         return None
-
-
-# --- the delaying relay ---------------------------------------------------------------------
-
-async def _pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter,
-                delay_s: float) -> None:
-    """Copy bytes from reader to writer, each chunk written `delay_s` after it arrived; the
-    chunks queue, so the link keeps its bandwidth and only gains latency."""
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue = asyncio.Queue()
-
-    async def send() -> None:
-        while True:
-            due, chunk = await queue.get()
-            if chunk is None:
-                break
-            wait = due - loop.time()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            writer.write(chunk)
-            await writer.drain()
-
-    sender = asyncio.ensure_future(send())
-    try:
-        while True:
-            chunk = await reader.read(1 << 16)
-            if not chunk:
-                break
-            queue.put_nowait((loop.time() + delay_s, chunk))
-        queue.put_nowait((0.0, None))
-        await sender
-    except (ConnectionError, asyncio.CancelledError):
-        pass
-    finally:
-        sender.cancel()
-        writer.close()
-
-
-async def _relay(pairs: list[tuple[str, str]], delay_s: float) -> None:
-    async def serve(target: str):
-        host, port = target.rsplit(":", 1)
-
-        async def handle(r_in, w_in):
-            try:
-                r_out, w_out = await asyncio.open_connection(host, int(port))
-            except OSError:
-                w_in.close()
-                return
-            await asyncio.gather(_pump(r_in, w_out, delay_s), _pump(r_out, w_in, delay_s))
-        return handle
-
-    servers = []
-    for listen, target in pairs:
-        host, port = listen.rsplit(":", 1)
-        servers.append(await asyncio.start_server(await serve(target), host, int(port)))
-    print("listening", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    await stop.wait()
-    for s in servers:
-        s.close()
-
-
-# --- a watcher of shard progress, run inside a namespace ------------------------------------
-
-def _watch(addresses: list[str], interval_s: float) -> None:
-    """Print a JSON line {"t": wall time, "pushes": [per shard]} whenever any shard's applied
-    push count changes (wall clock: the same in every namespace), until SIGTERM."""
-    from deploy.admin import node_status
-    stop = []
-    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
-    last = None
-    while not stop:
-        counts = []
-        for a in addresses:
-            st = node_status(a, timeout=interval_s)
-            counts.append(None if st is None else
-                          sum(m["pushes"] for m in st["models"].values()))
-        if counts != last and None not in counts:
-            print(json.dumps({"t": time.time(), "pushes": counts}), flush=True)
-            last = counts
-        time.sleep(interval_s)
-
-
-def _read(cluster_file: str, model: str, seconds: float, timeout: float) -> None:
-    """Read predictions one request after another for `seconds` through every replica of a
-    cluster file (serving.client failover), and print {"ok", "failed", "errors", "by_version"
-    ...} as one JSON line: what a reading client saw."""
-    from serving.client import ServingClient
-    cluster = ClusterFile.load(cluster_file)
-    ok = failed = 0
-    errors: dict[str, int] = {}
-    slowest = 0.0
-    end = time.monotonic() + seconds
-    with ServingClient([n.address for n in cluster.replicas()], timeout) as client:
-        while time.monotonic() < end:
-            t = time.monotonic()
-            try:
-                client.predict(model, [{"c1": "a", "i1": 3}])
-                ok += 1
-            except Exception as exc:  # counted by kind: the test reports what failed
-                failed += 1
-                name = type(exc).__name__
-                errors[name] = errors.get(name, 0) + 1
-            slowest = max(slowest, time.monotonic() - t)
-    print(json.dumps({"ok": ok, "failed": failed, "errors": errors,
-                      "slowest_s": round(slowest, 3)}), flush=True)
-
-
-def _caught_up(cluster_file: str, replica: int, timeout: float) -> None:
-    """Wait until replica `replica` is ready and its version of every model has reached the
-    shards' sequence numbers as they were when this started; print the seconds it took (or
-    -1 after `timeout`) and the gaps the replica has found so far (each made it re-fetch a
-    shard's snapshot)."""
-    from deploy.admin import node_status
-    cluster = ClusterFile.load(cluster_file)
-    start = time.monotonic()
-    want = {}
-    for n in cluster.shards():
-        while (st := node_status(n.address, 0.5)) is None and time.monotonic() - start < timeout:
-            time.sleep(0.05)
-        for model, m in (st or {"models": {}})["models"].items():
-            want.setdefault(model, {})[n.index] = m["seq"]
-    address = cluster.replicas()[replica].address
-    while time.monotonic() - start < timeout:
-        st = node_status(address, 0.5)
-        if st and all(st["models"].get(model, {}).get("ready") and
-                      all(st["models"][model]["version"][k] >= seq for k, seq in seqs.items())
-                      for model, seqs in want.items()):
-            print(json.dumps({"seconds": time.monotonic() - start,
-                              "gaps": sum(m["gaps"] for m in st["models"].values())}), flush=True)
-            return
-        time.sleep(0.02)
-    print(json.dumps({"seconds": -1, "gaps": -1}), flush=True)
-
-
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m tests.netlab")
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    relay = sub.add_parser("relay", help="delaying TCP relay")
-    relay.add_argument("--pair", action="append", required=True, metavar="LISTEN=TARGET")
-    relay.add_argument("--delay-ms", type=float, default=0.0)
-    watch = sub.add_parser("watch", help="print shards' applied push counts as they change")
-    watch.add_argument("addresses", nargs="+")
-    watch.add_argument("--interval-s", type=float, default=0.05)
-    read = sub.add_parser("read", help="read predictions for a while; print what succeeded")
-    read.add_argument("cluster_file")
-    read.add_argument("--model", default="ctr")
-    read.add_argument("--seconds", type=float, default=10.0)
-    read.add_argument("--timeout", type=float, default=0.5)
-    caught = sub.add_parser("caughtup", help="wait until a replica holds the shards' seqs")
-    caught.add_argument("cluster_file")
-    caught.add_argument("--replica", type=int, required=True)
-    caught.add_argument("--timeout", type=float, default=30.0)
-    ready = sub.add_parser("ready", help="wait until every node of a cluster file is ready")
-    ready.add_argument("cluster_file")
-    ready.add_argument("--timeout", type=float, default=60.0)
-    args = parser.parse_args(argv)
-    if args.cmd == "ready":
-        from deploy.admin import wait_ready
-        sys.exit(0 if wait_ready(ClusterFile.load(args.cluster_file), args.timeout) else 1)
-    if args.cmd == "read":
-        return _read(args.cluster_file, args.model, args.seconds, args.timeout)
-    if args.cmd == "caughtup":
-        return _caught_up(args.cluster_file, args.replica, args.timeout)
-    if args.cmd == "relay":
-        pairs = [tuple(p.split("=", 1)) for p in args.pair]
-        asyncio.run(_relay(pairs, args.delay_ms / 1000.0))
-    else:
-        _watch(args.addresses, args.interval_s)
-
-
-if __name__ == "__main__":
-    main()

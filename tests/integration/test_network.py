@@ -154,7 +154,7 @@ def test_replica_cut_off_repeatedly_while_a_client_reads(lab):
     # cuts outlast the transport's heartbeat timeout, so the replica's connections drop and
     # the updates published meanwhile are lost to it: it must notice and re-fetch snapshots
     cuts, cut_s, between_s = 4, 6.0, 3.0
-    reader = net.python("client", "-m", "tests.netlab", "read", str(net.cluster_file),
+    reader = net.python("client", "-m", "tests.netlab_probes", "read", str(net.cluster_file),
                         "--seconds", str(cuts * (cut_s + between_s) + 2))
     resync, gaps = [], []
     watch = netlab.PushWatch(net, "admin")
@@ -166,7 +166,7 @@ def test_replica_cut_off_repeatedly_while_a_client_reads(lab):
         net.partition("rep1", "drop" if i % 2 else "link")
         time.sleep(cut_s)
         net.heal("rep1")
-        caught = json.loads(ok(net.run("admin", [sys.executable, "-m", "tests.netlab",
+        caught = json.loads(ok(net.run("admin", [sys.executable, "-m", "tests.netlab_probes",
                                                  "caughtup", str(net.cluster_file),
                                                  "--replica", "1", "--timeout", "30"])))
         resync.append(caught["seconds"])
