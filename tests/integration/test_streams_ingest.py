@@ -144,3 +144,23 @@ def test_a_worker_killed_mid_push_resumes_exactly(inprocess_cluster, url):
     assert w.error is None
     assert events_learned(c, "run") == len(EVENTS)
     np.testing.assert_allclose(weights(c, "run"), weights(c, "ref"), rtol=1e-5, atol=1e-6)
+
+
+def test_a_read_waiting_when_training_fails_ends_with_the_source(inprocess_cluster, url):
+    """A trainer that fails mid-run (here at its push 2) leaves its helper thread waiting in
+    the socket's read for a batch that never comes: closing the source ends that read."""
+    c = inprocess_cluster(TWO_MODELS, shards=2, replicas=0)
+    c.start_all()
+    DiesMidPush.die_at = 2
+    w = Worker(c, url, client_cls=DiesMidPush)
+    with Producer(w.source.address, "p1", timeout_s=1.0) as p:
+        for i in range(0, 2 * BATCH, BATCH):  # batch 3, which the helper waits for, never comes
+            p.send(EVENTS[i:i + BATCH])
+        w.thread.join(30)
+        assert isinstance(w.error, Killed)
+        w.source.close()
+        w.client.close()
+    deadline = time.monotonic() + 5
+    while any(t.name == "featurize" for t in threading.enumerate()):
+        assert time.monotonic() < deadline, "the helper's read outlived its closed source"
+        time.sleep(0.01)

@@ -180,6 +180,7 @@ class FollowSource(SidecarJournal):
         self._stop.set()
 
     def close(self) -> None:
+        self._stop.set()  # a read still waiting (a trainer that failed mid-run) ends too
         if self._file is not None:
             self._file.close()
             self._file = None

@@ -177,6 +177,7 @@ class IngestSource(SidecarJournal):
             self._save()
 
     def close(self) -> None:
+        self._stop.set()  # a read still waiting (a trainer that failed mid-run) ends too
         self.loop.stop()
         self._thread.join(5)
         self.server.close()

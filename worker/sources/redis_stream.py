@@ -221,6 +221,7 @@ class RedisStreamSource:
         return {}
 
     def close(self) -> None:
+        self._stop.set()  # a read still waiting (a trainer that failed mid-run) ends too
         self.r.close()
 
     def __enter__(self):
