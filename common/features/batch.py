@@ -51,7 +51,10 @@ class Batch:
     weights: np.ndarray | None = None  # float32 importance weights
 
     def slice(self, start: int, stop: int) -> "Batch":
-        """Events [start, stop) as a new batch (rows renumbered from 0)."""
+        """Events [start, stop) as a new batch (rows renumbered from 0); the batch itself when
+        that is all of it (batches are not changed in place)."""
+        if start <= 0 and stop >= self.n:
+            return self
         cols = {}
         for name, col in self.columns.items():
             lo, hi = np.searchsorted(col.rows, [start, stop])

@@ -17,7 +17,8 @@ SCHEMA = [("label", "label"), ("n1", "num"), ("c1", "cat"), ("x", "skip"), ("n2"
 
 def _random_lines(rng, n: int, delimiter: str) -> list[str]:
     numbers = ["0", "7", "-3", "007", "12.5", "-0.25", "1e3", "2.5E-4", "-0", "123456789012345",
-               "0.000001", "9007199254740992", "1e22", "3.14159265358979", ""]
+               "0.000001", "9007199254740992", "1e22", "3.14159265358979", "",
+               "999999999999999", "1234567890123456", "000000000000000042"]
     letters = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-:/ "))
     lines = []
     for _ in range(n):

@@ -11,6 +11,7 @@ import pytest
 
 from common.features import CATEGORICAL, NUMERIC, concat_batches
 from tests.unit.source_helpers import events_of, read_all, string_ids, write
+from worker.sources.lines import LineReader
 from worker.sources import (CRITEO_SCHEMA, MAX_REPORTED, DelimitedSource, SyntheticStream,
                             open_source, parse_schema, write_synthetic)
 
@@ -193,3 +194,19 @@ def test_gzip_and_synthetic_tsv_round_trip(tmp_path):
                 np.testing.assert_array_equal(got.values, col.values)
             else:
                 assert string_ids(got.values) == string_ids(col.values.astype(str))
+
+
+@pytest.mark.parametrize("block_bytes", [7, 64, 1 << 20])
+def test_line_blocks_hold_exactly_the_lines_asked_for(tmp_path, block_bytes):
+    """Blocks of whole lines, `max_lines` each but the last, numbered from line 1, however the
+    reads cut the file (a read shorter than a line, or holding many blocks); a last line
+    without a newline still counts."""
+    rng = np.random.default_rng(5)
+    lines = [b"x" * int(rng.integers(0, 40)) + b"\t1" for _ in range(1003)]
+    path = tmp_path / "lines.tsv"
+    path.write_bytes(b"\n".join(lines))  # no newline after the last line
+    reader = LineReader(path, binary=True)
+    blocks = list(reader.blocks(100, block_bytes=block_bytes))
+    assert [b.count(b"\n") for _, b in blocks] == [100] * 10 + [3]
+    assert [first for first, _ in blocks] == [1 + 100 * k for k in range(11)]
+    assert b"".join(b for _, b in blocks) == b"\n".join(lines) + b"\n"

@@ -27,6 +27,10 @@ from worker.sources.delimited_scan import BlockScanner
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource, MalformedLines
 from worker.sources.schema import as_schema, check_schema, schema_from_header
 
+# lines per scanned block: the scan's outputs (a few tens of bytes per line) stay in the
+# core's L2 cache until they become columns, and the default batch takes whole blocks
+SCAN_LINES = 4096
+
 
 class DelimitedSource(LineSource):
     """TSV/CSV with a schema of (name, kind): kind is label, num, cat or skip.
@@ -87,7 +91,7 @@ class DelimitedSource(LineSource):
         return "skip"
 
     def _chunks(self) -> Iterator[Batch]:
-        for first_line, block in self._lines.blocks(self.chunk_lines):
+        for first_line, block in self._lines.blocks(min(self.chunk_lines, SCAN_LINES)):
             yield self._parse_block(first_line, block)
 
     def _parse_block(self, first_line: int, block: bytes) -> Batch:

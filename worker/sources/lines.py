@@ -121,11 +121,14 @@ class LineReader:
 
     def blocks(self, max_lines: int, block_bytes: int = DEFAULT_BLOCK_BYTES
                ) -> Iterator[tuple[int, bytes]]:
-        """Yield (number of the first line, bytes of whole lines) of at most `max_lines` lines.
+        """Yield (number of the first line, bytes of whole lines) of `max_lines` lines each
+        (the last block may hold fewer).
 
         Why blocks of bytes: a columnar parser takes a buffer, and reading one with a single
         `read` costs nothing per line; lines are only counted (`bytes.count`) so malformed
-        ones can still be reported by number. A live input gives what has arrived.
+        ones can still be reported by number. Why exactly `max_lines`: a reader's chunks then
+        line up with the trainer's batches, so no batch is glued together from two chunks.
+        A live input gives what has arrived.
         """
         if not self.binary:
             raise ValueError("blocks() needs a LineReader opened with binary=True")
@@ -133,40 +136,50 @@ class LineReader:
             for first, lines in self._live_chunks(max_lines):
                 yield first, b"".join(lines)
             return
-        pending = b""
+        parts: list[bytes] = []  # read, not yet yielded: fewer than max_lines whole lines
+        lines = 0  # newlines in `parts`
         while True:
             with self._reading():
                 data = self.file.read(block_bytes)
             if isinstance(data, str):
                 data = data.encode("utf-8")
             if not data:
-                if pending:
-                    yield from self._cut(pending + b"\n", max_lines)
+                rest = b"".join(parts)
+                if rest:
+                    yield from self._cut(rest if rest.endswith(b"\n") else rest + b"\n",
+                                         max_lines, last=True)
                 return
-            data = pending + data if pending else data
-            end = data.rfind(b"\n") + 1
-            if end == 0:
-                pending = data
+            self._check_text(data, self.next_line + lines)  # before any more is read
+            parts.append(data)
+            lines += data.count(b"\n")
+            if lines < max_lines:
                 continue
-            pending = data[end:]
-            yield from self._cut(data[:end] if pending else data, max_lines)
+            data = b"".join(parts)
+            end = data.rfind(b"\n") + 1
+            rest = yield from self._cut(data[:end] if end < len(data) else data, max_lines)
+            parts = [rest + data[end:]]
+            lines = rest.count(b"\n")
 
-    def _cut(self, block: bytes, max_lines: int) -> Iterator[tuple[int, bytes]]:
-        """Whole-line pieces of at most `max_lines` lines, numbered; checked to be text."""
+    def _cut(self, block: bytes, max_lines: int, last: bool = False):
+        """Yield whole-line pieces of `max_lines` lines, numbered (`blocks` checked them to be
+        text as they were read); returns the lines left over (fewer than `max_lines`), which
+        are yielded too if `last`."""
         count = block.count(b"\n")  # block ends with a newline
-        if count > max_lines:
+        if count < max_lines:
+            bounds = [0, len(block)]
+        else:
             ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
             bounds = [0] + (ends[max_lines - 1::max_lines] + 1).tolist()
             if bounds[-1] != len(block):
                 bounds.append(len(block))
-            pieces = [block[a:b] for a, b in zip(bounds, bounds[1:])]
-        else:
-            pieces = [block]
-        for k, piece in enumerate(pieces):
+        for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
+            lines = min(max_lines, count - k * max_lines)
+            if lines < max_lines and not last:
+                return block[a:b]
             first = self.next_line
-            self.next_line += min(max_lines, count - k * max_lines)
-            self._check_text(piece, first)
-            yield first, piece
+            self.next_line += lines
+            yield first, block if b - a == len(block) else block[a:b]
+        return b""
 
     def _check_text(self, block, first_line: int) -> None:
         """Refuse binary input: a NUL byte anywhere, or (in the first block) bytes that are

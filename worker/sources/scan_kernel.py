@@ -13,6 +13,8 @@ from worker.sources.fields import CAT, LABEL, NUM
 from worker.sources.string_hash import hash_ascii, hash_utf8
 
 _MAX_EXACT = 1 << 53
+_EXACT_DIGITS = 15  # an integer of at most 15 digits is below 2**53: exact as a float
+_U0, _ZERO, _SIX, _FOUR, _TEN = (np.uint64(v) for v in (0, 48, 6, 4, 10))
 
 
 @numba.njit(cache=True, inline="always")
@@ -102,7 +104,10 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
     field j's row in `numbers` or `hashes` by its kind. One pass over the bytes: a field ends
     at the delimiter, a line at LF or CRLF; a lone CR is not taken. The bytes that end a field
     are looked up in a table (one load a byte), and a field's bytes are OR-ed on the way, so a
-    categorical value known to be ASCII (nearly all) is hashed without decoding UTF-8."""
+    categorical value known to be ASCII (nearly all) is hashed without decoding UTF-8. A
+    numeric field's digits are folded into an integer as its bytes go by, so a plain integer
+    of at most 15 digits (the common case: counts, ids) needs no second pass; anything else
+    is parsed again from its bytes (`_parse_number`), with the same value either way."""
     ncols = kinds.size
     end = data.size
     pos = 0
@@ -116,14 +121,27 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
         while True:
             if field >= ncols:
                 return line
+            kind = kinds[field]
             hi = lo
             seen = 0
-            while hi < end:
-                c = data[hi]
-                if stops[c]:
-                    break
-                seen |= c
-                hi += 1
+            integer = _U0  # a numeric field's digits, folded in on the way
+            not_digit = _U0  # non-zero once a byte of it is not a digit
+            if kind == NUM:
+                while hi < end:
+                    c = data[hi]
+                    if stops[c]:
+                        break
+                    d = np.uint64(c) - _ZERO  # wraps for bytes below '0'
+                    not_digit |= ((d + _SIX) | d) >> _FOUR
+                    integer = integer * _TEN + d
+                    hi += 1
+            else:
+                while hi < end:
+                    c = data[hi]
+                    if stops[c]:
+                        break
+                    seen |= c
+                    hi += 1
             if hi >= end:
                 return line
             stop = data[hi]
@@ -132,22 +150,17 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
                     return line
             elif stop == 34:
                 return line
-            kind = kinds[field]
             slot = slots[field]
-            if kind == LABEL:
-                if _matches(data, lo, hi, ones, one_lengths):
-                    labels[line] = 1.0
-                elif _matches(data, lo, hi, zeros, zero_lengths):
-                    labels[line] = 0.0
-                else:
-                    return line
-            elif kind == NUM:
+            if kind == NUM:
                 present = hi > lo
                 if present:
-                    ok, value = _parse_number(data, lo, hi, pow10)
-                    if not ok:
-                        return line
-                    numbers[slot, line] = value
+                    if not_digit == 0 and hi - lo <= _EXACT_DIGITS:
+                        numbers[slot, line] = float(integer)
+                    else:
+                        ok, value = _parse_number(data, lo, hi, pow10)
+                        if not ok:
+                            return line
+                        numbers[slot, line] = value
                 number_present[slot, line] = present
             elif kind == CAT:
                 present = hi > lo
@@ -160,6 +173,13 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
                             return line
                         hashes[slot, line] = h
                 hash_present[slot, line] = present
+            elif kind == LABEL:
+                if _matches(data, lo, hi, ones, one_lengths):
+                    labels[line] = 1.0
+                elif _matches(data, lo, hi, zeros, zero_lengths):
+                    labels[line] = 0.0
+                else:
+                    return line
             field += 1
             if stop != delimiter:
                 pos = hi + 2 if stop == 13 else hi + 1
