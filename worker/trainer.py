@@ -11,15 +11,15 @@ Declaration: a model the spec leaves open learns what its input declaration says
 recommended features, later ones learn what the cluster keeps, and every batch is conformed to
 the declared schema before it is featurized, as replicas do with reads.
 
-Pipelining: batch i+2 is read, featurized and its keys indexed on a helper thread while batch
-i is learned and its deltas pushed (the compiled kernel and numpy release the GIL for most of
-that work), and the pull of batch i+1 goes out before push i, so the shards answer it while
+Pipelining: batch i+2 is read and featurized on a helper thread while batch i is learned and
+its deltas pushed (the compiled kernel and numpy release the GIL for most of that work), and
+the pull of batch i+1 goes out before push i, so the shards answer it while
 the worker learns batch i instead of after. The worker then adds to what that pull brings back
 its own pushes the pull missed (`_patch_own`), in the order the shards add them; each reply
 names the highest push of this worker its shard had applied, so the patch is exact also for a
 pull sent again after a shard restart. A single worker gets exactly the weights of the
-unpipelined loop (bit for bit), only sooner. One thread at a time touches the source, the
-featurizer and the key indexer.
+unpipelined loop (bit for bit), only sooner. One thread at a time touches the source and the
+featurizer; keys are indexed on the learning thread.
 
 Bounded delay (`max_delay=k`, Li et al., "Scaling Distributed Machine Learning with the
 Parameter Server", OSDI 2014): the pulls of the next k batches are already out when batch i is
@@ -52,6 +52,7 @@ from worker.declare import agree
 from worker.keys import BatchKeys, KeyIndexer
 from worker.metrics import ProgressiveMetrics
 from worker.models.linear import LinearLearner
+from worker.models.prebuilt import kernel
 from worker.ps_client import Pending, PSClient
 
 
@@ -133,20 +134,23 @@ class Trainer:
             self.featurizer = Featurizer(declared.feature_spec())
             self.learner = _learner(self.model)
 
-    def index(self, batch: Batch) -> tuple[Batch, Features, BatchKeys]:
+    def featurize(self, batch: Batch) -> tuple[Batch, Features]:
         if self.declared is not None:
             batch = conform(batch, self.declared.schema)
-        features = self.featurizer.featurize(batch)
-        return batch, features, self.learner.batch_keys(self.indexer.index(features.ids))
+        return batch, self.featurizer.featurize(batch)
 
     def send_pull(self, ready: tuple) -> _Prepared:
-        batch, features, keys, *position = ready
+        """Index a featurized batch's keys and send their pull. On the learning thread, not
+        the helper: reading and featurizing alone take the helper about as long as learning
+        and pushing take this one."""
+        batch, features, *position = ready
+        keys = self.learner.batch_keys(self.indexer.index(features.ids))
         return _Prepared(batch, features, keys,
                          self.client.pull_async(self.model.name, keys.slots, self.patch),
                          position[0] if position else None)
 
     def prepare(self, batch: Batch) -> _Prepared:
-        return self.send_pull(self.index(batch))
+        return self.send_pull(self.featurize(batch))
 
     def learn(self, prep: _Prepared) -> Pending:
         """Learn the batch event by event from its pulled state (each event predicted first:
@@ -197,13 +201,13 @@ class Trainer:
         of this worker it had applied): usually the pushes sent after the pull, but fewer when
         the pull was sent again after a shard restart and the shard had meanwhile applied
         some. Deep models always train this way: every batch touches every dense row, so a
-        stale pull would fold the same Adam step into the dense rows again."""
+        stale pull would fold the same Adam step into the dense rows again. One compiled merge
+        of the two sorted key lists per push (`kernel.patch_rows`)."""
+        if state.dtype != np.float32 or not state.flags.c_contiguous:
+            state = np.ascontiguousarray(state, np.float32)
         for number, keys, deltas in self.own:
-            if keys.size == 0:
-                continue
-            at = np.minimum(np.searchsorted(keys, slots), keys.size - 1)
-            hit = (keys[at] == slots) & (applied < number)
-            state[hit] = state[hit] + deltas[at[hit]]
+            if keys.size:
+                kernel().patch_rows(slots, state, applied, keys, deltas, number)
         return state
 
     def step(self, batch: Batch) -> None:
@@ -222,7 +226,7 @@ class Trainer:
         batches = 0
         read = 0
 
-        def read_and_index() -> tuple | None:
+        def read_and_featurize() -> tuple | None:
             nonlocal read
             while limit is None or read < limit:
                 want = self.batch_size if limit is None else min(self.batch_size, limit - read)
@@ -232,12 +236,12 @@ class Trainer:
                 if batch.n:
                     read += batch.n
                     if self.acked is not None:
-                        return (*self.index(batch), self.acked.position())
-                    return self.index(batch)
+                        return (*self.featurize(batch), self.acked.position())
+                    return self.featurize(batch)
             return None
 
         def next_batch() -> _Prepared | None:
-            ready = read_and_index()
+            ready = read_and_featurize()
             return self.send_pull(ready) if ready else None
 
         def tick() -> None:
@@ -249,7 +253,7 @@ class Trainer:
                 progress(self._progress(now - start))
 
         if self.pipeline and self.acked is not None:
-            self._train_live(read_and_index, tick)
+            self._train_live(read_and_featurize, tick)
         elif not self.pipeline:
             prepared = next_batch()
             while prepared is not None:
@@ -264,9 +268,9 @@ class Trainer:
                 while len(ahead) <= self.max_delay and (prepared := next_batch()) is not None:
                     ahead.append(prepared)
                 # the batch after those, featurized; the helper works one batch further on
-                ready = read_and_index() if ahead else None
+                ready = read_and_featurize() if ahead else None
                 if ready:
-                    helper.submit(read_and_index)
+                    helper.submit(read_and_featurize)
                 pushes: deque[Pending] = deque()
                 while ahead:
                     pushes.append(self.learn(ahead.popleft()))
@@ -275,7 +279,7 @@ class Trainer:
                         ahead.append(self.send_pull(ready))
                         ready = helper.result()  # featurized while the last batch was learned
                         if ready:
-                            helper.submit(read_and_index)
+                            helper.submit(read_and_featurize)
                     while len(pushes) > self.max_delay or (pushes and not ahead):
                         self._done(pushes.popleft())
                     tick()
@@ -288,7 +292,7 @@ class Trainer:
                        self.metrics.logloss, self.metrics.auc(),
                        getattr(stats, "malformed", 0), dict(self.last_seqs))
 
-    def _train_live(self, read_and_index: Callable[[], tuple | None],
+    def _train_live(self, read_and_featurize: Callable[[], tuple | None],
                     tick: Callable[[], None]) -> None:
         """The pipelined loop for an acknowledged source, whose reads wait for input: batch
         i+1 is read and featurized on the helper while batch i is pulled, learned and pushed,
@@ -298,7 +302,7 @@ class Trainer:
         helper = _Helper()
         pushes: deque[Pending] = deque()
         try:
-            helper.submit(read_and_index)
+            helper.submit(read_and_featurize)
             while True:
                 while True:
                     try:
@@ -309,7 +313,7 @@ class Trainer:
                             self._done(pushes.popleft())
                 if ready is None:
                     break
-                helper.submit(read_and_index)
+                helper.submit(read_and_featurize)
                 pushes.append(self.learn(self.send_pull(ready)))
                 while len(pushes) > self.ack_delay:
                     self._done(pushes.popleft())

@@ -70,7 +70,7 @@ def test_two_workers_of_one_group_split_the_stream(inprocess_cluster, redis_serv
             if batch is None:
                 continue
             progressed = True
-            prep = t.send_pull((*t.index(batch), s.position()))
+            prep = t.send_pull((*t.featurize(batch), s.position()))
             t._done(t.learn(prep))
             learned[j] += batch.n
         if not progressed:

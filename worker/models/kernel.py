@@ -41,6 +41,29 @@ def group_by_event(n, rows, inverse):
     return offsets, entries
 
 
+@numba.njit(cache=True, nogil=True)
+def patch_rows(slots, state, applied, keys, deltas, number):
+    """Add push `number`'s `deltas` (rows `keys`) to the pulled `state` (rows `slots`) where
+    both name a slot and the slot's shard had not applied that push (``applied < number``):
+    float32 additions, as the shards make them. Both key arrays are sorted: one merge."""
+    i = 0
+    j = 0
+    width = state.shape[1]
+    while i < slots.size and j < keys.size:
+        a = slots[i]
+        b = keys[j]
+        if a < b:
+            i += 1
+        elif a > b:
+            j += 1
+        else:
+            if applied[i] < number:
+                for c in range(width):
+                    state[i, c] = state[i, c] + deltas[j, c]
+            i += 1
+            j += 1
+
+
 @numba.njit(cache=True, inline="always")
 def _begin(kind, st, r, hp):
     if kind == FTRL:

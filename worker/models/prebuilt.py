@@ -42,6 +42,7 @@ _BYTES = "Array(u1, 1, 'C', readonly=True)"
 SIGNATURES = {
     "group_by_event_i8": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i8[::1])",
     "group_by_event_i4": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i4[::1])",
+    "patch_rows": "none(u8[::1], f4[:, ::1], i8[::1], u8[::1], f4[:, ::1], i8)",
     "learn_events": "f8[::1](i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1])",
     "scan_block": f"i8({_BYTES}, i8, i8, i8[::1], i8[::1], b1, f8[::1], u1[:, ::1], i8[::1], "
                   "u1[:, ::1], i8[::1], f4[::1], f8[:, ::1], b1[:, ::1], u8[:, ::1], b1[:, ::1])",
@@ -94,7 +95,7 @@ def load(directory: Path | None = None):
 
 
 class Kernel:
-    """The two kernel functions, prebuilt or JIT, behind one call shape (`worker.models.kernel`
+    """The kernel functions, prebuilt or JIT, behind one call shape (`worker.models.kernel`
     documents them): arrays are made contiguous of the exported dtypes first (no copy when they
     already are), which the prebuilt functions require and the JIT does not mind."""
 
@@ -104,17 +105,25 @@ class Kernel:
             self.prebuilt = False
             self._group_i4 = self._group_i8 = kernel.group_by_event
             self._learn = kernel.learn_events
+            self._patch = kernel.patch_rows
         else:
             self.prebuilt = True
             self.module = module
             self._group_i4, self._group_i8 = module.group_by_event_i4, module.group_by_event_i8
             self._learn = module.learn_events
+            self._patch = module.patch_rows
 
     def group_by_event(self, n: int, rows, inverse):
         rows = np.ascontiguousarray(rows, np.int64)
         if inverse.dtype == np.int32:
             return self._group_i4(n, rows, np.ascontiguousarray(inverse))
         return self._group_i8(n, rows, np.ascontiguousarray(inverse, np.int64))
+
+    def patch_rows(self, slots, state, applied, keys, deltas, number: int) -> None:
+        """`kernel.patch_rows`: `state` (C-contiguous float32) changed in place."""
+        c = np.ascontiguousarray
+        self._patch(c(slots, np.uint64), state, c(applied, np.int64), c(keys, np.uint64),
+                    c(deltas, np.float32), int(number))
 
     def learn_events(self, offsets, entries, labels, importance, st, kind: int, hp):
         c = np.ascontiguousarray
@@ -145,7 +154,7 @@ def build(directory: Path | None = None) -> Path:
         from numba.pycc import compiler as pycc_compiler
     from worker.models import kernel
     from worker.sources import scan_kernel, string_hash
-    functions = {"learn_events": kernel.learn_events, "group_by_event_i8": kernel.group_by_event,
+    functions = {"learn_events": kernel.learn_events, "patch_rows": kernel.patch_rows, "group_by_event_i8": kernel.group_by_event,
                  "group_by_event_i4": kernel.group_by_event, "scan_block": scan_kernel.scan_block,
                  "hash_values": string_hash.hash_values}
 
