@@ -91,11 +91,12 @@ class DelimitedSource(LineSource):
         return "skip"
 
     def _chunks(self) -> Iterator[Batch]:
-        for first_line, block in self._lines.blocks(min(self.chunk_lines, SCAN_LINES)):
-            yield self._parse_block(first_line, block)
+        for first_line, lines, block in self._lines.line_blocks(min(self.chunk_lines,
+                                                                     SCAN_LINES)):
+            yield self._parse_block(first_line, block, lines)
 
-    def _parse_block(self, first_line: int, block: bytes) -> Batch:
-        scanned = self._scanner.scan(block, block.count(b"\n"))
+    def _parse_block(self, first_line: int, block: bytes, lines: int | None = None) -> Batch:
+        scanned = self._scanner.scan(block, block.count(b"\n") if lines is None else lines)
         if scanned is not None:
             return self._from_scan(*scanned)
         return self._read_block(first_line, block)

@@ -122,11 +122,19 @@ class LineReader:
     def blocks(self, max_lines: int, block_bytes: int = DEFAULT_BLOCK_BYTES
                ) -> Iterator[tuple[int, bytes]]:
         """Yield (number of the first line, bytes of whole lines) of `max_lines` lines each
-        (the last block may hold fewer).
+        (the last block may hold fewer): `line_blocks` without the counts."""
+        for first, _lines, block in self.line_blocks(max_lines, block_bytes):
+            yield first, block
+
+    def line_blocks(self, max_lines: int, block_bytes: int = DEFAULT_BLOCK_BYTES
+                    ) -> Iterator[tuple[int, int, bytes]]:
+        """Yield (number of the first line, number of lines, bytes of those whole lines),
+        `max_lines` lines a block but the last.
 
         Why blocks of bytes: a columnar parser takes a buffer, and reading one with a single
-        `read` costs nothing per line; lines are only counted (`bytes.count`) so malformed
-        ones can still be reported by number. Why exactly `max_lines`: a reader's chunks then
+        `read` costs nothing per line; lines are only counted so malformed ones can still be
+        reported by number. Each read's newlines are found once (one vectorized pass), which
+        gives both the count and where to cut. Why exactly `max_lines`: a reader's chunks then
         line up with the trainer's batches, so no batch is glued together from two chunks.
         A live input gives what has arrived.
         """
@@ -134,10 +142,11 @@ class LineReader:
             raise ValueError("blocks() needs a LineReader opened with binary=True")
         if self.live:
             for first, lines in self._live_chunks(max_lines):
-                yield first, b"".join(lines)
+                yield first, len(lines), b"".join(lines)
             return
         parts: list[bytes] = []  # read, not yet yielded: fewer than max_lines whole lines
-        lines = 0  # newlines in `parts`
+        newlines: list[np.ndarray] = []  # their newlines' positions, counted from parts[0]
+        size = lines = 0
         while True:
             with self._reading():
                 data = self.file.read(block_bytes)
@@ -146,40 +155,33 @@ class LineReader:
             if not data:
                 rest = b"".join(parts)
                 if rest:
-                    yield from self._cut(rest if rest.endswith(b"\n") else rest + b"\n",
-                                         max_lines, last=True)
+                    if not rest.endswith(b"\n"):
+                        rest, lines = rest + b"\n", lines + 1
+                    yield self._numbered(lines), lines, rest
                 return
             self._check_text(data, self.next_line + lines)  # before any more is read
+            found = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
             parts.append(data)
-            lines += data.count(b"\n")
+            newlines.append(found + size)
+            size += len(data)
+            lines += found.size
             if lines < max_lines:
                 continue
-            data = b"".join(parts)
-            end = data.rfind(b"\n") + 1
-            rest = yield from self._cut(data[:end] if end < len(data) else data, max_lines)
-            parts = [rest + data[end:]]
-            lines = rest.count(b"\n")
+            data = b"".join(parts) if len(parts) > 1 else parts[0]
+            ends = np.concatenate(newlines) if len(newlines) > 1 else newlines[0]
+            cuts = (ends[max_lines - 1::max_lines] + 1).tolist()
+            start = 0
+            for cut in cuts:
+                yield self._numbered(max_lines), max_lines, data[start:cut]
+                start = cut
+            rest = data[start:]
+            parts, newlines = ([rest], [ends[len(cuts) * max_lines:] - start]) if rest else ([], [])
+            size, lines = len(rest), lines - len(cuts) * max_lines
 
-    def _cut(self, block: bytes, max_lines: int, last: bool = False):
-        """Yield whole-line pieces of `max_lines` lines, numbered (`blocks` checked them to be
-        text as they were read); returns the lines left over (fewer than `max_lines`), which
-        are yielded too if `last`."""
-        count = block.count(b"\n")  # block ends with a newline
-        if count < max_lines:
-            bounds = [0, len(block)]
-        else:
-            ends = np.flatnonzero(np.frombuffer(block, np.uint8) == 10)
-            bounds = [0] + (ends[max_lines - 1::max_lines] + 1).tolist()
-            if bounds[-1] != len(block):
-                bounds.append(len(block))
-        for k, (a, b) in enumerate(zip(bounds, bounds[1:])):
-            lines = min(max_lines, count - k * max_lines)
-            if lines < max_lines and not last:
-                return block[a:b]
-            first = self.next_line
-            self.next_line += lines
-            yield first, block if b - a == len(block) else block[a:b]
-        return b""
+    def _numbered(self, lines: int) -> int:
+        """The number of the first of the next `lines` lines handed out."""
+        first, self.next_line = self.next_line, self.next_line + lines
+        return first
 
     def _check_text(self, block, first_line: int) -> None:
         """Refuse binary input: a NUL byte anywhere, or (in the first block) bytes that are
