@@ -19,11 +19,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from common.linear import logloss
+from worker.models.prebuilt import kernel
 
 CUMULATIVE_BITS = 16
 WINDOW_BITS = 12
-_ADD_AT_BELOW = 4096  # np.add.at is faster for small batches, np.bincount for large ones
 
 
 def auc(scores: np.ndarray, labels: np.ndarray) -> float:
@@ -56,21 +55,13 @@ def binned_auc(counts: np.ndarray) -> float:
 
 class ScoreBins:
     """Counts of scores in `2**bits` equal bins over [0, 1], one row per label (see the
-    module docstring for the error this AUC can have)."""
+    module docstring for the error this AUC can have); `ProgressiveMetrics.update` adds to
+    them."""
 
     def __init__(self, bits: int):
         self.bits = bits
         # float64: whole numbers up to 2^53 are exact, and sums over bins run as BLAS
         self.counts = np.zeros((2, 1 << bits), np.float64)
-
-    def add(self, bins: np.ndarray, labels: np.ndarray) -> None:
-        """`bins` already at this resolution, `labels` int 0/1."""
-        flat = labels * self.counts.shape[1] + bins
-        if bins.size < _ADD_AT_BELOW:
-            np.add.at(self.counts.reshape(-1), flat, 1)
-        else:
-            self.counts += np.bincount(flat, minlength=self.counts.size).reshape(
-                self.counts.shape)
 
     def auc(self) -> float:
         return binned_auc(self.counts)
@@ -125,24 +116,23 @@ class ProgressiveMetrics:
         self._mark_loss[k], self._mark_count[k] = self.loss_sum, self.count
 
     def update(self, p: np.ndarray, y: np.ndarray) -> None:
-        """Count one batch: `p` the predicted probabilities, `y` the 0/1 labels. Checked
-        first: a bad batch raises ValueError and changes nothing."""
+        """Count one batch: `p` the predicted probabilities, `y` the 0/1 labels, in one
+        compiled pass (`kernel.count_scores`). Checked first: a bad batch raises ValueError
+        and changes nothing."""
         p, y = np.asarray(p), np.asarray(y)
         if p.shape != y.shape or p.ndim != 1:
             raise ValueError(f"predictions {p.shape} and labels {y.shape} must be 1-d arrays "
                              "of one length")
-        if p.size and not (p.min() >= 0 and p.max() <= 1):  # NaN fails too
-            raise ValueError("predictions must be probabilities in [0, 1]; got "
-                             f"{p[~((p >= 0) & (p <= 1))][:3].tolist()} ...")
-        if not np.all((y == 0) | (y == 1)):
-            raise ValueError(f"labels must be 0 or 1; got {np.unique(y)[:5].tolist()}")
         if not y.size:
             return
-        bins = np.minimum((p * (1 << CUMULATIVE_BITS)).astype(np.intp),
-                          (1 << CUMULATIVE_BITS) - 1)
-        self.loss_sum += float(logloss(p, y).sum())
+        loss = kernel().count_scores(p, y, self.bins.counts.reshape(-1), 1 << CUMULATIVE_BITS)
+        if loss == -1.0:
+            raise ValueError("predictions must be probabilities in [0, 1]; got "
+                             f"{p[~((p >= 0) & (p <= 1))][:3].tolist()} ...")
+        if loss == -2.0:
+            raise ValueError(f"labels must be 0 or 1; got {np.unique(y)[:5].tolist()}")
+        self.loss_sum += loss
         self.count += y.size
-        self.bins.add(bins, y.astype(np.intp))
         if self.count - self._mark_count[self._newest] >= self.block_events:  # a new block
             self._mark()
 

@@ -64,6 +64,27 @@ def patch_rows(slots, state, applied, keys, deltas, number):
             j += 1
 
 
+@numba.njit(cache=True, nogil=True)
+def count_scores(p, y, counts, bins):
+    """Progressive validation's counts of one batch (`worker.metrics`): adds each event to
+    the histogram `counts` (flat, label-major, `bins` score bins over [0, 1]) and returns the
+    batch's summed log loss (probabilities clipped to [1e-15, 1 - 1e-15], as
+    `common.linear.logloss`). Returns -1.0 and counts nothing when a probability is not in
+    [0, 1] (NaN included), -2.0 when a label is not 0 or 1."""
+    for i in range(p.size):
+        if not (p[i] >= 0.0 and p[i] <= 1.0):
+            return -1.0
+        if y[i] != 0.0 and y[i] != 1.0:
+            return -2.0
+    loss = 0.0
+    for i in range(p.size):
+        b = min(int(p[i] * bins), bins - 1)
+        counts[int(y[i]) * bins + b] += 1.0
+        q = min(max(p[i], 1e-15), 1.0 - 1e-15)
+        loss -= y[i] * math.log(q) + (1.0 - y[i]) * math.log1p(-q)
+    return loss
+
+
 @numba.njit(cache=True, inline="always")
 def _begin(kind, st, r, hp):
     if kind == FTRL:

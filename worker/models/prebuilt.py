@@ -43,6 +43,7 @@ SIGNATURES = {
     "group_by_event_i8": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i8[::1])",
     "group_by_event_i4": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i4[::1])",
     "patch_rows": "none(u8[::1], f4[:, ::1], i8[::1], u8[::1], f4[:, ::1], i8)",
+    "count_scores": "f8(f8[::1], f8[::1], f8[::1], i8)",
     "learn_events": "f8[::1](i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1])",
     "scan_block": f"i8({_BYTES}, i8, i8, i8[::1], i8[::1], b1, f8[::1], u1[:, ::1], i8[::1], "
                   "u1[:, ::1], i8[::1], f4[::1], f8[:, ::1], b1[:, ::1], u8[:, ::1], b1[:, ::1])",
@@ -106,12 +107,14 @@ class Kernel:
             self._group_i4 = self._group_i8 = kernel.group_by_event
             self._learn = kernel.learn_events
             self._patch = kernel.patch_rows
+            self._scores = kernel.count_scores
         else:
             self.prebuilt = True
             self.module = module
             self._group_i4, self._group_i8 = module.group_by_event_i4, module.group_by_event_i8
             self._learn = module.learn_events
             self._patch = module.patch_rows
+            self._scores = module.count_scores
 
     def group_by_event(self, n: int, rows, inverse):
         rows = np.ascontiguousarray(rows, np.int64)
@@ -124,6 +127,11 @@ class Kernel:
         c = np.ascontiguousarray
         self._patch(c(slots, np.uint64), state, c(applied, np.int64), c(keys, np.uint64),
                     c(deltas, np.float32), int(number))
+
+    def count_scores(self, p, y, counts, bins: int) -> float:
+        """`kernel.count_scores`: `counts` (flat C-contiguous float64) changed in place."""
+        c = np.ascontiguousarray
+        return self._scores(c(p, np.float64), c(y, np.float64), counts, int(bins))
 
     def learn_events(self, offsets, entries, labels, importance, st, kind: int, hp):
         c = np.ascontiguousarray
@@ -154,7 +162,8 @@ def build(directory: Path | None = None) -> Path:
         from numba.pycc import compiler as pycc_compiler
     from worker.models import kernel
     from worker.sources import scan_kernel, string_hash
-    functions = {"learn_events": kernel.learn_events, "patch_rows": kernel.patch_rows, "group_by_event_i8": kernel.group_by_event,
+    functions = {"learn_events": kernel.learn_events, "patch_rows": kernel.patch_rows,
+                 "count_scores": kernel.count_scores, "group_by_event_i8": kernel.group_by_event,
                  "group_by_event_i4": kernel.group_by_event, "scan_block": scan_kernel.scan_block,
                  "hash_values": string_hash.hash_values}
 
