@@ -30,6 +30,7 @@ import itertools
 import logging
 import time
 import uuid
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -43,6 +44,7 @@ from common.transport import Channel, readable
 
 log = logging.getLogger("deltaps.worker")
 MAX_RETRY_S = 8.0
+_SPLITS_KEPT = 4
 
 
 @dataclass
@@ -78,6 +80,7 @@ class PSClient:
         self.retries = 0
         self.channels = [Channel(s.address, max_bytes=max_bytes, monitor=True) for s in shards]
         self.n_shards = len(shards)
+        self._splits: deque = deque(maxlen=_SPLITS_KEPT)  # (keys, parts) lately asked about
         self._tokens = itertools.count()
         self._requests: dict[int, _Request] = {}  # token -> request, in send order
         self._rid_token: list[dict[int, int]] = [{} for _ in shards]
@@ -207,10 +210,22 @@ class PSClient:
 
     # --- pull and push ------------------------------------------------------------------------
 
+    def _parts(self, keys: np.ndarray) -> list[tuple[int, np.ndarray]]:
+        """(shard, indices into `keys`) for each shard with keys. The splits of the last few
+        key arrays asked about are kept: a trainer pushes the very array it pulled, a batch or
+        two later (arrays of keys are never changed once made)."""
+        for seen, parts in self._splits:
+            if seen is keys:
+                return parts
+        parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards))
+                 if idx.size]
+        self._splits.append((keys, parts))
+        return parts
+
     def pull_async(self, model: str, keys: np.ndarray, with_applied: bool = False) -> Pending:
         """`with_applied`: the Pending gives (values, applied), `applied[i]` the highest push
         of this client the shard of `keys[i]` had applied when it answered (`PullReply`)."""
-        parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
+        parts = self._parts(keys)
         tokens = [self._send(k, Pull(model, keys[idx], self.worker_id, self._last_push[k]))
                   for k, idx in parts]
 
@@ -240,7 +255,7 @@ class PSClient:
         elif push_no < 1:
             raise ValueError(f"push_no must be >= 1, not {push_no}")
         self.push_no = max(self.push_no, push_no)
-        parts = [(k, idx) for k, idx in enumerate(split_by_shard(keys, self.n_shards)) if idx.size]
+        parts = self._parts(keys)
         tokens = [self._send(k, Push(model, keys[idx], deltas[idx], self.worker_id, push_no,
                                      min(self._last_push[k], push_no - 1),
                                      events if j == 0 else 0))
