@@ -32,17 +32,19 @@ def _function(name: str):
 
 
 def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one_lengths, zeros,
-               zero_lengths, labels, numbers, number_present, hashes, hash_present) -> int:
+               zero_lengths, labels, numbers, number_rows, number_counts, hashes, hash_rows,
+               hash_counts) -> int:
     """`scan_kernel.scan_block`: outputs filled in place; -1, or the first line not taken."""
-    for out, dtype in ((labels, np.float32), (numbers, np.float64), (number_present, np.bool_),
-                       (hashes, np.uint64), (hash_present, np.bool_)):
+    for out, dtype in ((labels, np.float32), (numbers, np.float64), (number_rows, np.int64),
+                       (number_counts, np.int64), (hashes, np.uint64), (hash_rows, np.int64),
+                       (hash_counts, np.int64)):
         if out.dtype != dtype or not out.flags.c_contiguous:
             raise ValueError(f"scan output must be a C-contiguous {np.dtype(dtype)} array")
     return _function("scan_block")(
         _c(data, np.uint8), int(lines), int(delimiter), _c(kinds, np.int64), _c(slots, np.int64),
         bool(no_quotes), _c(pow10, np.float64), _c(ones, np.uint8), _c(one_lengths, np.int64),
-        _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, numbers, number_present,
-        hashes, hash_present)
+        _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, numbers, number_rows,
+        number_counts, hashes, hash_rows, hash_counts)
 
 
 def hash_values(offsets, data, take, out) -> int:

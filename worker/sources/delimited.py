@@ -101,21 +101,20 @@ class DelimitedSource(LineSource):
             return self._from_scan(*scanned)
         return self._read_block(first_line, block)
 
-    def _from_scan(self, labels, numbers, number_present, hashes, hash_present) -> Batch:
+    def _from_scan(self, labels, numbers, number_rows, number_counts, hashes, hash_rows,
+                   hash_counts) -> Batch:
         """A Batch from a clean block's scan (`delimited_scan`): columns in schema order,
-        categorical values as their string hashes."""
+        categorical values as their string hashes; each column is a view of its scan row."""
         columns = {}
         for j in self._used:
             name, kind = self.schema[j]
             slot = self._scanner.slots[j]
             if kind == "num":
-                present = number_present[slot]
-                columns[name] = Column(NUMERIC, np.flatnonzero(present),
-                                       numbers[slot].compress(present))
+                n = number_counts[slot]
+                columns[name] = Column(NUMERIC, number_rows[slot, :n], numbers[slot, :n])
             elif kind == "cat":
-                present = hash_present[slot]
-                columns[name] = Column(CATEGORICAL, np.flatnonzero(present),
-                                       hashes[slot].compress(present))
+                n = hash_counts[slot]
+                columns[name] = Column(CATEGORICAL, hash_rows[slot, :n], hashes[slot, :n])
         return Batch(labels.size, columns, labels)
 
     def _read_block(self, first_line: int, block: bytes) -> Batch:

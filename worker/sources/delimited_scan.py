@@ -56,17 +56,20 @@ class BlockScanner:
         self.no_quotes = delimiter == ","
 
     def scan(self, block: bytes, lines: int):
-        """(labels, numbers, number_present, hashes, hash_present) by field slot, or None."""
+        """(labels, numbers, number_rows, number_counts, hashes, hash_rows, hash_counts) by
+        field slot (`scan_kernel.scan_block`), or None."""
         data = np.frombuffer(block, np.uint8)
         labels = np.zeros(lines, np.float32)
         numbers = np.empty((len(self.numeric), lines), np.float64)
-        number_present = np.empty((len(self.numeric), lines), np.bool_)
+        number_rows = np.empty((len(self.numeric), lines), np.int64)
+        number_counts = np.zeros(len(self.numeric), np.int64)
         hashes = np.empty((len(self.categorical), lines), np.uint64)
-        hash_present = np.empty((len(self.categorical), lines), np.bool_)
+        hash_rows = np.empty((len(self.categorical), lines), np.int64)
+        hash_counts = np.zeros(len(self.categorical), np.int64)
         first_bad = compiled.scan_block(data, lines, self.delimiter, self.kinds, self.slots,
                                         self.no_quotes, _POW10, _ONES, _ONE_LENGTHS, _ZEROS,
-                                        _ZERO_LENGTHS, labels, numbers, number_present, hashes,
-                                        hash_present)
+                                        _ZERO_LENGTHS, labels, numbers, number_rows,
+                                        number_counts, hashes, hash_rows, hash_counts)
         if first_bad >= 0:
             return None
-        return labels, numbers, number_present, hashes, hash_present
+        return labels, numbers, number_rows, number_counts, hashes, hash_rows, hash_counts

@@ -98,10 +98,13 @@ def _matches(data, lo, hi, table, lengths):
 
 @numba.njit(cache=True, nogil=True)
 def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one_lengths,
-               zeros, zero_lengths, labels, numbers, number_present, hashes, hash_present):
-    """Fill the outputs (one column per line) from `lines` whole lines of `data`; returns -1
-    when every line was taken, else the index of the first line that was not. ``slots[j]`` is
-    field j's row in `numbers` or `hashes` by its kind. One pass over the bytes: a field ends
+               zeros, zero_lengths, labels, numbers, number_rows, number_counts, hashes,
+               hash_rows, hash_counts):
+    """Fill the outputs from `lines` whole lines of `data`; returns -1 when every line was
+    taken, else the index of the first line that was not. ``slots[j]`` is field j's row in
+    `numbers` or `hashes` by its kind; a field's present values are packed at the front of
+    its row, with their lines in the same row of `number_rows` or `hash_rows` and their count
+    in `number_counts` or `hash_counts` (zeros on entry), so each row is a column as it is. One pass over the bytes: a field ends
     at the delimiter, a line at LF or CRLF; a lone CR is not taken. The bytes that end a field
     are looked up in a table (one load a byte), and a field's bytes are OR-ed on the way, so a
     categorical value known to be ASCII (nearly all) is hashed without decoding UTF-8. A
@@ -152,27 +155,29 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
                 return line
             slot = slots[field]
             if kind == NUM:
-                present = hi > lo
-                if present:
+                if hi > lo:
                     if not_digit == 0 and hi - lo <= _EXACT_DIGITS:
-                        numbers[slot, line] = float(integer)
+                        value = float(integer)
                     else:
                         ok, value = _parse_number(data, lo, hi, pow10)
                         if not ok:
                             return line
-                        numbers[slot, line] = value
-                number_present[slot, line] = present
+                    k = number_counts[slot]
+                    numbers[slot, k] = value
+                    number_rows[slot, k] = line
+                    number_counts[slot] = k + 1
             elif kind == CAT:
-                present = hi > lo
-                if present:
+                if hi > lo:
                     if seen < 0x80:
-                        hashes[slot, line] = hash_ascii(data, lo, hi)
+                        h = hash_ascii(data, lo, hi)
                     else:
                         ok, h = hash_utf8(data, lo, hi)
                         if not ok:
                             return line
-                        hashes[slot, line] = h
-                hash_present[slot, line] = present
+                    k = hash_counts[slot]
+                    hashes[slot, k] = h
+                    hash_rows[slot, k] = line
+                    hash_counts[slot] = k + 1
             elif kind == LABEL:
                 if _matches(data, lo, hi, ones, one_lengths):
                     labels[line] = 1.0
