@@ -96,6 +96,15 @@ def _matches(data, lo, hi, table, lengths):
     return False
 
 
+@numba.njit(cache=True, inline="always")
+def _append(values, rows, counts, slot, value, line):
+    """Field `slot`'s next present value, and its line, at the front of its output row."""
+    k = counts[slot]
+    values[slot, k] = value
+    rows[slot, k] = line
+    counts[slot] = k + 1
+
+
 @numba.njit(cache=True, nogil=True)
 def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one_lengths,
                zeros, zero_lengths, labels, numbers, number_rows, number_counts, hashes,
@@ -162,10 +171,7 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
                         ok, value = _parse_number(data, lo, hi, pow10)
                         if not ok:
                             return line
-                    k = number_counts[slot]
-                    numbers[slot, k] = value
-                    number_rows[slot, k] = line
-                    number_counts[slot] = k + 1
+                    _append(numbers, number_rows, number_counts, slot, value, line)
             elif kind == CAT:
                 if hi > lo:
                     if seen < 0x80:
@@ -174,10 +180,7 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
                         ok, h = hash_utf8(data, lo, hi)
                         if not ok:
                             return line
-                    k = hash_counts[slot]
-                    hashes[slot, k] = h
-                    hash_rows[slot, k] = line
-                    hash_counts[slot] = k + 1
+                    _append(hashes, hash_rows, hash_counts, slot, h, line)
             elif kind == LABEL:
                 if _matches(data, lo, hi, ones, one_lengths):
                     labels[line] = 1.0
