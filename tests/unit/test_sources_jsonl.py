@@ -59,7 +59,7 @@ def test_arrow_path_gives_the_events_json_loads_gives(tmp_path, monkeypatch):
     path (json.loads + columnarize), values, kinds, lists, booleans, nulls and weights alike."""
     import json
 
-    import worker.sources.jsonl as jsonl
+    import worker.sources.jsonl_arrow as jsonl_arrow
     from tests.unit.source_helpers import events_of
     from worker.sources.jsonl_arrow import to_batch
     lines = [json.dumps({"label": i % 2 if i % 5 else -1, "weight": 1 + i % 3,
@@ -75,9 +75,9 @@ def test_arrow_path_gives_the_events_json_loads_gives(tmp_path, monkeypatch):
         batch = to_batch(block)
         used.append(batch is not None)
         return batch
-    monkeypatch.setattr(jsonl, "to_batch", arrow)
+    monkeypatch.setattr(jsonl_arrow, "to_batch", arrow)
     got = concat_batches(read_all(fast, [50]))
-    monkeypatch.setattr(jsonl, "to_batch", lambda block: None)
+    monkeypatch.setattr(jsonl_arrow, "to_batch", lambda block: None)
     slow = concat_batches(read_all(JsonLinesSource(path, chunk_lines=64), [50]))
     assert used and all(used)
     assert events_of(got, strings_as_hashes=True) == events_of(slow, strings_as_hashes=True)

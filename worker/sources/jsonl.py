@@ -13,7 +13,6 @@ from typing import Iterator
 
 from common.errors import InvalidInstance
 from common.features import NUMERIC, Batch, columnarize
-from worker.sources.jsonl_arrow import to_batch
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource, MalformedLines
 
 _INDEX_PREFIX = re.compile(r"^(instance|event) \d+: ")
@@ -36,6 +35,7 @@ class JsonLinesSource(LineSource):
         super().__init__(LineReader(path_or_file, binary=True))
 
     def _chunks(self) -> Iterator[Batch]:
+        from worker.sources.jsonl_arrow import to_batch  # pyarrow: loaded by JSON input only
         for first_line, block in self._lines.blocks(self.chunk_lines):
             batch = to_batch(block)
             if batch is not None and not self._conflicts(batch):

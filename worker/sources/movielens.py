@@ -7,17 +7,17 @@ hurt). Its ratings and attributes live in separate files joined by id; the reade
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 
 from common.config import load_spec
 from common.declaration import Declaration
 from common.features import CATEGORICAL, NUMERIC, Batch, Column
 from worker.sources.base import ChunkedSource
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 MOVIELENS_SPEC_TOML = """\
 # A model for MovieLens 100k (MovieLensSource): will a user rate a movie 4 or 5 stars?
@@ -110,6 +110,7 @@ class MovieLensSource(ChunkedSource):
         """user, item, rating, timestamp columns of u.data (tab-separated integers), parsed by
         pyarrow and converted whole; a line of another width or with a field that is not an
         integer is reported with its line number and skipped."""
+        pa, pc, _ = _arrow()
         columns, lines = _read_table(self.directory / "u.data", "\t", 4, "utf-8", self)
         columns = [pc.utf8_trim_whitespace(c) for c in columns]
         ok = np.ones(lines.size, bool)
@@ -125,11 +126,21 @@ class MovieLensSource(ChunkedSource):
         return tuple(pc.cast(pc.filter(c, keep), pa.int64()).to_numpy() for c in columns)
 
 
+def _arrow():
+    """pyarrow and its compute and csv modules, imported when MovieLens is read (every input
+    imports this module, and most never need pyarrow)."""
+    import pyarrow
+    import pyarrow.compute
+    import pyarrow.csv
+    return pyarrow, pyarrow.compute, pyarrow.csv
+
+
 def _read_table(path: Path, delimiter: str, ncols: int, encoding: str,
                 source: ChunkedSource | None = None) -> tuple[list[pa.Array], np.ndarray]:
     """String columns of a small delimited file read by pyarrow, and each row's line number.
     Blank lines are skipped; lines of another width are skipped too, and reported (with their
     line numbers) to `source`'s stats when it is given."""
+    pa, pc, pacsv = _arrow()
     wrong: list[int] = []
 
     def invalid_row(row) -> str:
@@ -191,6 +202,7 @@ def _join_users(users: list[np.ndarray], user: np.ndarray) -> dict[str, Column]:
 
 def _release_years(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Year of dates like "01-Jan-1995" and a mask of those that parse."""
+    pa, pc, _ = _arrow()
     tail = pc.utf8_slice_codeunits(pa.array(dates), -4).to_numpy(zero_copy_only=False).astype(str)
     ok = np.char.isdigit(tail) & (np.char.str_len(dates) >= 4)
     years = np.zeros(dates.size, np.float64)
