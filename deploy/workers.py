@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import urllib.request
 from pathlib import Path
 
 # what status shows of a worker's /metrics: series name -> key in its model's row
@@ -76,6 +75,8 @@ def worker_rows(cluster_file: str | Path) -> list[dict]:
 def progress(metrics_address: str, timeout: float = 1.0) -> dict:
     """The PROGRESS values a worker's /metrics shows now; {} when it does not answer in time
     (status then shows the worker without them rather than waiting on it)."""
+    import urllib.request  # here: a training worker imports this module and never reads
+
     from prometheus_client.parser import text_string_to_metric_families
     try:
         with urllib.request.urlopen(metrics_address.rstrip("/") + "/metrics",
