@@ -27,8 +27,8 @@ from common.messages import Push
 from ps.declared import Declarations
 from ps.snapshot import load_newest_good, snapshot_lsns, write_snapshot
 from ps.deep_store import make_store
-from ps.store import ModelShard
-from ps.wal import ReadReport, WriteAheadLog, pack_frames, unpack_frames
+from ps.store import CheckedPush, ModelShard
+from ps.wal import ReadReport, WriteAheadLog, frame_parts, unpack_frames
 
 log = logging.getLogger("deltaps.durable")
 
@@ -100,8 +100,9 @@ class ShardState:
     # --- pushes -------------------------------------------------------------------------------
 
     def push(self, model: str, keys: np.ndarray, deltas: np.ndarray, worker: str = "",
-             push_no: int = 0, after: int = 0, events: int = 0) -> np.ndarray | None:
-        """Apply a push durably; returns rows changed, or None for a duplicate. `after` is the
+             push_no: int = 0, after: int = 0, events: int = 0) -> CheckedPush | None:
+        """Apply a push durably; returns what it changed (rows and their new values), or None
+        for a duplicate. `after` is the
         worker's previous push here: refusing to skip it keeps "highest applied" exact.
         `deltas` are finite: the codec refused any push that was not when decoding it."""
         store = self.store(model)
@@ -113,12 +114,12 @@ class ShardState:
         if events < 0:
             raise InvalidValue(f"events must be >= 0, not {events}")
         frames = wire.encode(Push(model, keys, deltas, worker, push_no, after, events))
-        self.last_lsn = self.wal.append(pack_frames(frames))
+        self.last_lsn = self.wal.append(frame_parts(frames))
         store.apply(checked)
         self.events[model] += events
         if worker:
             self.applied[worker] = push_no
-        return checked.rows
+        return checked
 
     def require_applied(self, worker: str, push_no: int, request: str) -> None:
         """Refuse `request` (a pull or push that must follow `worker`'s push `push_no`) while

@@ -13,7 +13,7 @@ import numpy as np
 from common import optim
 from common.config import ModelSpec
 from common.errors import InvalidValue
-from common.sharding import local_rows, shard_size
+from common.sharding import shard_size
 
 
 @dataclass
@@ -85,9 +85,13 @@ class ModelShard(RowState):
                                f"({self.spec.bits} bits)")
         if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
             raise InvalidValue("keys must be sorted and unique")
-        if keys.size and bool(np.any(keys % np.uint64(self.n_shards) != np.uint64(self.shard))):
+        # one division: a key is owned here when it is its row times n_shards plus this shard
+        # (keys are below 2**bits <= 2**32, so the rows are the same numbers as int64)
+        n = np.uint64(self.n_shards)
+        rows = keys // n
+        if keys.size and bool(np.any(rows * n + np.uint64(self.shard) != keys)):
             raise InvalidValue(f"keys not owned by shard {self.shard} of {self.n_shards}")
-        return local_rows(keys, self.n_shards)
+        return rows.view(np.int64)
 
     def pull(self, keys: np.ndarray) -> np.ndarray:
         """The state of `keys`, float32 of shape (len(keys), len(columns))."""
@@ -108,24 +112,27 @@ class ModelShard(RowState):
             raise InvalidValue(f"deltas of shape {list(deltas.shape)} for {keys.size} keys: "
                                f"model {self.spec.name!r} ({self.spec.optimizer.name}) needs "
                                f"{list(want)}, columns {list(self.columns)}")
-        if deltas.size:
-            big = np.abs(deltas) > self.max_delta
-            if big.any():
-                i, j = np.argwhere(big)[0]
-                raise InvalidValue(f"delta {float(deltas[i, j]):g} of {self.columns[j]} for key "
-                                   f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
-        new = {name: self.state[name][rows] + deltas[:, j]
-               for j, name in enumerate(self.columns)}
+        if not keys.size:
+            return CheckedPush(rows, {name: np.zeros(0, np.float32) for name in self.state})
+        # whole-array reductions first, the element that failed only when one did
+        if float(np.abs(deltas).max()) > self.max_delta:
+            i, j = np.argwhere(np.abs(deltas) > self.max_delta)[0]
+            raise InvalidValue(f"delta {float(deltas[i, j]):g} of {self.columns[j]} for key "
+                               f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
+        new = {}
+        with np.errstate(over="ignore"):  # an overflow is refused below, by name
+            for j, name in enumerate(self.columns):
+                new[name] = self.state[name].take(rows)
+                new[name] += deltas[:, j]
         for j in self._nonneg:
             name = self.columns[j]
-            bad = new[name] < 0
-            if bad.any():
-                i = int(np.argmax(bad))
+            if new[name].min() < 0:
+                i = int(np.argmax(new[name] < 0))
                 raise InvalidValue(f"delta {float(deltas[i, j]):g} would make {name} of key "
                                    f"{int(keys[i])} negative ({float(new[name][i]):g}); "
                                    f"{name} must stay >= 0")
         for name, values in new.items():
-            if not np.isfinite(values).all():
+            if not (np.isfinite(values.max()) and np.isfinite(values.min())):
                 raise InvalidValue(f"deltas would make {name} overflow to inf")
         if "w" not in self.columns:
             new["w"] = self.optimizer.weights(new, self.spec.optimizer)
