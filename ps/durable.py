@@ -135,14 +135,15 @@ class ShardState:
         return self.write_snapshot(self.capture(seqs))
 
     def capture(self, seqs: dict[str, int]) -> "Capture":
-        """A copy of everything a snapshot holds, taken now (a memcpy, far quicker than writing
-        it); `write_snapshot` may then run on another thread while pushes go on."""
+        """A copy of everything a snapshot holds, taken now (copies, and FTRL's weights
+        computed: far quicker than writing it); `write_snapshot` may then run on another thread
+        while pushes go on."""
         self.wal.sync()  # the log up to this point survives whatever happens to the snapshot
         header = {"shard": self.index, "n_shards": self.spec.shards, "seqs": dict(seqs),
                   "applied": dict(self.applied), "events": dict(self.events),
                   "models": {n: {"bits": s.spec.bits, "optimizer": s.spec.optimizer.name}
                              for n, s in self.stores.items()}}
-        arrays = {n: {k: a.copy() for k, a in s.state.items()} for n, s in self.stores.items()}
+        arrays = {n: s.snapshot_arrays() for n, s in self.stores.items()}
         return Capture(self.last_lsn, header, arrays)
 
     def write_snapshot(self, capture: "Capture") -> Path:
@@ -204,6 +205,8 @@ class ShardState:
                                   f"optimizer={saved['optimizer']}; the spec now says "
                                   f"bits={store.spec.bits}, optimizer={store.spec.optimizer.name}")
             for key, array in arrays[name].items():
+                if key in store.derived:  # computed from the others
+                    continue
                 mine = store.state.get(key)
                 if mine is None or mine.size != array.size:
                     raise ConfigError(f"model {name!r} was saved with another shape: its {key!r} "

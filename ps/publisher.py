@@ -66,7 +66,7 @@ class Coalescer:
             else:
                 rows, weights = sorted_unique(np.concatenate([r for r, _ in parts])), None
             if weights is None:
-                weights = store.weights[rows]
+                weights = store.weights_of(rows)
             self.pending[model] = []
             self.observe_delay(time.monotonic() - self.marked_at.pop(model, time.monotonic()))
             for start in range(0, rows.size, MAX_KEYS_PER_UPDATE):

@@ -178,9 +178,9 @@ class ShardNode(Node):
         return path
 
     def snapshot_in_background(self) -> None:
-        """The periodic snapshot: the state is copied on the loop (a memcpy), then written,
-        checksummed and fsynced by a thread, so writing a large model never stalls pulls,
-        pushes and publishes. One at a time."""
+        """The periodic snapshot: the state is copied on the loop (whole-array copies), then
+        written, checksummed and fsynced by a thread, so writing a large model never stalls
+        pulls, pushes and publishes. One at a time."""
         if self._snapshotter is not None and self._snapshotter.is_alive():
             log.warning("the previous snapshot is still being written; skipping this one")
             return
