@@ -104,6 +104,9 @@ class ModelShard(RowState):
         self._rows = self._block.view(_row_dtype(width)).reshape(-1)
         self.state = {name: self._block[:, j] for j, name in enumerate(self.columns)}
         self.derived = () if "w" in self.state else ("w",)
+        power_of_two = n_shards & (n_shards - 1) == 0
+        self._shift = np.uint64(n_shards.bit_length() - 1) if power_of_two else None
+        self._mask = np.uint64(n_shards - 1)
         self.pushes = 0
         self.pulls = 0
 
@@ -135,11 +138,18 @@ class ModelShard(RowState):
                                f"({self.spec.bits} bits)")
         if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
             raise InvalidValue("keys must be sorted and unique")
-        # one division: a key is owned here when it is its row times n_shards plus this shard
+        # a key is owned here when it is its row times n_shards plus this shard: with a power
+        # of two shards a shift and a mask tell, otherwise one (uint64, slow) division does
         # (keys are below 2**bits <= 2**32, so the rows are the same numbers as int64)
-        n = np.uint64(self.n_shards)
-        rows = keys // n
-        if keys.size and bool(np.any(rows * n + np.uint64(self.shard) != keys)):
+        shard = np.uint64(self.shard)
+        if self._shift is not None:
+            rows = keys >> self._shift
+            owned = (keys & self._mask) == shard
+        else:
+            n = np.uint64(self.n_shards)
+            rows = keys // n
+            owned = rows * n + shard == keys
+        if keys.size and not bool(owned.all()):
             raise InvalidValue(f"keys not owned by shard {self.shard} of {self.n_shards}")
         return rows.view(np.int64)
 

@@ -1,5 +1,6 @@
-"""The shard's store and coalescer together: what a publish window sends is exactly the weights
-the store holds, however many pushes it coalesced, for every optimizer's row layout."""
+"""A shard's store, alone and with its coalescer: which keys it takes, what pulls and pushes see
+in its row layout, and that a publish window sends exactly the weights the store holds,
+however many pushes it coalesced, for every optimizer."""
 from __future__ import annotations
 
 import numpy as np
@@ -92,3 +93,20 @@ def test_a_refused_push_changes_nothing():
         store.push(keys, big)
     after = store.snapshot_arrays()
     assert all(after[name].tobytes() == before[name].tobytes() for name in before)
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 4, 6, 8])
+def test_each_shard_takes_exactly_the_keys_it_owns(shards):
+    """A power of two of shards is told apart by a mask, other counts by a division: both give
+    every owned key its row and refuse a key of another shard."""
+    from common.errors import InvalidValue
+    from common.sharding import local_rows, shard_of
+    spec = load_spec(text="[models.m]\nbits = 11").models["m"]
+    every = np.arange(1 << 11, dtype=np.uint64)
+    for k in range(shards):
+        store = ModelShard(spec, k, shards)
+        mine = every[shard_of(every, shards) == k]
+        np.testing.assert_array_equal(store.rows_for(mine), local_rows(mine, shards))
+        for other in every[shard_of(every, shards) != k][:5]:
+            with pytest.raises(InvalidValue, match=f"not owned by shard {k} of {shards}"):
+                store.rows_for(np.unique(np.append(mine[:3], other)))
