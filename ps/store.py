@@ -100,7 +100,11 @@ class ModelShard(RowState):
         self.columns: tuple[str, ...] = self.optimizer.columns
         self._nonneg = self.optimizer.nonneg_index()
         width = len(self.columns)
-        self._block = np.zeros((self.size, width), dtype=np.float32)
+        # every page written now, at start: left to the first pushes, each first write to a
+        # page would take a fault that zeroes it (2 MB at a time with transparent huge pages)
+        # in the middle of a push; the first pushes touch nearly every page anyway
+        self._block = np.empty((self.size, width), dtype=np.float32)
+        self._block.fill(0.0)
         self._rows = self._block.view(_row_dtype(width)).reshape(-1)
         self.state = {name: self._block[:, j] for j, name in enumerate(self.columns)}
         self.derived = () if "w" in self.state else ("w",)
