@@ -102,9 +102,9 @@ class ShardState:
     def push(self, model: str, keys: np.ndarray, deltas: np.ndarray, worker: str = "",
              push_no: int = 0, after: int = 0, events: int = 0) -> CheckedPush | None:
         """Apply a push durably; returns what it changed (rows and their new values), or None
-        for a duplicate. `after` is the
-        worker's previous push here: refusing to skip it keeps "highest applied" exact.
-        `deltas` are finite: the codec refused any push that was not when decoding it."""
+        for a duplicate. `after` is the worker's previous push here: refusing to skip it keeps
+        "highest applied" exact. `deltas` are finite: the codec refused any push that was not
+        when decoding it."""
         store = self.store(model)
         checked = store.check_push(keys, deltas)
         if worker and push_no <= self.applied.get(worker, 0):
