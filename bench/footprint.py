@@ -2,7 +2,8 @@
 CPU seconds per million events of each process.
 
 Resident memory is read from /proc after training has touched the model; a shard keeps the
-weight plus the optimizer's state per slot (FTRL: w, z, n), a replica the weight only.
+optimizer's state per slot, and the weight where it is not computed from the state (FTRL: z
+and n; AdaGrad: w and g2), a replica the weight only.
 """
 from __future__ import annotations
 

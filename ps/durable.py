@@ -27,8 +27,8 @@ from common.messages import Push
 from ps.declared import Declarations
 from ps.snapshot import load_newest_good, snapshot_lsns, write_snapshot
 from ps.deep_store import make_store
-from ps.store import ModelShard
-from ps.wal import ReadReport, WriteAheadLog, pack_frames, unpack_frames
+from ps.store import CheckedPush, ModelShard
+from ps.wal import ReadReport, WriteAheadLog, frame_parts, unpack_frames
 
 log = logging.getLogger("deltaps.durable")
 
@@ -100,10 +100,11 @@ class ShardState:
     # --- pushes -------------------------------------------------------------------------------
 
     def push(self, model: str, keys: np.ndarray, deltas: np.ndarray, worker: str = "",
-             push_no: int = 0, after: int = 0, events: int = 0) -> np.ndarray | None:
-        """Apply a push durably; returns rows changed, or None for a duplicate. `after` is the
-        worker's previous push here: refusing to skip it keeps "highest applied" exact.
-        `deltas` are finite: the codec refused any push that was not when decoding it."""
+             push_no: int = 0, after: int = 0, events: int = 0) -> CheckedPush | None:
+        """Apply a push durably; returns what it changed (rows and their new values), or None
+        for a duplicate. `after` is the worker's previous push here: refusing to skip it keeps
+        "highest applied" exact. `deltas` are finite: the codec refused any push that was not
+        when decoding it."""
         store = self.store(model)
         checked = store.check_push(keys, deltas)
         if worker and push_no <= self.applied.get(worker, 0):
@@ -113,12 +114,12 @@ class ShardState:
         if events < 0:
             raise InvalidValue(f"events must be >= 0, not {events}")
         frames = wire.encode(Push(model, keys, deltas, worker, push_no, after, events))
-        self.last_lsn = self.wal.append(pack_frames(frames))
+        self.last_lsn = self.wal.append(frame_parts(frames))
         store.apply(checked)
         self.events[model] += events
         if worker:
             self.applied[worker] = push_no
-        return checked.rows
+        return checked
 
     def require_applied(self, worker: str, push_no: int, request: str) -> None:
         """Refuse `request` (a pull or push that must follow `worker`'s push `push_no`) while
@@ -134,14 +135,15 @@ class ShardState:
         return self.write_snapshot(self.capture(seqs))
 
     def capture(self, seqs: dict[str, int]) -> "Capture":
-        """A copy of everything a snapshot holds, taken now (a memcpy, far quicker than writing
-        it); `write_snapshot` may then run on another thread while pushes go on."""
+        """A copy of everything a snapshot holds, taken now (copies, and FTRL's weights
+        computed: far quicker than writing it); `write_snapshot` may then run on another thread
+        while pushes go on."""
         self.wal.sync()  # the log up to this point survives whatever happens to the snapshot
         header = {"shard": self.index, "n_shards": self.spec.shards, "seqs": dict(seqs),
                   "applied": dict(self.applied), "events": dict(self.events),
                   "models": {n: {"bits": s.spec.bits, "optimizer": s.spec.optimizer.name}
                              for n, s in self.stores.items()}}
-        arrays = {n: {k: a.copy() for k, a in s.state.items()} for n, s in self.stores.items()}
+        arrays = {n: s.snapshot_arrays() for n, s in self.stores.items()}
         return Capture(self.last_lsn, header, arrays)
 
     def write_snapshot(self, capture: "Capture") -> Path:
@@ -203,6 +205,8 @@ class ShardState:
                                   f"optimizer={saved['optimizer']}; the spec now says "
                                   f"bits={store.spec.bits}, optimizer={store.spec.optimizer.name}")
             for key, array in arrays[name].items():
+                if key in store.derived:  # computed from the others
+                    continue
                 mine = store.state.get(key)
                 if mine is None or mine.size != array.size:
                     raise ConfigError(f"model {name!r} was saved with another shape: its {key!r} "

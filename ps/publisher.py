@@ -33,16 +33,22 @@ class Coalescer:
         self.epoch = epoch
         self.stores = stores
         self.seq = {name: (seqs or {}).get(name, 0) for name in stores}
-        self.pending: dict[str, list[np.ndarray]] = {name: [] for name in stores}
+        # per model: (rows, their weights as the push left them, or None) of each marked push
+        self.pending: dict[str, list[tuple[np.ndarray, np.ndarray | None]]] = {
+            name: [] for name in stores}
         self.marked_at: dict[str, float] = {}  # per model: when its oldest pending row was marked
         # metrics hook: seconds from a model's oldest pending change to its publication
         self.observe_delay: Callable[[float], None] = lambda _seconds: None
 
-    def mark(self, model: str, rows: np.ndarray) -> int:
-        """Record changed rows; returns the sequence number that will publish them."""
+    def mark(self, model: str, rows: np.ndarray, weights: np.ndarray | None = None) -> int:
+        """Record changed rows; returns the sequence number that will publish them.
+
+        `weights`: the rows' weights the change left (the push's checked values). When it is
+        the only change of a window, they are what the window publishes: every change of a row
+        is marked, so no other can have come between, and the store is not read again."""
         if not self.pending[model]:
             self.marked_at[model] = time.monotonic()
-        self.pending[model].append(rows)
+        self.pending[model].append((rows, weights))
         return self.seq[model] + 1
 
     def has_pending(self) -> bool:
@@ -55,14 +61,20 @@ class Coalescer:
                 continue
             store = self.stores[model]
             # one push's rows are already unique and sorted; several need merging
-            rows = parts[0] if len(parts) == 1 else sorted_unique(np.concatenate(parts))
+            if len(parts) == 1:
+                rows, weights = parts[0]
+            else:
+                rows, weights = sorted_unique(np.concatenate([r for r, _ in parts])), None
+            if weights is None:
+                weights = store.weights_of(rows)
             self.pending[model] = []
             self.observe_delay(time.monotonic() - self.marked_at.pop(model, time.monotonic()))
             for start in range(0, rows.size, MAX_KEYS_PER_UPDATE):
-                chunk = rows[start:start + MAX_KEYS_PER_UPDATE]
+                stop = start + MAX_KEYS_PER_UPDATE
                 self.seq[model] += 1
                 updates.append(Update(model, self.shard, self.epoch, self.seq[model],
-                                      store.slots_of_rows(chunk), store.weights[chunk]))
+                                      store.slots_of_rows(rows[start:stop]),
+                                      weights[start:stop]))
         return updates
 
     def heartbeat(self) -> Heartbeat:

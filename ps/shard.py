@@ -61,7 +61,9 @@ class ShardNode(Node):
         watch_shard(self)
         self.server.before_replies = self.state.wal.commit
         self.publisher = Publisher(pub_address, spec.publish_hwm)
-        self.loop.every(spec.publish_window_ms / 1000.0, self.publish)
+        # no wake-ups for the publish window while nothing waits to be published
+        self.loop.every(spec.publish_window_ms / 1000.0, self.publish,
+                        idle=lambda: not self.coalescer.has_pending())
         self.loop.every(spec.heartbeat_ms / 1000.0, self.heartbeat)
         if spec.fsync == "interval":
             self.state.wal.start_background_sync(spec.fsync_interval_ms / 1000.0)
@@ -98,11 +100,12 @@ class ShardNode(Node):
     def on_push(self, msg: Push) -> PushAck:
         if msg.push_no < 0:
             raise InvalidValue("push_no must be >= 0")
-        rows = self.state.push(msg.model, msg.keys, msg.deltas, msg.worker, msg.push_no,
-                               msg.after, msg.events)
-        if rows is None:  # a retry of a push already applied
+        checked = self.state.push(msg.model, msg.keys, msg.deltas, msg.worker, msg.push_no,
+                                  msg.after, msg.events)
+        if checked is None:  # a retry of a push already applied
             return PushAck(msg.model, self.coalescer.seq[msg.model])
-        return PushAck(msg.model, self.coalescer.mark(msg.model, rows))
+        return PushAck(msg.model, self.coalescer.mark(msg.model, checked.rows,
+                                                      checked.columns["w"]))
 
     def on_snapshot(self, msg: SnapshotRequest) -> SnapshotReply:
         store = self.state.store(msg.model)
@@ -175,9 +178,9 @@ class ShardNode(Node):
         return path
 
     def snapshot_in_background(self) -> None:
-        """The periodic snapshot: the state is copied on the loop (a memcpy), then written,
-        checksummed and fsynced by a thread, so writing a large model never stalls pulls,
-        pushes and publishes. One at a time."""
+        """The periodic snapshot: the state is copied on the loop (whole-array copies), then
+        written, checksummed and fsynced by a thread, so writing a large model never stalls
+        pulls, pushes and publishes. One at a time."""
         if self._snapshotter is not None and self._snapshotter.is_alive():
             log.warning("the previous snapshot is still being written; skipping this one")
             return

@@ -13,15 +13,19 @@ import numpy as np
 from common import optim
 from common.config import ModelSpec
 from common.errors import InvalidValue
-from common.sharding import local_rows, shard_size
+from common.sharding import shard_size
 
 
 @dataclass
 class CheckedPush:
-    """A push that passed every check, with the new values of its rows' state columns."""
+    """A push that passed every check, with the new values of its rows' state columns.
+
+    `block`: the same new values as one (rows, columns) array, when the store keeps its columns
+    side by side (`ModelShard`, which writes them with one scatter)."""
 
     rows: np.ndarray
     columns: dict[str, np.ndarray]
+    block: np.ndarray | None = None
 
 
 class RowState:
@@ -32,6 +36,7 @@ class RowState:
     shard: int
     n_shards: int
     pushes: int
+    derived: tuple[str, ...] = ()  # arrays a snapshot holds that the store computes from `state`
 
     def check_push(self, keys: np.ndarray, deltas: np.ndarray) -> CheckedPush:
         raise NotImplementedError
@@ -50,13 +55,40 @@ class RowState:
     def slots_of_rows(self, rows: np.ndarray) -> np.ndarray:
         return rows.astype(np.uint64) * np.uint64(self.n_shards) + np.uint64(self.shard)
 
+    @property
+    def weights(self) -> np.ndarray:
+        return self.state["w"]
+
+    def weights_of(self, rows: np.ndarray) -> np.ndarray:
+        """The weights of local rows `rows` (what replicas are published)."""
+        return self.weights[rows]
+
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        """Copies of the arrays a snapshot holds, `derived` ones included (computed)."""
+        return {name: a.copy() for name, a in self.state.items()}
+
+
+def _row_dtype(width: int) -> np.dtype:
+    """A dtype of `width` float32s' bytes: a row of that many columns as one element. numpy
+    gathers and scatters 4- and 8-byte elements on fast paths; wider rows move as raw bytes."""
+    fast = {1: np.dtype(np.uint32), 2: np.dtype(np.uint64)}
+    return fast.get(width, np.dtype((np.void, 4 * width)))
+
 
 class ModelShard(RowState):
-    """One model's rows that this shard owns (slot ``row * n_shards + shard``), stored densely,
-    one float32 array per state column and one for the weights ("w"; for FTRL derived from z
-    and n), so a pull is one gather per column and a push one add per column. A push is checked
-    whole before anything changes: its keys, its deltas' shape and size (|delta| <= `max_delta`),
-    and that columns which cannot be negative stay >= 0."""
+    """One model's rows that this shard owns (slot ``row * n_shards + shard``), stored densely:
+    the optimizer's state columns side by side in one float32 block of (rows, columns). The
+    weights ("w") are a column of it, or, for FTRL, computed from z and n where they are asked
+    for (the checked push publishes the ones it computes; a snapshot, a checksum and a
+    replica's snapshot compute all of them), so they are never stored.
+
+    A row's columns are one element of `_rows` (the block seen as a 1-D array of row-wide
+    elements), so a pull is one gather and a push one gather and one scatter, each touching
+    one cache line per row; with one array per column every column costs its own gather or
+    scatter and its own cache miss per row. `state` names the columns (views into the block).
+    A push is checked whole before anything changes: its keys, its deltas' shape and size
+    (|delta| <= `max_delta`), that columns which cannot be negative stay >= 0, and that no
+    value overflows."""
 
     def __init__(self, spec: ModelSpec, shard: int, n_shards: int, max_delta: float = 1e6):
         self.spec = spec
@@ -67,14 +99,39 @@ class ModelShard(RowState):
         self.optimizer = optim.layout(spec.optimizer.name)  # numpy only: a shard loads no numba
         self.columns: tuple[str, ...] = self.optimizer.columns
         self._nonneg = self.optimizer.nonneg_index()
-        names = self.columns if "w" in self.columns else ("w", *self.columns)
-        self.state = {name: np.zeros(self.size, dtype=np.float32) for name in names}
+        width = len(self.columns)
+        # every page written now, at start: left to the first pushes, each first write to a
+        # page would take a fault that zeroes it (2 MB at a time with transparent huge pages)
+        # in the middle of a push; the first pushes touch nearly every page anyway
+        self._block = np.empty((self.size, width), dtype=np.float32)
+        self._block.fill(0.0)
+        self._rows = self._block.view(_row_dtype(width)).reshape(-1)
+        self.state = {name: self._block[:, j] for j, name in enumerate(self.columns)}
+        self.derived = () if "w" in self.state else ("w",)
+        power_of_two = n_shards & (n_shards - 1) == 0
+        self._shift = np.uint64(n_shards.bit_length() - 1) if power_of_two else None
+        self._mask = np.uint64(n_shards - 1)
         self.pushes = 0
         self.pulls = 0
 
+    def _weights_of_columns(self, columns: dict[str, np.ndarray]) -> np.ndarray:
+        return self.optimizer.weights(columns, self.spec.optimizer)
+
     @property
     def weights(self) -> np.ndarray:
-        return self.state["w"]
+        """Every row's weight (for FTRL a new array, computed)."""
+        return self._weights_of_columns(self.state) if self.derived else self.state["w"]
+
+    def weights_of(self, rows: np.ndarray) -> np.ndarray:
+        if not self.derived:
+            return self.state["w"][rows]
+        block = self._gather(rows)
+        return self._weights_of_columns({n: block[:, j] for j, n in enumerate(self.columns)})
+
+    def snapshot_arrays(self) -> dict[str, np.ndarray]:
+        """As a snapshot has always held them: the weights first, then the columns."""
+        columns = super().snapshot_arrays()
+        return {"w": self.weights, **columns} if self.derived else columns
 
     def rows_for(self, keys: np.ndarray) -> np.ndarray:
         """Local rows of `keys`, after checking every invariant a message's keys must meet."""
@@ -85,18 +142,30 @@ class ModelShard(RowState):
                                f"({self.spec.bits} bits)")
         if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
             raise InvalidValue("keys must be sorted and unique")
-        if keys.size and bool(np.any(keys % np.uint64(self.n_shards) != np.uint64(self.shard))):
+        # a key is owned here when it is its row times n_shards plus this shard: with a power
+        # of two shards a shift and a mask tell, otherwise one (uint64, slow) division does
+        # (keys are below 2**bits <= 2**32, so the rows are the same numbers as int64)
+        shard = np.uint64(self.shard)
+        if self._shift is not None:
+            rows = keys >> self._shift
+            owned = (keys & self._mask) == shard
+        else:
+            n = np.uint64(self.n_shards)
+            rows = keys // n
+            owned = rows * n + shard == keys
+        if keys.size and not bool(owned.all()):
             raise InvalidValue(f"keys not owned by shard {self.shard} of {self.n_shards}")
-        return local_rows(keys, self.n_shards)
+        return rows.view(np.int64)
+
+    def _gather(self, rows: np.ndarray) -> np.ndarray:
+        """The block's rows `rows`, as a new float32 array of (len(rows), columns)."""
+        return self._rows.take(rows).view(np.float32).reshape(rows.size, len(self.columns))
 
     def pull(self, keys: np.ndarray) -> np.ndarray:
         """The state of `keys`, float32 of shape (len(keys), len(columns))."""
         rows = self.rows_for(keys)
         self.pulls += 1
-        out = np.empty((rows.size, len(self.columns)), np.float32)
-        for j, name in enumerate(self.columns):
-            np.take(self.state[name], rows, out=out[:, j])
-        return out
+        return self._gather(rows)
 
     def check_push(self, keys: np.ndarray, deltas: np.ndarray) -> CheckedPush:
         """Validate a push against what only the shard can judge and work out its result;
@@ -108,25 +177,29 @@ class ModelShard(RowState):
             raise InvalidValue(f"deltas of shape {list(deltas.shape)} for {keys.size} keys: "
                                f"model {self.spec.name!r} ({self.spec.optimizer.name}) needs "
                                f"{list(want)}, columns {list(self.columns)}")
-        if deltas.size:
-            big = np.abs(deltas) > self.max_delta
-            if big.any():
-                i, j = np.argwhere(big)[0]
-                raise InvalidValue(f"delta {float(deltas[i, j]):g} of {self.columns[j]} for key "
-                                   f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
-        new = {name: self.state[name][rows] + deltas[:, j]
-               for j, name in enumerate(self.columns)}
-        for j in self._nonneg:
-            name = self.columns[j]
-            bad = new[name] < 0
-            if bad.any():
-                i = int(np.argmax(bad))
-                raise InvalidValue(f"delta {float(deltas[i, j]):g} would make {name} of key "
-                                   f"{int(keys[i])} negative ({float(new[name][i]):g}); "
-                                   f"{name} must stay >= 0")
-        for name, values in new.items():
-            if not np.isfinite(values).all():
+        # whole-array reductions first, the element that failed only when one did
+        if deltas.size and float(np.abs(deltas).max()) > self.max_delta:
+            i, j = np.argwhere(np.abs(deltas) > self.max_delta)[0]
+            raise InvalidValue(f"delta {float(deltas[i, j]):g} of {self.columns[j]} for key "
+                               f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
+        block = self._gather(rows)
+        with np.errstate(over="ignore"):  # an overflow is refused below, by name
+            block += deltas
+        new = {name: block[:, j] for j, name in enumerate(self.columns)}
+        if block.size:
+            for j in self._nonneg:
+                if block[:, j].min() < 0:
+                    name, i = self.columns[j], int(np.argmax(block[:, j] < 0))
+                    raise InvalidValue(f"delta {float(deltas[i, j]):g} would make {name} of key "
+                                       f"{int(keys[i])} negative ({float(block[i, j]):g}); "
+                                       f"{name} must stay >= 0")
+            if not (np.isfinite(block.max()) and np.isfinite(block.min())):
+                name = next(n for n, v in new.items() if not np.isfinite(v).all())
                 raise InvalidValue(f"deltas would make {name} overflow to inf")
-        if "w" not in self.columns:
-            new["w"] = self.optimizer.weights(new, self.spec.optimizer)
-        return CheckedPush(rows, new)
+        if self.derived:
+            new["w"] = self._weights_of_columns(new)
+        return CheckedPush(rows, new, block)
+
+    def apply(self, push: CheckedPush) -> None:
+        self._rows[push.rows] = push.block.view(self._rows.dtype).reshape(-1)
+        self.pushes += 1

@@ -44,12 +44,18 @@ MAX_RECORD = 1 << 30
 FSYNC_POLICIES = ("always", "interval", "never")
 
 
-def pack_frames(frames: Sequence) -> bytes:
-    """One record's payload: each frame (bytes or a byte memoryview) after its u32 length."""
+def frame_parts(frames: Sequence) -> list:
+    """The pieces whose concatenation is `pack_frames(frames)`, uncopied: `append` writes a
+    record from them, so a push's arrays go to the log without being joined first."""
     parts = []
     for frame in frames:
         parts += [_LEN.pack(len(frame)), frame]
-    return b"".join(parts)
+    return parts
+
+
+def pack_frames(frames: Sequence) -> bytes:
+    """One record's payload: each frame (bytes or a byte memoryview) after its u32 length."""
+    return b"".join(frame_parts(frames))
 
 
 def unpack_frames(payload: bytes) -> list[memoryview]:
@@ -232,21 +238,31 @@ class WriteAheadLog:
 
     # --- writing ------------------------------------------------------------------------------
 
-    def append(self, payload: bytes) -> int:
-        """Write one record through to the kernel; returns its lsn. On failure nothing remains."""
+    def append(self, payload: bytes | Sequence) -> int:
+        """Write one record through to the kernel; returns its lsn. On failure nothing remains.
+
+        `payload` is the record's bytes, or a sequence of buffers (`frame_parts`) that make them
+        when concatenated: they are checksummed and written one after the other, never joined
+        into one copy (a push's record is as large as the push)."""
+        parts = [payload] if isinstance(payload, (bytes, bytearray, memoryview)) else payload
         if self._file is None or self._size >= self.segment_bytes:
             self._rotate()
         lsn = self.next_lsn
         lsn_bytes = struct.pack("<Q", lsn)
-        head = struct.pack("<II", len(payload), zlib.crc32(payload, zlib.crc32(lsn_bytes)))
+        crc, length = zlib.crc32(lsn_bytes), 0
+        for part in parts:
+            crc = zlib.crc32(part, crc)
+            length += memoryview(part).nbytes
         start = self._size
         try:
-            self._file.write(head + lsn_bytes + payload)
+            self._file.write(_HEAD.pack(length, crc, lsn))
+            for part in parts:
+                self._file.write(part)
             self._file.flush()
         except OSError:
             self._undo(start)
             raise
-        self._size += _HEAD.size + len(payload)
+        self._size += _HEAD.size + length
         self.next_lsn += 1
         self._dirty = True
         return lsn

@@ -107,8 +107,13 @@ class ServingModel:
         return self.shards[update.shard].on_update(update)
 
     def write(self, update: Update, start: int = 0, stop: int | None = None) -> None:
-        """Write keys [start, stop) of an accepted update in place."""
-        self.weights[update.keys[start:stop]] = update.values[start:stop]
+        """Write keys [start, stop) of an accepted update in place. Its keys are below the
+        model's size (`accept_update`), so uint64 keys as int64 are the same numbers, and
+        indexing with them skips the cast numpy makes of a uint64 index."""
+        keys = update.keys[start:stop]
+        if keys.dtype == np.uint64:
+            keys = keys.view(np.int64)
+        self.weights[keys] = update.values[start:stop]
 
     def finish(self, update: Update) -> None:
         """The update is fully written: the version now includes it."""

@@ -114,7 +114,7 @@ class ReplicaNode(Node):
         self.loop.watch(self.subscriber, self.on_updates)
         for k, ch in enumerate(self.channels):
             self.loop.watch(ch, lambda k=k: self.on_snapshot_reply(k))
-        self.loop.every(0.05, self.request_snapshots)
+        self.loop.every(0.05, self.request_snapshots, idle=self.wants_no_snapshot)
 
     # --- keeping models current ---------------------------------------------------------------
 
@@ -160,6 +160,11 @@ class ReplicaNode(Node):
         if self.server.waiting():
             self.interleaved_reads += 1
             self.server.handle_ready()
+
+    def wants_no_snapshot(self) -> bool:
+        """No model wants a snapshot of any shard (the snapshot timer has nothing to do)."""
+        return not any(sync.snapshot_wanted for model in self.models.values()
+                       for sync in model.shards)
 
     def request_snapshots(self) -> None:
         """Ask for a snapshot of every (model, shard) that needs one and has none in flight."""

@@ -15,11 +15,26 @@ import numpy as np
 
 def ftrl_weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
     """FTRL's weights of rows from their z and n (float32, whole arrays): the closed form of
-    `common.optim.ftrl.weight`, vectorized; the shard's copy, which it publishes to replicas."""
+    `common.optim.ftrl.weight`, vectorized; what the shard publishes to replicas. The same
+    float32 operations in the same order as
+    ``where(|z| <= l1, 0, -(z - sign(z) l1) / ((beta + sqrt(n)) / alpha + l2))``, done in place
+    in two buffers (a push computes it for every row it changes). With l1 = 0, z - sign(z) l1
+    is z itself, bit for bit."""
     z, n = cols["z"], cols["n"]
-    denom = (spec.beta + np.sqrt(n)) / spec.learning_rate + spec.l2
-    return np.where(np.abs(z) <= spec.l1, 0.0,
-                    -(z - np.sign(z) * spec.l1) / denom).astype(np.float32)
+    denom = np.sqrt(n, dtype=np.float32)
+    denom += spec.beta
+    denom /= spec.learning_rate
+    denom += spec.l2
+    if spec.l1:
+        w = np.sign(z, dtype=np.float32)
+        w *= spec.l1
+        np.subtract(z, w, out=w)
+    else:
+        w = np.array(z, dtype=np.float32)
+    np.negative(w, out=w)
+    w /= denom
+    w[np.abs(z) <= spec.l1] = 0.0
+    return w
 
 
 def stored_weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:

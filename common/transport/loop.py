@@ -23,11 +23,16 @@ class Watchable(Protocol):
 
 @dataclass(slots=True)
 class Timer:
-    """A callback run every `interval` seconds; `due` is when it runs next (monotonic)."""
+    """A callback run every `interval` seconds; `due` is when it runs next (monotonic).
+
+    `idle()`, when given, says the callback has nothing to do: the loop then neither runs it
+    nor wakes up for it, and once it has work again it runs at the first pass of the loop
+    after its due time (a node's handlers are what give it work, and they run on the loop)."""
 
     due: float
     interval: float
     callback: Callable[[], None]
+    idle: Callable[[], bool] | None = None
 
 
 class EventLoop:
@@ -50,8 +55,10 @@ class EventLoop:
         """Call `callback()` whenever a message is waiting on `endpoint`."""
         self.watched.append((endpoint, callback))
 
-    def every(self, seconds: float, callback: Callable[[], None]) -> None:
-        self.timers.append(Timer(time.monotonic() + seconds, seconds, callback))
+    def every(self, seconds: float, callback: Callable[[], None],
+              idle: Callable[[], bool] | None = None) -> None:
+        """Run `callback()` every `seconds`; skipped (no wake-up) while `idle()` is true."""
+        self.timers.append(Timer(time.monotonic() + seconds, seconds, callback, idle))
 
     def stop(self, *_args) -> None:
         """Make `run()` return; if it has not started yet (a node starting in a thread), it
@@ -81,12 +88,16 @@ class EventLoop:
                     callback()
                     busy = True
             now = time.monotonic()
+            wake = now + 0.1
             for timer in self.timers:
+                if timer.idle is not None and timer.idle():
+                    continue
                 if timer.due <= now:
                     timer.due = now + timer.interval
                     timer.callback()
+                wake = min(wake, timer.due)
             if busy or not self.running:
                 continue  # more may be waiting: ZMQ_FD will not signal it again
-            wait = min([t.due for t in self.timers], default=now + 0.1) - time.monotonic()
+            wait = wake - time.monotonic()
             if wait > 0:
-                select.select(fds, [], [], min(wait, 0.1))
+                select.select(fds, [], [], wait)

@@ -28,6 +28,9 @@ MONITOR_EVENTS = zmq.EVENT_DISCONNECTED | zmq.EVENT_HANDSHAKE_SUCCEEDED
 HEARTBEAT_IVL_MS = 1000
 HEARTBEAT_TIMEOUT_MS = 4000
 CONNECT_TIMEOUT_MS = 500
+# as plain ints: pyzmq turns an enum member given to getsockopt into its option number and
+# combines PollEvent flags in Python, which `waiting()` (every endpoint, every loop pass) pays
+_EVENTS, _POLLIN = int(zmq.EVENTS), int(zmq.POLLIN)
 
 
 def poll_ms(seconds: float) -> int:
@@ -123,7 +126,7 @@ class Endpoint:
 
     def waiting(self) -> bool:
         """Whether a message is waiting to be read (cheap; no poll)."""
-        return bool(self._sock.getsockopt(zmq.EVENTS) & zmq.POLLIN)
+        return bool(self._sock.getsockopt(_EVENTS) & _POLLIN)
 
     def poll(self, timeout: float = 0.0) -> bool:
         """Whether a message is waiting, after waiting up to `timeout` seconds for one."""

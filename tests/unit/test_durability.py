@@ -31,7 +31,8 @@ def random_pushes(n: int, seed: int = 0):
 
 
 def state_arrays(state: ShardState) -> dict:
-    return {(m, k): v.copy() for m, s in state.stores.items() for k, v in s.state.items()}
+    """Every array a snapshot of `state` holds (FTRL's weights, computed, among them)."""
+    return {(m, k): v for m, s in state.stores.items() for k, v in s.snapshot_arrays().items()}
 
 
 def assert_same_state(a: ShardState, b: ShardState) -> None:
