@@ -198,6 +198,9 @@ class Trainer:
         the pull was sent again after a shard restart and the shard had meanwhile applied
         some. Deep models always train this way: every batch touches every dense row, so a
         stale pull would fold the same Adam step into the dense rows again."""
+        if self.model.kind == "deep":  # the same additions, in one compiled pass
+            from worker.models.deep_patch import patch_own
+            return patch_own(self.own, slots, state, applied)
         for number, keys, deltas in self.own:
             if keys.size == 0:
                 continue

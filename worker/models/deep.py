@@ -82,14 +82,15 @@ class DeepLearner:
         self.dense_keys = layout.dense_keys()
         opt = spec.optimizer
         self.hp = hyper_parameters(opt)
-        width = layout.row_width
-        ids = tf.TensorSpec([None], tf.int64)
-        # no autograph: the step has no control flow on tensors to convert, and tracing it
-        # plainly is quicker at every worker's start
+        # one concrete function, called with three tensors: binding and converting arguments
+        # costs TensorFlow far more per argument than running the whole step does, so the
+        # index arrays travel as one (4, E) int64 array and the labels and importances as one
+        # (2, n) float32 array (n comes from its shape). No autograph: the step has no control
+        # flow on tensors to convert, and tracing it plainly is quicker at every worker's start
         self._step = tf.function(self._step_fn, autograph=False, input_signature=[
-            tf.TensorSpec([None, width], tf.float32), ids, ids, ids, ids,
-            tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.float32)])
+            tf.TensorSpec([None, layout.row_width], tf.float32),
+            tf.TensorSpec([4, None], tf.int64), tf.TensorSpec([2, None], tf.float32)],
+        ).get_concrete_function()
 
     def batch_keys(self, keys: BatchKeys) -> BatchKeys:
         """The keys a batch pulls and pushes: its sparse slots, then every dense row (their
@@ -103,32 +104,42 @@ class DeepLearner:
         if state.shape != want:
             raise ValueError(f"pulled state of shape {list(state.shape)}, expected {list(want)}")
         n = features.n
-        importance = np.ones(n, np.float32) if importance is None \
-            else np.asarray(importance, np.float32)
-        logits, g = self._step(state, *self._pairs(features, keys), np.int64(n),
-                               np.asarray(labels, np.float32), importance)
-        return _sigmoid(logits.numpy()), lazy_adam.step_rows(state, g.numpy(), self.hp)
+        targets = np.empty((2, n), np.float32)
+        targets[0] = labels
+        targets[1] = 1.0 if importance is None else importance
+        logits, g = self._call(state, self._pairs(features, keys), targets)
+        return _sigmoid(logits), lazy_adam.step_rows(state, g, self.hp)
 
     def predict(self, features: Features, keys: BatchKeys, state: np.ndarray) -> np.ndarray:
         """Probabilities from pulled state, without learning (the worker's forward pass)."""
-        n = features.n
-        logits, _ = self._step(state, *self._pairs(features, keys), np.int64(n),
-                               np.zeros(n, np.float32), np.zeros(n, np.float32))
-        return _sigmoid(logits.numpy())
+        logits, _ = self._call(state, self._pairs(features, keys),
+                               np.zeros((2, features.n), np.float32))
+        return _sigmoid(logits)
 
-    def _pairs(self, features: Features, keys: BatchKeys) -> tuple[np.ndarray, ...]:
+    def _call(self, state: np.ndarray, pairs: np.ndarray,
+              targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        logits, g = self._step(tf.constant(state, tf.float32), tf.constant(pairs),
+                               tf.constant(targets))
+        return logits.numpy(), g.numpy()
+
+    def _pairs(self, features: Features, keys: BatchKeys) -> np.ndarray:
         """The batch's (event, row) pairs grouped by event and grouped by row, each as
-        (indices, sorted segment ids): the forward sum is a sparse segment sum of rows per
-        event, and its gradient one of event gradients per row (two counting sorts here
-        instead of TensorFlow's scatter-add gradient of a gather)."""
+        (indices, sorted segment ids), as the rows of one (4, E) array: the forward sum is a
+        sparse segment sum of rows per event, and its gradient one of event gradients per row
+        (two counting sorts here instead of TensorFlow's scatter-add gradient of a gather)."""
         rows, inverse = features.rows, keys.inverse
         sparse = keys.slots.size - self.layout.dense_rows
-        by_event, by_row = group_by_event(features.n, rows, inverse), \
-            group_by_event(sparse, inverse, rows)
-        return (by_event[1], _segments(by_event[0]), by_row[1], _segments(by_row[0]))
+        out = np.empty((4, rows.size), np.int64)
+        for at, (offsets, entries) in ((0, group_by_event(features.n, rows, inverse)),
+                                       (2, group_by_event(sparse, inverse, rows))):
+            out[at] = entries
+            out[at + 1] = _segments(offsets)
+        return out
 
-    def _step_fn(self, state, event_rows, event_segments, row_events, row_segments, n,
-                 labels, importance):
+    def _step_fn(self, state, pairs, targets):
+        event_rows, event_segments, row_events, row_segments = tf.unstack(pairs)
+        labels, importance = tf.unstack(targets)
+        n = tf.shape(targets)[1]
         layout, h = self.layout, self.layout.width
         sparse = tf.shape(state)[0] - layout.dense_rows
         table = state[:sparse, :h]
