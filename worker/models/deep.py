@@ -28,7 +28,8 @@ from common.deep import DeepLayout
 from common.optim import hyper_parameters, lazy_adam
 from common.features import Features
 from worker.keys import BatchKeys
-from worker.models.kernel import group_by_event
+from worker.models import deep_patch
+from worker.models.prebuilt import kernel
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no start-up banner on every worker
 try:
@@ -91,6 +92,20 @@ class DeepLearner:
             tf.TensorSpec([None, layout.row_width], tf.float32),
             tf.TensorSpec([4, None], tf.int64), tf.TensorSpec([2, None], tf.float32)],
         ).get_concrete_function()
+        self._group = kernel().group_by_event  # prebuilt when built, else numba's JIT
+        self._warm_up()
+
+    def _warm_up(self) -> None:
+        """Run every compiled piece once on a one-event batch, so that loading numba's JIT
+        kernels and TensorFlow's first run of the step (graph optimization) happen when the
+        learner is made, with the rest of a worker's start, and not in its first batch."""
+        layout = self.layout
+        state = np.zeros((1 + layout.dense_rows, layout.row_width), np.float32)
+        _logits, g = self._call(state, np.zeros((4, 1), np.int64), np.zeros((2, 1), np.float32))
+        self._group(1, np.zeros(1, np.int64), np.zeros(1, np.int64))
+        deltas = lazy_adam.step_rows(state, g, self.hp)
+        keys = np.arange(state.shape[0], dtype=np.uint64)
+        deep_patch.add_missed(state, keys, np.zeros(keys.size, np.int64), 1, keys, deltas)
 
     def batch_keys(self, keys: BatchKeys) -> BatchKeys:
         """The keys a batch pulls and pushes: its sparse slots, then every dense row (their
@@ -130,8 +145,8 @@ class DeepLearner:
         rows, inverse = features.rows, keys.inverse
         sparse = keys.slots.size - self.layout.dense_rows
         out = np.empty((4, rows.size), np.int64)
-        for at, (offsets, entries) in ((0, group_by_event(features.n, rows, inverse)),
-                                       (2, group_by_event(sparse, inverse, rows))):
+        for at, (offsets, entries) in ((0, self._group(features.n, rows, inverse)),
+                                       (2, self._group(sparse, inverse, rows))):
             out[at] = entries
             out[at + 1] = _segments(offsets)
         return out
