@@ -86,10 +86,12 @@ class DeepLearner:
         # one concrete function, called with three tensors: binding and converting arguments
         # costs TensorFlow far more per argument than running the whole step does, so the
         # index arrays travel as one (4, E) int64 array and the labels and importances as one
-        # (2, n) float32 array (n comes from its shape). No autograph: the step has no control
-        # flow on tensors to convert, and tracing it plainly is quicker at every worker's start
+        # (2, n) float32 array (n comes from its shape). Of the pulled state only the weights
+        # go in (a third of it: the moments and step counts are for the Adam step, outside
+        # TensorFlow), so converting it copies a third as much. No autograph: the step has no
+        # control flow on tensors to convert, and tracing it plainly is quicker at start
         self._step = tf.function(self._step_fn, autograph=False, input_signature=[
-            tf.TensorSpec([None, layout.row_width], tf.float32),
+            tf.TensorSpec([None, layout.width], tf.float32),
             tf.TensorSpec([4, None], tf.int64), tf.TensorSpec([2, None], tf.float32)],
         ).get_concrete_function()
         self._group = kernel().group_by_event  # prebuilt when built, else numba's JIT
@@ -133,8 +135,8 @@ class DeepLearner:
 
     def _call(self, state: np.ndarray, pairs: np.ndarray,
               targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits, g = self._step(tf.constant(state, tf.float32), tf.constant(pairs),
-                               tf.constant(targets))
+        weights = np.ascontiguousarray(state[:, :self.layout.width], np.float32)
+        logits, g = self._step(tf.constant(weights), tf.constant(pairs), tf.constant(targets))
         return logits.numpy(), g.numpy()
 
     def _pairs(self, features: Features, keys: BatchKeys) -> np.ndarray:
@@ -151,14 +153,14 @@ class DeepLearner:
             out[at + 1] = _segments(offsets)
         return out
 
-    def _step_fn(self, state, pairs, targets):
+    def _step_fn(self, weights, pairs, targets):
         event_rows, event_segments, row_events, row_segments = tf.unstack(pairs)
         labels, importance = tf.unstack(targets)
         n = tf.shape(targets)[1]
         layout, h = self.layout, self.layout.width
-        sparse = tf.shape(state)[0] - layout.dense_rows
-        table = state[:sparse, :h]
-        flat = tf.reshape(state[sparse:, :h], [-1])[:layout.dense_size]
+        sparse = tf.shape(weights)[0] - layout.dense_rows
+        table = weights[:sparse]
+        flat = tf.reshape(weights[sparse:], [-1])[:layout.dense_size]
         sums = tf.sparse.segment_sum(table, event_rows, event_segments, num_segments=n)
         with tf.GradientTape() as tape:
             tape.watch([sums, flat])
