@@ -11,7 +11,10 @@ added to the root of the bias-corrected second moment (`common.optim.lazy_adam`)
 log loss, as deltaps measures it.
 
 It starts from deltaps' initial values, so the two differ only in how they compute, not in
-what. Inputs are the model's slots, one row of `width` per event: the planted nonlinear stream has
+what. `python -m bench.deep_keras EVENTS SEED BATCH` trains it in a process of its own on the
+deep benchmark's stream and prints the result as JSON: `bench.deep` runs it so, so that Keras
+gets TensorFlow as a fresh process sets it up, not as the deep worker in the benchmark's
+process set it up for itself (`worker.models.deep`). Inputs are the model's slots, one row of `width` per event: the planted nonlinear stream has
 every field in every event, so its events all have the same number of features.
 """
 from __future__ import annotations
@@ -158,3 +161,25 @@ def train_keras(spec: ModelSpec, features: FeatureSpec, source, batch_size: int)
     return {"events": events, "seconds": round(seconds, 3),
             "events_per_s": round((events - untimed) / seconds, 1) if seconds else 0.0,
             "logloss": loss_sum / events if events else float("nan")}
+
+
+def main(argv: list[str]) -> None:
+    import json
+
+    from bench.deep import SPEC
+    from bench.training import MemorySource, take
+    from common.config import load_spec
+    from worker.sources.nonlinear import NonlinearStream
+
+    events, seed, batch_size = (int(a) for a in argv)
+    spec = load_spec(text=SPEC)
+    chunks = take(NonlinearStream(events, seed), None)
+    result = train_keras(spec.model("deep"), spec.feature_spec("deep"),
+                         MemorySource(chunks, batch_size), batch_size)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

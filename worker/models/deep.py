@@ -38,6 +38,25 @@ except ImportError as exc:  # a linear-only install
     raise ImportError(f"deep models train with TensorFlow, which is not installed ({exc}): "
                       "pip install 'deltaps[deep]'") from exc
 
+
+
+def _few_threads() -> None:
+    """One thread in each of TensorFlow's pools (inter-op and intra-op) unless the environment
+    asks for more (TF_NUM_INTEROP_THREADS, TF_NUM_INTRAOP_THREADS). A step's ops are small, so
+    spreading them over more threads mostly hands work from thread to thread, and a worker
+    shares its machine with its own helper thread and often with shards and replicas, whose
+    CPU those threads would take. Set before TensorFlow starts its runtime; a process in which
+    it already runs keeps what it has."""
+    try:
+        if not os.environ.get("TF_NUM_INTEROP_THREADS"):
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow's runtime is already up in this process
+        pass
+
+
+_few_threads()
 ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.math.tanh, "sigmoid": tf.math.sigmoid,
                "elu": tf.nn.elu}
 
