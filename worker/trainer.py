@@ -137,7 +137,10 @@ class Trainer:
         if self.declared is not None:
             batch = conform(batch, self.declared.schema)
         features = self.featurizer.featurize(batch)
-        return batch, features, self.learner.batch_keys(self.indexer.index(features.ids))
+        keys = self.indexer.index(features.ids)
+        if self.model.kind == "deep":  # with the step's (event, row) pairs, off the learning path
+            return batch, features, self.learner.batch_keys(keys, features)
+        return batch, features, self.learner.batch_keys(keys)
 
     def send_pull(self, ready: tuple) -> _Prepared:
         batch, features, keys, *position = ready

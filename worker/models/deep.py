@@ -20,6 +20,7 @@ TensorFlow is imported only here: shards, replicas and linear workers never load
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -94,6 +95,13 @@ def _segments(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))
 
 
+@dataclass
+class DeepBatchKeys(BatchKeys):
+    """A deep batch's keys, and the (event, row) pairs of its step when already worked out."""
+
+    pairs: np.ndarray | None = None
+
+
 class DeepLearner:
     """A deep model's fixed layout and hyper-parameters, and one batch's learning step."""
 
@@ -128,10 +136,15 @@ class DeepLearner:
         keys = np.arange(state.shape[0], dtype=np.uint64)
         deep_patch.add_missed(state, keys, np.zeros(keys.size, np.int64), 1, keys, deltas)
 
-    def batch_keys(self, keys: BatchKeys) -> BatchKeys:
+    def batch_keys(self, keys: BatchKeys, features: Features | None = None) -> BatchKeys:
         """The keys a batch pulls and pushes: its sparse slots, then every dense row (their
-        keys follow all slots, so the whole stays sorted)."""
-        return BatchKeys(np.concatenate([keys.slots, self.dense_keys]), keys.inverse)
+        keys follow all slots, so the whole stays sorted). Given the batch's `features`, also
+        its (event, row) pairs for the step (`_pairs`), so that a trainer works them out with
+        the keys, on its helper thread, rather than while it learns."""
+        out = DeepBatchKeys(np.concatenate([keys.slots, self.dense_keys]), keys.inverse)
+        if features is not None:
+            out.pairs = self._pairs(features, out)
+        return out
 
     def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
               importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -143,12 +156,12 @@ class DeepLearner:
         targets = np.empty((2, n), np.float32)
         targets[0] = labels
         targets[1] = 1.0 if importance is None else importance
-        logits, g = self._call(state, self._pairs(features, keys), targets)
+        logits, g = self._call(state, self._pairs_of(features, keys), targets)
         return _sigmoid(logits), lazy_adam.step_rows(state, g, self.hp)
 
     def predict(self, features: Features, keys: BatchKeys, state: np.ndarray) -> np.ndarray:
         """Probabilities from pulled state, without learning (the worker's forward pass)."""
-        logits, _ = self._call(state, self._pairs(features, keys),
+        logits, _ = self._call(state, self._pairs_of(features, keys),
                                np.zeros((2, features.n), np.float32))
         return _sigmoid(logits)
 
@@ -157,6 +170,10 @@ class DeepLearner:
         weights = np.ascontiguousarray(state[:, :self.layout.width], np.float32)
         logits, g = self._step(tf.constant(weights), tf.constant(pairs), tf.constant(targets))
         return logits.numpy(), g.numpy()
+
+    def _pairs_of(self, features: Features, keys: BatchKeys) -> np.ndarray:
+        pairs = getattr(keys, "pairs", None)
+        return self._pairs(features, keys) if pairs is None else pairs
 
     def _pairs(self, features: Features, keys: BatchKeys) -> np.ndarray:
         """The batch's (event, row) pairs grouped by event and grouped by row, each as
