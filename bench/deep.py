@@ -7,8 +7,8 @@ linear one (FTRL) side by side. On the same events of `NonlinearStream` (drawn i
 first, so neither side pays for drawing them), in the same order, one pass:
 
 - the deep model through the cluster at batch 1024, events/s and progressive log loss, next
-  to the same architecture, initial values and optimizer as a Keras model trained in one
-  process (`bench.deep_keras`), and next to DeepBird's published CPU figure;
+  to the same architecture, initial values and optimizer as a Keras model trained in a
+  process of its own (`bench.deep_keras`), and next to DeepBird's published CPU figure;
 - the linear model through the same cluster, and the stream's Bayes-optimal log loss: the
   share of the linear model's gap to the floor that the deep model closes;
 - single-instance read latency of each model from the same replica (closed loop, one request
@@ -18,7 +18,9 @@ first, so neither side pays for drawing them), in the same order, one pass:
 """
 from __future__ import annotations
 
+import json
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +28,6 @@ from pathlib import Path
 
 import numpy as np
 
-from bench.deep_keras import train_keras
 from bench.report import HIGHER, LOWER, figure
 from bench.training import MemorySource, take
 from deploy.local import LocalCluster
@@ -35,6 +36,7 @@ from worker.ps_client import PSClient
 from worker.sources.nonlinear import FIELDS, NonlinearStream
 from worker.trainer import Trainer
 
+REPO = Path(__file__).resolve().parents[1]
 SEED = 11
 BATCH = 1024
 HIDDEN = [64, 32]
@@ -71,6 +73,15 @@ def _train(cluster: LocalCluster, model: str, chunks) -> dict:
     return {"events": summary.events, "seconds": summary.seconds,
             "events_per_s": summary.events_per_s, "logloss": summary.logloss,
             "auc": summary.auc}
+
+
+def _keras(events: int) -> dict:
+    """`bench.deep_keras` on the same stream, in a process of its own (its docstring says why)."""
+    done = subprocess.run([sys.executable, "-m", "bench.deep_keras", str(events), str(SEED),
+                           str(BATCH)], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the Keras yardstick failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def _reads(cluster: LocalCluster, instances: list[dict], per_round: int, rounds: int) -> dict:
@@ -112,8 +123,7 @@ def run(ctx) -> dict:
     finally:
         cluster.stop_all()
         shutil.rmtree(cluster.dir, ignore_errors=True)
-    keras = train_keras(spec.model("deep"), spec.feature_spec("deep"), MemorySource(chunks, BATCH),
-                        BATCH)
+    keras = _keras(events)
     log(f"  Keras, one process: {keras['events_per_s']:,.0f} ev/s, logloss {keras['logloss']:.4f}")
     ratio = deep["events_per_s"] / keras["events_per_s"]
     closed = (lin["logloss"] - deep["logloss"]) / (lin["logloss"] - bayes)

@@ -11,7 +11,10 @@ added to the root of the bias-corrected second moment (`common.optim.lazy_adam`)
 log loss, as deltaps measures it.
 
 It starts from deltaps' initial values, so the two differ only in how they compute, not in
-what. Inputs are the model's slots, one row of `width` per event: the planted nonlinear stream has
+what. `python -m bench.deep_keras EVENTS SEED BATCH` trains it in a process of its own on the
+deep benchmark's stream and prints the result as JSON: `bench.deep` runs it so, so that Keras
+gets TensorFlow as a fresh process sets it up, not as the deep worker in the benchmark's
+process set it up for itself (`worker.models.deep`). Inputs are the model's slots, one row of `width` per event: the planted nonlinear stream has
 every field in every event, so its events all have the same number of features.
 """
 from __future__ import annotations
@@ -133,11 +136,13 @@ def build_model(spec: ModelSpec, width: int):
 
 def train_keras(spec: ModelSpec, features: FeatureSpec, source, batch_size: int) -> dict:
     """One pass over `source` in batches: events/s (featurizing included, as the worker's is)
-    and the progressive log loss."""
+    and the progressive log loss. The first batch, in which Keras traces its train function,
+    is learned and scored but not timed, as the worker traces and compiles its step when its
+    learner is made, before its clock starts."""
     featurizer = Featurizer(features)
     model = None
     events, loss_sum = 0, 0.0
-    start = None
+    start, untimed = None, 0
     while (batch := source.read(batch_size)) is not None:
         f = featurizer.featurize(batch)
         _offsets, ids = f.to_csr()
@@ -147,11 +152,34 @@ def train_keras(spec: ModelSpec, features: FeatureSpec, source, batch_size: int)
         slots = slots_of(ids, spec.bits).view(np.int64).reshape(f.n, width)
         if model is None:
             model = build_model(spec, width)
-            start = time.perf_counter()
         loss = model.train_on_batch(slots, batch.labels.astype(np.float32)[:, None])
         loss_sum += float(loss) * f.n
         events += f.n
+        if start is None:
+            start, untimed = time.perf_counter(), events
     seconds = time.perf_counter() - start if start else 0.0
     return {"events": events, "seconds": round(seconds, 3),
-            "events_per_s": round(events / seconds, 1) if seconds else 0.0,
+            "events_per_s": round((events - untimed) / seconds, 1) if seconds else 0.0,
             "logloss": loss_sum / events if events else float("nan")}
+
+
+def main(argv: list[str]) -> None:
+    import json
+
+    from bench.deep import SPEC
+    from bench.training import MemorySource, take
+    from common.config import load_spec
+    from worker.sources.nonlinear import NonlinearStream
+
+    events, seed, batch_size = (int(a) for a in argv)
+    spec = load_spec(text=SPEC)
+    chunks = take(NonlinearStream(events, seed), None)
+    result = train_keras(spec.model("deep"), spec.feature_spec("deep"),
+                         MemorySource(chunks, batch_size), batch_size)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    import sys
+
+    main(sys.argv[1:])

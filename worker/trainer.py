@@ -134,17 +134,25 @@ class Trainer:
             self.featurizer = Featurizer(declared.feature_spec())
             self.learner = _learner(self.model)
 
-    def featurize(self, batch: Batch) -> tuple[Batch, Features]:
+    def featurize(self, batch: Batch) -> tuple[Batch, Features, BatchKeys | None]:
         if self.declared is not None:
             batch = conform(batch, self.declared.schema)
-        return batch, self.featurizer.featurize(batch)
+        features = self.featurizer.featurize(batch)
+        if self.model.kind == "deep":  # with the step's (event, row) pairs: see `send_pull`
+            return batch, features, self.learner.batch_keys(self.indexer.index(features.ids),
+                                                            features)
+        return batch, features, None
 
     def send_pull(self, ready: tuple) -> _Prepared:
-        """Index a featurized batch's keys and send their pull. On the learning thread, not
-        the helper: reading and featurizing alone take the helper about as long as learning
-        and pushing take this one."""
-        batch, features, *position = ready
-        keys = self.learner.batch_keys(self.indexer.index(features.ids))
+        """Send the pull of a featurized batch's keys, indexing them first unless `featurize`
+        did. Which thread indexes follows which is the slower: a linear model's keys are
+        indexed here, on the learning thread, because reading and featurizing alone take the
+        helper about as long as learning and pushing take this one; a deep model's on the
+        helper, with the step's (event, row) pairs, because its TensorFlow step makes the
+        learning thread the slower."""
+        batch, features, keys, *position = ready
+        if keys is None:
+            keys = self.learner.batch_keys(self.indexer.index(features.ids))
         return _Prepared(batch, features, keys,
                          self.client.pull_async(self.model.name, keys.slots, self.patch),
                          position[0] if position else None)

@@ -36,16 +36,21 @@ def update(st, r, g, hp):
 
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, error_model="numpy")
 def step_rows(state, g, hp):
     """One step of `update` on whole rows laid out as a deep model's are (`common.deep`):
     ``state[r] = [w(h), m(h), v(h), t]`` (float32, one step count per row), with the gradient
     `g` (k, h). Returns the float32 change of every state value (computed in float64): the
     push. The per-row bias corrections are computed once per row instead of once per value;
-    otherwise this is `update`, which tests/unit/test_deep.py checks it against."""
+    otherwise this is `update`, which tests/unit/test_deep.py checks it against. A row's new
+    values are computed into contiguous float64 buffers first and stored after, and divisions
+    follow NumPy's error model (no check for a zero divisor, which 1 - b^t and sqrt(v) + eps
+    never are), so the arithmetic loop compiles to vector instructions: the same operations,
+    so the same bits."""
     k, h = g.shape
     out = np.empty((k, 3 * h + 1), np.float32)
     b1, b2, lr, eps, l2 = hp[BETA1], hp[BETA2], hp[LR], hp[EPS], hp[L2]
+    dw, dm, dv = np.empty(h), np.empty(h), np.empty(h)
     for r in range(k):
         t = float(state[r, 3 * h]) + 1.0
         c1 = 1.0 - b1 ** t
@@ -57,8 +62,12 @@ def step_rows(state, g, hp):
             gj = g[r, j] + l2 * w
             m = b1 * m0 + (1.0 - b1) * gj
             v = b2 * v0 + (1.0 - b2) * gj * gj
-            out[r, j] = -lr * (m / c1) / (math.sqrt(v / c2) + eps)
-            out[r, h + j] = m - m0
-            out[r, 2 * h + j] = v - v0
+            dw[j] = -lr * (m / c1) / (math.sqrt(v / c2) + eps)
+            dm[j] = m - m0
+            dv[j] = v - v0
+        for j in range(h):
+            out[r, j] = dw[j]
+            out[r, h + j] = dm[j]
+            out[r, 2 * h + j] = dv[j]
         out[r, 3 * h] = 1.0
     return out

@@ -189,6 +189,47 @@ def test_learning_a_stream_lowers_the_loss():
     assert loss_of(learner.layout, feats, keys, state, labels) < before - 0.05
 
 
+def test_pairs_worked_out_with_the_keys_give_the_same_step():
+    """A trainer hands the learner keys that already carry the step's (event, row) pairs; the
+    step is bit for bit the one that works them out itself."""
+    s = spec()
+    evs = events(200, seed=4)
+    learner, feats, keys, state = learner_batch(s, evs)
+    labels = np.array([e["label"] for e in evs], np.float64)
+    with_pairs = learner.batch_keys(KeyIndexer(s.model("d").bits).index(feats.ids), feats)
+    assert with_pairs.pairs is not None and keys.pairs is None
+    np.testing.assert_array_equal(with_pairs.slots, keys.slots)
+    (p1, d1), (p2, d2) = (learner.learn(feats, k, state.copy(), labels)
+                          for k in (keys, with_pairs))
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(d1.view(np.uint32), d2.view(np.uint32))
+
+
+def test_compiled_patch_adds_what_the_generic_patch_adds():
+    """The trainer's patch of its own pushes (`kernel.patch_rows`, one merge walk per push)
+    against a searchsorted patch, on rows as wide as a deep model's, with pushes that share
+    some keys with the pull, and rows whose shard had already applied some."""
+    from worker.models.prebuilt import kernel
+    rng = np.random.default_rng(6)
+    slots = np.unique(rng.integers(0, 300, 120)).astype(np.uint64)
+    state = rng.normal(size=(slots.size, 25)).astype(np.float32)
+    applied = rng.integers(3, 6, slots.size)  # the highest own push each row's shard applied
+    own = []
+    for number in (4, 5, 6):
+        keys = np.unique(rng.integers(0, 300, 80)).astype(np.uint64)
+        own.append((number, keys, rng.normal(size=(keys.size, 25)).astype(np.float32)))
+    want = state.copy()
+    for number, keys, deltas in own:
+        at = np.minimum(np.searchsorted(keys, slots), keys.size - 1)
+        hit = (keys[at] == slots) & (applied < number)
+        want[hit] = want[hit] + deltas[at[hit]]
+    got = state.copy()
+    for number, keys, deltas in own:
+        kernel().patch_rows(slots, got, applied, keys, deltas, number)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert not np.array_equal(got, state)
+
+
 def test_store_pull_push_and_refusals_change_nothing():
     s = spec(shards=2)
     store = DeepModelShard(s.model("d"), 1, 2, max_delta=10.0)

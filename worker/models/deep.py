@@ -20,6 +20,7 @@ TensorFlow is imported only here: shards, replicas and linear workers never load
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -28,7 +29,7 @@ from common.deep import DeepLayout
 from common.optim import hyper_parameters, lazy_adam
 from common.features import Features
 from worker.keys import BatchKeys
-from worker.models.kernel import group_by_event
+from worker.models.prebuilt import kernel
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no start-up banner on every worker
 try:
@@ -37,6 +38,25 @@ except ImportError as exc:  # a linear-only install
     raise ImportError(f"deep models train with TensorFlow, which is not installed ({exc}): "
                       "pip install 'deltaps[deep]'") from exc
 
+
+
+def _few_threads() -> None:
+    """One thread in each of TensorFlow's pools (inter-op and intra-op) unless the environment
+    asks for more (TF_NUM_INTEROP_THREADS, TF_NUM_INTRAOP_THREADS). A step's ops are small, so
+    spreading them over more threads mostly hands work from thread to thread, and a worker
+    shares its machine with its own helper thread and often with shards and replicas, whose
+    CPU those threads would take. Set before TensorFlow starts its runtime; a process in which
+    it already runs keeps what it has."""
+    try:
+        if not os.environ.get("TF_NUM_INTEROP_THREADS"):
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        if not os.environ.get("TF_NUM_INTRAOP_THREADS"):
+            tf.config.threading.set_intra_op_parallelism_threads(1)
+    except RuntimeError:  # TensorFlow's runtime is already up in this process
+        pass
+
+
+_few_threads()
 ACTIVATIONS = {"relu": tf.nn.relu, "tanh": tf.math.tanh, "sigmoid": tf.math.sigmoid,
                "elu": tf.nn.elu}
 
@@ -74,6 +94,13 @@ def _segments(offsets: np.ndarray) -> np.ndarray:
     return np.repeat(np.arange(offsets.size - 1, dtype=np.int64), np.diff(offsets))
 
 
+@dataclass
+class DeepBatchKeys(BatchKeys):
+    """A deep batch's keys, and the (event, row) pairs of its step when already worked out."""
+
+    pairs: np.ndarray | None = None
+
+
 class DeepLearner:
     """A deep model's fixed layout and hyper-parameters, and one batch's learning step."""
 
@@ -82,19 +109,41 @@ class DeepLearner:
         self.dense_keys = layout.dense_keys()
         opt = spec.optimizer
         self.hp = hyper_parameters(opt)
-        width = layout.row_width
-        ids = tf.TensorSpec([None], tf.int64)
-        # no autograph: the step has no control flow on tensors to convert, and tracing it
-        # plainly is quicker at every worker's start
+        # one concrete function, called with three tensors: binding and converting arguments
+        # costs TensorFlow far more per argument than running the whole step does, so the
+        # index arrays travel as one (4, E) int64 array and the labels and importances as one
+        # (2, n) float32 array (n comes from its shape). Of the pulled state only the weights
+        # go in (a third of it: the moments and step counts are for the Adam step, outside
+        # TensorFlow), so converting it copies a third as much. No autograph: the step has no
+        # control flow on tensors to convert, and tracing it plainly is quicker at start
         self._step = tf.function(self._step_fn, autograph=False, input_signature=[
-            tf.TensorSpec([None, width], tf.float32), ids, ids, ids, ids,
-            tf.TensorSpec([], tf.int64), tf.TensorSpec([None], tf.float32),
-            tf.TensorSpec([None], tf.float32)])
+            tf.TensorSpec([None, layout.width], tf.float32),
+            tf.TensorSpec([4, None], tf.int64), tf.TensorSpec([2, None], tf.float32)],
+        ).get_concrete_function()
+        self._group = kernel().group_by_event  # prebuilt when built, else numba's JIT
+        self._warm_up()
 
-    def batch_keys(self, keys: BatchKeys) -> BatchKeys:
+    def _warm_up(self) -> None:
+        """Run every compiled piece once on a one-event batch, so that loading numba's JIT
+        kernels and TensorFlow's first run of the step (graph optimization) happen when the
+        learner is made, with the rest of a worker's start, and not in its first batch."""
+        layout = self.layout
+        state = np.zeros((1 + layout.dense_rows, layout.row_width), np.float32)
+        _logits, g = self._call(state, np.zeros((4, 1), np.int64), np.zeros((2, 1), np.float32))
+        self._group(1, np.zeros(1, np.int64), np.zeros(1, np.int64))
+        deltas = lazy_adam.step_rows(state, g, self.hp)
+        keys = np.arange(state.shape[0], dtype=np.uint64)
+        kernel().patch_rows(keys, state, np.zeros(keys.size, np.int64), keys, deltas, 1)
+
+    def batch_keys(self, keys: BatchKeys, features: Features | None = None) -> BatchKeys:
         """The keys a batch pulls and pushes: its sparse slots, then every dense row (their
-        keys follow all slots, so the whole stays sorted)."""
-        return BatchKeys(np.concatenate([keys.slots, self.dense_keys]), keys.inverse)
+        keys follow all slots, so the whole stays sorted). Given the batch's `features`, also
+        its (event, row) pairs for the step (`_pairs`), so that a trainer works them out with
+        the keys, on its helper thread, rather than while it learns."""
+        out = DeepBatchKeys(np.concatenate([keys.slots, self.dense_keys]), keys.inverse)
+        if features is not None:
+            out.pairs = self._pairs(features, out)
+        return out
 
     def learn(self, features: Features, keys: BatchKeys, state: np.ndarray, labels: np.ndarray,
               importance: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -103,36 +152,50 @@ class DeepLearner:
         if state.shape != want:
             raise ValueError(f"pulled state of shape {list(state.shape)}, expected {list(want)}")
         n = features.n
-        importance = np.ones(n, np.float32) if importance is None \
-            else np.asarray(importance, np.float32)
-        logits, g = self._step(state, *self._pairs(features, keys), np.int64(n),
-                               np.asarray(labels, np.float32), importance)
-        return _sigmoid(logits.numpy()), lazy_adam.step_rows(state, g.numpy(), self.hp)
+        targets = np.empty((2, n), np.float32)
+        targets[0] = labels
+        targets[1] = 1.0 if importance is None else importance
+        logits, g = self._call(state, self._pairs_of(features, keys), targets)
+        return _sigmoid(logits), lazy_adam.step_rows(state, g, self.hp)
 
     def predict(self, features: Features, keys: BatchKeys, state: np.ndarray) -> np.ndarray:
         """Probabilities from pulled state, without learning (the worker's forward pass)."""
-        n = features.n
-        logits, _ = self._step(state, *self._pairs(features, keys), np.int64(n),
-                               np.zeros(n, np.float32), np.zeros(n, np.float32))
-        return _sigmoid(logits.numpy())
+        logits, _ = self._call(state, self._pairs_of(features, keys),
+                               np.zeros((2, features.n), np.float32))
+        return _sigmoid(logits)
 
-    def _pairs(self, features: Features, keys: BatchKeys) -> tuple[np.ndarray, ...]:
+    def _call(self, state: np.ndarray, pairs: np.ndarray,
+              targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        weights = np.ascontiguousarray(state[:, :self.layout.width], np.float32)
+        logits, g = self._step(tf.constant(weights), tf.constant(pairs), tf.constant(targets))
+        return logits.numpy(), g.numpy()
+
+    def _pairs_of(self, features: Features, keys: BatchKeys) -> np.ndarray:
+        pairs = getattr(keys, "pairs", None)
+        return self._pairs(features, keys) if pairs is None else pairs
+
+    def _pairs(self, features: Features, keys: BatchKeys) -> np.ndarray:
         """The batch's (event, row) pairs grouped by event and grouped by row, each as
-        (indices, sorted segment ids): the forward sum is a sparse segment sum of rows per
-        event, and its gradient one of event gradients per row (two counting sorts here
-        instead of TensorFlow's scatter-add gradient of a gather)."""
+        (indices, sorted segment ids), as the rows of one (4, E) array: the forward sum is a
+        sparse segment sum of rows per event, and its gradient one of event gradients per row
+        (two counting sorts here instead of TensorFlow's scatter-add gradient of a gather)."""
         rows, inverse = features.rows, keys.inverse
         sparse = keys.slots.size - self.layout.dense_rows
-        by_event, by_row = group_by_event(features.n, rows, inverse), \
-            group_by_event(sparse, inverse, rows)
-        return (by_event[1], _segments(by_event[0]), by_row[1], _segments(by_row[0]))
+        out = np.empty((4, rows.size), np.int64)
+        for at, (offsets, entries) in ((0, self._group(features.n, rows, inverse)),
+                                       (2, self._group(sparse, inverse, rows))):
+            out[at] = entries
+            out[at + 1] = _segments(offsets)
+        return out
 
-    def _step_fn(self, state, event_rows, event_segments, row_events, row_segments, n,
-                 labels, importance):
+    def _step_fn(self, weights, pairs, targets):
+        event_rows, event_segments, row_events, row_segments = tf.unstack(pairs)
+        labels, importance = tf.unstack(targets)
+        n = tf.shape(targets)[1]
         layout, h = self.layout, self.layout.width
-        sparse = tf.shape(state)[0] - layout.dense_rows
-        table = state[:sparse, :h]
-        flat = tf.reshape(state[sparse:, :h], [-1])[:layout.dense_size]
+        sparse = tf.shape(weights)[0] - layout.dense_rows
+        table = weights[:sparse]
+        flat = tf.reshape(weights[sparse:], [-1])[:layout.dense_size]
         sums = tf.sparse.segment_sum(table, event_rows, event_segments, num_segments=n)
         with tf.GradientTape() as tape:
             tape.watch([sums, flat])
