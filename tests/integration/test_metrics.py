@@ -7,6 +7,7 @@ import json
 import re
 import urllib.error
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -129,15 +130,28 @@ def test_every_node_serves_its_families_and_counters_move_with_work(inprocess_cl
     assert [r["metrics"] for r in rows] == shards + [replica]
 
 
-def test_a_worker_exports_events_learned_and_progressive_quality(inprocess_cluster):
-    c = inprocess_cluster(SMALL_SPEC, shards=1, replicas=0).start_all()
+@contextmanager
+def watched_trainer(c, server_class, index: int = 0):
+    """A trainer of model "ctr" against cluster `c`, its metrics served by a `server_class`
+    on a free port: (trainer, server); both closed afterwards."""
     ps = PSClient(c.cluster.shards())
-    metrics = NodeMetrics("worker", 7)
+    metrics = NodeMetrics("worker", index)
     server = None
     try:
         trainer = Trainer(ps, c.spec, "ctr", batch_size=100)
         watch_trainer(metrics, trainer)
-        server = PlainMetricsServer("127.0.0.1", 0, metrics).start()  # what `deltaps train` runs
+        server = server_class("127.0.0.1", 0, metrics).start()
+        yield trainer, server
+    finally:
+        if server is not None:
+            server.stop()
+        ps.close()
+
+
+def test_a_worker_exports_events_learned_and_progressive_quality(inprocess_cluster):
+    c = inprocess_cluster(SMALL_SPEC, shards=1, replicas=0).start_all()
+    # the plain server is what `deltaps train` runs
+    with watched_trainer(c, PlainMetricsServer, index=7) as (trainer, server):
         f = scrape(server.url)
         assert WORKER <= set(f)
         assert value(f, "deltaps_worker_events", "deltaps_worker_events_total", model="ctr") == 0
@@ -152,10 +166,6 @@ def test_a_worker_exports_events_learned_and_progressive_quality(inprocess_clust
         assert get(server.url + "/readyz")[0] == 200
         assert get(server.url + "/healthz")[0] == 200
         assert get(server.url + "/nothing")[0] == 404
-    finally:
-        if server is not None:
-            server.stop()
-        ps.close()
 
 
 def test_probes_fail_when_the_node_loop_does_not_answer():
@@ -209,21 +219,11 @@ def dashboard_names() -> dict[str, set[str]]:
 
 def test_every_dashboard_expression_names_a_series_the_nodes_expose(inprocess_cluster):
     c = inprocess_cluster(SMALL_SPEC, shards=1, replicas=1).start_all()
-    ps = PSClient(c.cluster.shards())
-    metrics = NodeMetrics("worker", 0)
-    server = None
-    try:
-        trainer = Trainer(ps, c.spec, "ctr", batch_size=100)
-        watch_trainer(metrics, trainer)
-        server = MetricsServer("127.0.0.1", 0, metrics).start()
+    with watched_trainer(c, MetricsServer) as (trainer, server):
         trainer.train(ListSource(planted_events(300)))
         exposed = set()
         for url in [n.metrics_address for n in c.cluster.nodes] + [server.url]:
             exposed |= series_names(url)
-    finally:
-        if server is not None:
-            server.stop()
-        ps.close()
     names = dashboard_names()
     assert len(names) >= 10 and all(names.values())
     unknown = {title: used - exposed for title, used in names.items() if used - exposed}
