@@ -13,8 +13,25 @@ from worker.sources.fields import CAT, LABEL, NUM
 from worker.sources.string_hash import hash_ascii, hash_utf8
 
 _MAX_EXACT = 1 << 53
+_MAX_SIGNIFICANT = 18  # digits an int64 mantissa holds
 _EXACT_DIGITS = 15  # an integer of at most 15 digits is below 2**53: exact as a float
 _U0, _ZERO, _SIX, _FOUR, _TEN = (np.uint64(v) for v in (0, 48, 6, 4, 10))
+
+
+@numba.njit(cache=True, inline="always")
+def _digits(data, i, hi, mantissa, significant):
+    """Fold the decimal digits from data[i] on into `mantissa` (leading zeros are not
+    significant): (index after them, mantissa, significant digits so far, digits read); stops
+    early once there are more than _MAX_SIGNIFICANT significant digits."""
+    start = i
+    while i < hi and 48 <= data[i] <= 57:
+        if mantissa or data[i] != 48:
+            significant += 1
+            if significant > _MAX_SIGNIFICANT:
+                break
+            mantissa = mantissa * 10 + (data[i] - 48)
+        i += 1
+    return i, mantissa, significant, i - start
 
 
 @numba.njit(cache=True, inline="always")
@@ -24,34 +41,15 @@ def _parse_number(data, lo, hi, pow10):
     negative = data[i] == 45  # '-'
     if negative:
         i += 1
-    mantissa = 0
-    significant = 0
-    exponent = 0
-    digits = 0
-    while i < hi and 48 <= data[i] <= 57:
-        if mantissa or data[i] != 48:
-            significant += 1
-            if significant > 18:
-                return False, 0.0
-            mantissa = mantissa * 10 + (data[i] - 48)
-        digits += 1
-        i += 1
-    if digits == 0:
+    i, mantissa, significant, digits = _digits(data, i, hi, 0, 0)
+    if digits == 0 or significant > _MAX_SIGNIFICANT:
         return False, 0.0
+    exponent = 0
     if i < hi and data[i] == 46:  # '.'
-        i += 1
-        fraction = 0
-        while i < hi and 48 <= data[i] <= 57:
-            if mantissa or data[i] != 48:
-                significant += 1
-                if significant > 18:
-                    return False, 0.0
-            mantissa = mantissa * 10 + (data[i] - 48)
-            exponent -= 1
-            fraction += 1
-            i += 1
-        if fraction == 0:
+        i, mantissa, significant, fraction = _digits(data, i + 1, hi, mantissa, significant)
+        if fraction == 0 or significant > _MAX_SIGNIFICANT:
             return False, 0.0
+        exponent = -fraction
     if i < hi and (data[i] == 101 or data[i] == 69):  # 'e' 'E'
         i += 1
         sign = 1
