@@ -18,8 +18,9 @@ the worker learns batch i instead of after. The worker then adds to what that pu
 its own pushes the pull missed (`_patch_own`), in the order the shards add them; each reply
 names the highest push of this worker its shard had applied, so the patch is exact also for a
 pull sent again after a shard restart. A single worker gets exactly the weights of the
-unpipelined loop (bit for bit), only sooner. One thread at a time touches the source and the
-featurizer; keys are indexed on the learning thread.
+unpipelined loop (bit for bit), only sooner. One thread at a time touches the source, the
+featurizer and the key indexer (on the helper or the learning thread, as the learner says:
+`send_pull`).
 
 Bounded delay (`max_delay=k`, Li et al., "Scaling Distributed Machine Learning with the
 Parameter Server", OSDI 2014): the pulls of the next k batches are already out when batch i is
@@ -138,18 +139,18 @@ class Trainer:
         if self.declared is not None:
             batch = conform(batch, self.declared.schema)
         features = self.featurizer.featurize(batch)
-        if self.model.kind == "deep":  # with the step's (event, row) pairs: see `send_pull`
+        if self.learner.keys_on_helper:  # see `send_pull`
             return batch, features, self.learner.batch_keys(self.indexer.index(features.ids),
                                                             features)
         return batch, features, None
 
     def send_pull(self, ready: tuple) -> _Prepared:
         """Send the pull of a featurized batch's keys, indexing them first unless `featurize`
-        did. Which thread indexes follows which is the slower: a linear model's keys are
-        indexed here, on the learning thread, because reading and featurizing alone take the
-        helper about as long as learning and pushing take this one; a deep model's on the
-        helper, with the step's (event, row) pairs, because its TensorFlow step makes the
-        learning thread the slower."""
+        did. The learner says which thread indexes (`keys_on_helper`), the one with less to
+        do: a linear model's keys are indexed here, on the learning thread, because reading
+        and featurizing alone keep the helper about as busy as learning and pushing keep this
+        one; a deep model's on the helper, with its step's (event, row) pairs, because its
+        TensorFlow step makes the learning thread the busier."""
         batch, features, keys, *position = ready
         if keys is None:
             keys = self.learner.batch_keys(self.indexer.index(features.ids))

@@ -104,6 +104,10 @@ class DeepBatchKeys(BatchKeys):
 class DeepLearner:
     """A deep model's fixed layout and hyper-parameters, and one batch's learning step."""
 
+    # a trainer indexes the keys, with the step's (event, row) pairs, on its helper thread:
+    # the TensorFlow step makes the learning thread the busier one (`Trainer.send_pull`)
+    keys_on_helper = True
+
     def __init__(self, spec: ModelSpec):
         self.layout = layout = DeepLayout.of(spec)
         self.dense_keys = layout.dense_keys()

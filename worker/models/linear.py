@@ -20,6 +20,10 @@ from worker.models.prebuilt import Kernel, kernel
 class LinearLearner:
     """The optimizer's code and hyper-parameters, fixed for a model, and one batch's learning."""
 
+    # a trainer indexes the keys on its learning thread: reading and featurizing keep the
+    # helper thread as busy as learning and pushing keep that one (`Trainer.send_pull`)
+    keys_on_helper = False
+
     def __init__(self, spec: OptimizerSpec, compiled: Kernel | None = None):
         self.kernel = compiled or kernel()  # prebuilt when built, else numba's JIT
         self.kind = optim.CODES[spec.name]
@@ -28,7 +32,7 @@ class LinearLearner:
         self.scratch = layout.scratch
         self.hp = optim.hyper_parameters(spec)
 
-    def batch_keys(self, keys: BatchKeys) -> BatchKeys:
+    def batch_keys(self, keys: BatchKeys, features: Features | None = None) -> BatchKeys:
         """The keys a batch pulls and pushes: the slots its features touch."""
         return keys
 
