@@ -158,9 +158,9 @@ def _partition(ctx, net) -> dict:
                                    + (net.dir / "partition-worker.log").read_text()[-2000:])
             time.sleep(0.05)
         net.partition("shard0", "drop")
-        cut_mb = rss.now_mb
+        cut_mb = rss.mark()
         time.sleep(cut_s)
-        blocked_mb = rss.peak_mb
+        blocked_mb = rss.peak_since_mark_mb
         healed = time.time()
         net.heal("shard0")
         resumed = watch.first_change_after(healed, timeout=120)

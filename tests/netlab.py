@@ -303,12 +303,18 @@ class NetLab:
 
 
 class RssSampler(threading.Thread):
-    """Peak resident memory of a process, sampled every 50 ms while it runs."""
+    """Peak resident memory of a process, sampled every 50 ms while it runs: over the whole
+    run (`peak_mb`) and since the last `mark` (`peak_since_mark_mb`)."""
 
     def __init__(self, pid: int):
         super().__init__(daemon=True)
-        self.pid, self.peak_mb, self.now_mb = pid, 0.0, 0.0
+        self.pid, self.peak_mb, self.now_mb, self.peak_since_mark_mb = pid, 0.0, 0.0, 0.0
         self.start()
+
+    def mark(self) -> float:
+        """Start a new window (its peak so far: the current value); returns that value."""
+        self.peak_since_mark_mb = self.now_mb
+        return self.now_mb
 
     def run(self):
         while True:
@@ -319,6 +325,7 @@ class RssSampler(threading.Thread):
                 return
             self.now_mb = rss / 1024
             self.peak_mb = max(self.peak_mb, self.now_mb)
+            self.peak_since_mark_mb = max(self.peak_since_mark_mb, self.now_mb)
             time.sleep(0.05)
 
 

@@ -120,11 +120,11 @@ def test_shard_cut_off_for_30s_while_a_worker_trains(lab, tmp_path):
         time.sleep(0.05)
 
     net.partition("shard0", "drop")
-    at_cut, cut_mb = watch.pushes(), rss.now_mb
+    at_cut, cut_mb = watch.pushes(), rss.mark()
     time.sleep(CUT_S)
     assert watch.pushes()[0] == at_cut[0], "shard 0 applied pushes while cut off"
     assert worker.poll() is None, "the worker gave up while the shard was cut off"
-    blocked_mb = rss.peak_mb
+    blocked_mb = rss.peak_since_mark_mb  # the peak while cut off, not one from before
     healed_at = time.time()
     net.heal("shard0")
     resumed_s = watch.first_change_after(healed_at, timeout=60)
