@@ -31,7 +31,8 @@ def _random_lines(rng, n: int, delimiter: str) -> list[str]:
     return lines
 
 
-@pytest.mark.parametrize("delimiter,ending", [("\t", "\n"), (",", "\n"), ("\t", "\r\n")])
+@pytest.mark.parametrize("delimiter,ending", [("\t", "\n"), (",", "\n"), ("\t", "\r\n"),
+                                              ("|", "\n")])  # "|": past the first 64 bytes
 def test_scan_gives_what_the_pyarrow_reader_gives(tmp_path, delimiter, ending):
     text = ending.join(_random_lines(np.random.default_rng(3), 2000, delimiter)) + ending
     path = tmp_path / "r.txt"

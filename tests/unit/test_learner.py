@@ -13,8 +13,8 @@ from common import optim
 from common.config import OptimizerSpec, load_spec
 from common.features import Featurizer
 from worker.keys import KeyIndexer
-from worker.models.kernel import group_by_event
 from worker.models.linear import LinearLearner
+from worker.models.prebuilt import Kernel
 from worker.sources.synthetic import SyntheticStream, synthetic_spec_toml
 
 BITS = 18
@@ -72,8 +72,11 @@ def test_every_event_is_predicted_from_the_state_including_the_ones_before_it():
 def test_group_by_event_is_a_stable_counting_sort():
     rows = np.array([2, 0, 2, 1, 0, 2], np.int64)
     inverse = np.array([10, 11, 12, 13, 14, 15], np.int64)
-    offsets, entries = group_by_event(4, rows, inverse)
+    offsets, entries = Kernel().group_by_event(4, rows, inverse)
     assert offsets.tolist() == [0, 2, 3, 6, 6]
+    assert entries.tolist() == [11, 14, 13, 10, 12, 15]
+    offsets, entries = Kernel().group_by_event(3, rows, inverse)  # the last event has entries
+    assert offsets.tolist() == [0, 2, 3, 6]
     assert entries.tolist() == [11, 14, 13, 10, 12, 15]
 
 

@@ -9,39 +9,45 @@ a slot named twice by one event is updated twice, as two features would be.
 
 `nogil=True`: the trainer's helper thread featurizes the next batch while this runs. The
 optimizer is chosen by its code (`common.optim.CODES`); its functions are inlined into the loop.
+
+`_nrt=False`: these functions allocate nothing (their callers hand them every array,
+`worker.models.prebuilt.Kernel`), so they are compiled without numba's reference counting.
+With it, an inlined helper that takes an array counts a reference to it (an atomic add and
+subtract, not always pruned) each time it runs: once per row or feature entry in these loops.
 """
 from __future__ import annotations
 
 import math
 
 import numba
-import numpy as np
 
 from common.optim import adagrad, ftrl, lazy_adam, sgd
 
 FTRL, ADAGRAD, SGD, LAZY_ADAM = 0, 1, 2, 3  # common.optim.CODES
 
 
-@numba.njit(cache=True, nogil=True)
-def group_by_event(n, rows, inverse):
-    """CSR of a batch's entries: event i's entries (indices into the unique rows) are
-    ``entries[offsets[i]:offsets[i + 1]]``, in the order they have in `rows` (a stable
-    counting sort: the featurizer emits field by field, not event by event)."""
-    offsets = np.zeros(n + 1, np.int64)
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def group_by_event(rows, inverse, offsets, entries):
+    """CSR of a batch's entries, into `offsets` (n + 1 zeros) and `entries` (rows.size):
+    event i's entries (indices into the unique rows) are ``entries[offsets[i]:offsets[i +
+    1]]``, in the order they have in `rows` (a stable counting sort: the featurizer emits
+    field by field, not event by event). While entries are placed, `offsets[i + 1]` is where
+    event i's next one goes: it starts at event i's first (each event's count is added two
+    places on, then summed), and ends one past its last, which is the CSR's value."""
+    n = offsets.size - 1
     for e in range(rows.size):
-        offsets[rows[e] + 1] += 1
-    for i in range(n):
+        r = rows[e] + 2
+        if r <= n:
+            offsets[r] += 1
+    for i in range(1, n):
         offsets[i + 1] += offsets[i]
-    fill = offsets[:-1].copy()
-    entries = np.empty(rows.size, np.int64)
     for e in range(rows.size):
-        r = rows[e]
-        entries[fill[r]] = inverse[e]
-        fill[r] += 1
-    return offsets, entries
+        r = rows[e] + 1
+        entries[offsets[r]] = inverse[e]
+        offsets[r] += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)
 def patch_rows(slots, state, applied, keys, deltas, number):
     """Add push `number`'s `deltas` (rows `keys`) to the pulled `state` (rows `slots`) where
     both name a slot and the slot's shard had not applied that push (``applied < number``):
@@ -64,7 +70,7 @@ def patch_rows(slots, state, applied, keys, deltas, number):
             j += 1
 
 
-@numba.njit(cache=True, nogil=True)
+@numba.njit(cache=True, nogil=True, _nrt=False)
 def count_scores(p, y, counts, bins):
     """Progressive validation's counts of one batch (`worker.metrics`): adds each event to
     the histogram `counts` (flat, label-major, `bins` score bins over [0, 1]) and returns the
@@ -114,15 +120,14 @@ def _update(kind, st, r, g, hp):
         lazy_adam.update(st, r, g, hp)
 
 
-@numba.njit(cache=True, nogil=True)
-def learn_events(offsets, entries, labels, importance, st, kind, hp):
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def learn_events(offsets, entries, labels, importance, st, kind, hp, p_out):
     """Learn the events in order on the state block `st` (float64 (k, S + scratch): the state
     columns then the optimizer's scratch columns, `common.optim.state.Layout.scratch`; changed
-    in place); returns each event's probability before it was learned."""
+    in place); each event's probability before it was learned goes to `p_out`."""
     for r in range(st.shape[0]):
         _begin(kind, st, r, hp)
     n = offsets.size - 1
-    p_out = np.empty(n, np.float64)
     for i in range(n):
         lo, hi = offsets[i], offsets[i + 1]
         margin = 0.0
@@ -134,4 +139,3 @@ def learn_events(offsets, entries, labels, importance, st, kind, hp):
         g = (p - labels[i]) * importance[i]
         for e in range(lo, hi):
             _update(kind, st, entries[e], g, hp)
-    return p_out

@@ -40,14 +40,14 @@ SOURCES = ("worker/models/kernel.py", "common/optim/ftrl.py", "common/optim/adag
 # scans are read-only: a file block, an Arrow buffer)
 _BYTES = "Array(u1, 1, 'C', readonly=True)"
 SIGNATURES = {
-    "group_by_event_i8": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i8[::1])",
-    "group_by_event_i4": "Tuple((i8[::1], i8[::1]))(i8, i8[::1], i4[::1])",
+    "group_by_event_i8": "none(i8[::1], i8[::1], i8[::1], i8[::1])",
+    "group_by_event_i4": "none(i8[::1], i4[::1], i8[::1], i8[::1])",
     "patch_rows": "none(u8[::1], f4[:, ::1], i8[::1], u8[::1], f4[:, ::1], i8)",
     "count_scores": "f8(f8[::1], f8[::1], f8[::1], i8)",
-    "learn_events": "f8[::1](i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1])",
-    "scan_block": f"i8({_BYTES}, i8, i8, i8[::1], i8[::1], b1, f8[::1], u1[:, ::1], i8[::1], "
-                  "u1[:, ::1], i8[::1], f4[::1], f8[:, ::1], i8[:, ::1], i8[::1], u8[:, ::1], "
-                  "i8[:, ::1], i8[::1])",
+    "learn_events": "none(i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1], f8[::1])",
+    "scan_block": f"i8({_BYTES}, i8, i8, u8, u8, i8[::1], i8[::1], f8[::1], u1[:, ::1], "
+                  "i8[::1], u1[:, ::1], i8[::1], f4[::1], f8[:, ::1], i8[:, ::1], i8[::1], "
+                  "u8[:, ::1], i8[:, ::1], i8[::1])",
     "hash_values": f"i8(i8[::1], {_BYTES}, i8[::1], u8[::1])",
 }
 
@@ -117,11 +117,15 @@ class Kernel:
             self._patch = module.patch_rows
             self._scores = module.count_scores
 
-    def group_by_event(self, n: int, rows, inverse):
+    def group_by_event(self, n: int, rows, inverse) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, entries) of `kernel.group_by_event`."""
         rows = np.ascontiguousarray(rows, np.int64)
+        offsets, entries = np.zeros(n + 1, np.int64), np.empty(rows.size, np.int64)
         if inverse.dtype == np.int32:
-            return self._group_i4(n, rows, np.ascontiguousarray(inverse))
-        return self._group_i8(n, rows, np.ascontiguousarray(inverse, np.int64))
+            self._group_i4(rows, np.ascontiguousarray(inverse), offsets, entries)
+        else:
+            self._group_i8(rows, np.ascontiguousarray(inverse, np.int64), offsets, entries)
+        return offsets, entries
 
     def patch_rows(self, slots, state, applied, keys, deltas, number: int) -> None:
         """`kernel.patch_rows`: `state` (C-contiguous float32) changed in place."""
@@ -134,10 +138,14 @@ class Kernel:
         c = np.ascontiguousarray
         return self._scores(c(p, np.float64), c(y, np.float64), counts, int(bins))
 
-    def learn_events(self, offsets, entries, labels, importance, st, kind: int, hp):
+    def learn_events(self, offsets, entries, labels, importance, st, kind: int,
+                     hp) -> np.ndarray:
+        """`kernel.learn_events`: `st` changed in place; returns the events' probabilities."""
         c = np.ascontiguousarray
-        return self._learn(c(offsets, np.int64), c(entries, np.int64), c(labels, np.float64),
-                           c(importance, np.float64), st, int(kind), c(hp, np.float64))
+        p = np.empty(offsets.size - 1, np.float64)
+        self._learn(c(offsets, np.int64), c(entries, np.int64), c(labels, np.float64),
+                    c(importance, np.float64), st, int(kind), c(hp, np.float64), p)
+        return p
 
 
 _current: Kernel | None = None
@@ -181,6 +189,7 @@ def build(directory: Path | None = None) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp_name = f"{module_name()}_tmp{os.getpid()}"
     cc = CC(module_name(), source_module=kernel)
+    cc.use_nrt = False  # the functions allocate nothing (`worker.models.kernel`, `_nrt=False`)
     cc.output_dir = str(out.parent)
     cc.output_file = tmp_name + out.suffix
     for name, sig in SIGNATURES.items():

@@ -31,7 +31,7 @@ def _function(name: str):
     return fn
 
 
-def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one_lengths, zeros,
+def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow10, ones, one_lengths, zeros,
                zero_lengths, labels, numbers, number_rows, number_counts, hashes, hash_rows,
                hash_counts) -> int:
     """`scan_kernel.scan_block`: outputs filled in place; -1, or the first line not taken."""
@@ -41,8 +41,8 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
         if out.dtype != dtype or not out.flags.c_contiguous:
             raise ValueError(f"scan output must be a C-contiguous {np.dtype(dtype)} array")
     return _function("scan_block")(
-        _c(data, np.uint8), int(lines), int(delimiter), _c(kinds, np.int64), _c(slots, np.int64),
-        bool(no_quotes), _c(pow10, np.float64), _c(ones, np.uint8), _c(one_lengths, np.int64),
+        _c(data, np.uint8), int(lines), int(delimiter), np.uint64(stops_low), np.uint64(stops_high),
+        _c(kinds, np.int64), _c(slots, np.int64), _c(pow10, np.float64), _c(ones, np.uint8), _c(one_lengths, np.int64),
         _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, numbers, number_rows,
         number_counts, hashes, hash_rows, hash_counts)
 

@@ -53,7 +53,11 @@ class BlockScanner:
         for slot, j in enumerate(self.categorical):
             self.slots[j] = slot
         self.delimiter = ord(delimiter)
-        self.no_quotes = delimiter == ","
+        # the bytes that end a field, as a 128-bit set (`scan_block`); a CSV block with a
+        # quote is not taken
+        ends = {self.delimiter, 10, 13} | ({34} if delimiter == "," else set())
+        bits = sum(1 << c for c in ends)
+        self.stops = (bits & (2**64 - 1), bits >> 64)
 
     def scan(self, block: bytes, lines: int):
         """(labels, numbers, number_rows, number_counts, hashes, hash_rows, hash_counts) by
@@ -66,8 +70,8 @@ class BlockScanner:
         hashes = np.empty((len(self.categorical), lines), np.uint64)
         hash_rows = np.empty((len(self.categorical), lines), np.int64)
         hash_counts = np.zeros(len(self.categorical), np.int64)
-        first_bad = compiled.scan_block(data, lines, self.delimiter, self.kinds, self.slots,
-                                        self.no_quotes, _POW10, _ONES, _ONE_LENGTHS, _ZEROS,
+        first_bad = compiled.scan_block(data, lines, self.delimiter, *self.stops, self.kinds,
+                                        self.slots, _POW10, _ONES, _ONE_LENGTHS, _ZEROS,
                                         _ZERO_LENGTHS, labels, numbers, number_rows,
                                         number_counts, hashes, hash_rows, hash_counts)
         if first_bad >= 0:

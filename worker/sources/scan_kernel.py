@@ -10,12 +10,13 @@ import numba
 import numpy as np
 
 from worker.sources.fields import CAT, LABEL, NUM
-from worker.sources.string_hash import hash_ascii, hash_utf8
+from common.hashing import STR_TAG
+from worker.sources.string_hash import hash_utf8, splitmix
 
 _MAX_EXACT = 1 << 53
 _MAX_SIGNIFICANT = 18  # digits an int64 mantissa holds
 _EXACT_DIGITS = 15  # an integer of at most 15 digits is below 2**53: exact as a float
-_U0, _ZERO, _SIX, _FOUR, _TEN = (np.uint64(v) for v in (0, 48, 6, 4, 10))
+_U0, _ONE, _ZERO, _SIX, _FOUR, _TEN, _HIGH = (np.uint64(v) for v in (0, 1, 48, 6, 4, 10, 32))
 
 
 @numba.njit(cache=True, inline="always")
@@ -95,6 +96,14 @@ def _matches(data, lo, hi, table, lengths):
 
 
 @numba.njit(cache=True, inline="always")
+def _ends_field(c, stops_low, stops_high):
+    """Whether byte `c` ends a field: bit c of the 128-bit set (`stops_low`, `stops_high`)."""
+    if c < 64:
+        return (stops_low >> np.uint64(c)) & _ONE != _U0
+    return c < 128 and (stops_high >> np.uint64(c - 64)) & _ONE != _U0
+
+
+@numba.njit(cache=True, inline="always")
 def _append(values, rows, counts, slot, value, line):
     """Field `slot`'s next present value, and its line, at the front of its output row."""
     k = counts[slot]
@@ -103,17 +112,19 @@ def _append(values, rows, counts, slot, value, line):
     counts[slot] = k + 1
 
 
-@numba.njit(cache=True, nogil=True)
-def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one_lengths,
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow10, ones, one_lengths,
                zeros, zero_lengths, labels, numbers, number_rows, number_counts, hashes,
                hash_rows, hash_counts):
     """Fill the outputs from `lines` whole lines of `data`; returns -1 when every line was
     taken, else the index of the first line that was not. ``slots[j]`` is field j's row in
     `numbers` or `hashes` by its kind; a field's present values are packed at the front of
     its row, with their lines in the same row of `number_rows` or `hash_rows` and their count
-    in `number_counts` or `hash_counts` (zeros on entry), so each row is a column as it is. One pass over the bytes: a field ends
-    at the delimiter, a line at LF or CRLF; a lone CR is not taken. The bytes that end a field
-    are looked up in a table (one load a byte), and a field's bytes are OR-ed on the way, so a
+    in `number_counts` or `hash_counts` (zeros on entry), so each row is a column as it is.
+    One pass over the bytes: a field ends at the delimiter, a line at LF or CRLF; a lone CR
+    is not taken, nor a quote where the set of bytes that end a field (`stops_low`,
+    `stops_high`: the delimiter, LF and CR, and for CSV the quote) holds it. A field's end is
+    found by one shift and test a byte, and a field's bytes are OR-ed on the way, so a
     categorical value known to be ASCII (nearly all) is hashed without decoding UTF-8. A
     numeric field's digits are folded into an integer as its bytes go by, so a plain integer
     of at most 15 digits (the common case: counts, ids) needs no second pass; anything else
@@ -121,10 +132,6 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
     ncols = kinds.size
     end = data.size
     pos = 0
-    stops = np.zeros(256, np.bool_)
-    stops[delimiter] = stops[10] = stops[13] = True
-    if no_quotes:
-        stops[34] = True
     for line in range(lines):
         field = 0
         lo = pos
@@ -139,7 +146,7 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
             if kind == NUM:
                 while hi < end:
                     c = data[hi]
-                    if stops[c]:
+                    if _ends_field(c, stops_low, stops_high):
                         break
                     d = np.uint64(c) - _ZERO  # wraps for bytes below '0'
                     not_digit |= ((d + _SIX) | d) >> _FOUR
@@ -148,7 +155,7 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
             else:
                 while hi < end:
                     c = data[hi]
-                    if stops[c]:
+                    if _ends_field(c, stops_low, stops_high):
                         break
                     seen |= c
                     hi += 1
@@ -173,14 +180,30 @@ def scan_block(data, lines, delimiter, kinds, slots, no_quotes, pow10, ones, one
             elif kind == CAT:
                 if hi > lo:
                     if seen < 0x80:
-                        h = hash_ascii(data, lo, hi)
+                        # `hash_utf8` of ASCII text: each byte is its code point, so the
+                        # length and the words come without decoding. Written out here, as
+                        # every hot step of this loop is: an inlined call that takes `data`
+                        # counts a reference to it (an atomic add and subtract) per field.
+                        last = hi
+                        while last > lo and data[last - 1] == 0:  # as numpy drops them
+                            last -= 1
+                        h = splitmix(np.uint64(last - lo) ^ STR_TAG)
+                        i = lo
+                        while i + 1 < last:
+                            h = splitmix(h ^ (np.uint64(data[i])
+                                              | (np.uint64(data[i + 1]) << _HIGH)))
+                            i += 2
+                        if i < last:
+                            h = splitmix(h ^ np.uint64(data[i]))
                     else:
                         ok, h = hash_utf8(data, lo, hi)
                         if not ok:
                             return line
                     _append(hashes, hash_rows, hash_counts, slot, h, line)
             elif kind == LABEL:
-                if _matches(data, lo, hi, ones, one_lengths):
+                if hi == lo + 1 and (data[lo] == 48 or data[lo] == 49):  # '0' or '1'
+                    labels[line] = 1.0 if data[lo] == 49 else 0.0
+                elif _matches(data, lo, hi, ones, one_lengths):
                     labels[line] = 1.0
                 elif _matches(data, lo, hi, zeros, zero_lengths):
                     labels[line] = 0.0
