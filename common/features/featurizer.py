@@ -8,7 +8,7 @@ get the very same ids for the same event.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
@@ -19,6 +19,12 @@ from common.features.spec import FeatureSpec, Transform
 from common.hashing import hash_string, hash_strings, splitmix64
 
 BIAS_ID = hash_string("\x00bias")
+
+
+def mix_fields(words: np.ndarray, seeds: np.ndarray, ends: np.ndarray, ids: np.ndarray) -> None:
+    """``ids[e] = splitmix64(words[e] ^ seeds[k])`` for the entries e of field k, which end at
+    `ends[k]`: each value and its field become one id."""
+    ids[:] = splitmix64(words ^ np.repeat(seeds, np.diff(ends, prepend=0)))
 
 
 class Featurizer:
@@ -32,8 +38,13 @@ class Featurizer:
     on a field's name (its seed, its transform) is computed once and reused by every batch.
     """
 
-    def __init__(self, spec: FeatureSpec):
+    def __init__(self, spec: FeatureSpec, mixer: Callable | None = None):
+        """`mixer(words, seeds, ends, ids)` writes the ids of entries whose field k ends at
+        `ends[k]`, ``splitmix64(word ^ seeds[k])``, into `ids`; the worker passes its
+        compiled one (`worker.models.kernel.mix_fields`), replicas keep numpy's
+        (`mix_fields`)."""
         self.spec = spec
+        self._mix = mixer or mix_fields
         self._field_seed: dict[str, np.uint64] = {}
         self._default_transform = Transform("log2")
         self._transforms: dict[tuple, Transform] = {}  # one per distinct (kind, boundaries)
@@ -79,7 +90,7 @@ class Featurizer:
         total = ends[-1] if ends else 0
         bias = batch.n if self.spec.bias else 0
         rows = np.empty(total + bias, np.int64)
-        words = np.empty(total + bias, np.uint64)  # what each entry hashes (see the class)
+        words = np.empty(total, np.uint64)  # what each entry hashes (see the class)
         strings: list[int] = []
         numeric: dict[tuple, list[int]] = {}
         for k, name in enumerate(order):
@@ -104,9 +115,9 @@ class Featurizer:
             hashed = hash_strings(values[0] if len(values) == 1 else np.concatenate(values))
             for k, part in zip(strings, pieces(hashed, [sizes[k] for k in strings])):
                 words[spans[k]] = part
-        seeds = np.repeat(np.array([self.field_seed(n) for n in order] + [0], np.uint64),
-                          sizes + [bias])
-        ids = splitmix64(words ^ seeds)
+        ids = np.empty(total + bias, np.uint64)
+        self._mix(words, np.array([self.field_seed(n) for n in order], np.uint64),
+                  np.array(ends, np.int64), ids[:total])
         if bias:
             rows[total:] = np.arange(batch.n)
             ids[total:] = BIAS_ID

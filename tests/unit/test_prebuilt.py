@@ -139,3 +139,15 @@ def test_prebuilt_reader_scan_and_hash_are_the_jits_bit_for_bit(built, monkeypat
     np.testing.assert_array_equal(aot[2], jit[2])
     np.testing.assert_array_equal(aot[2], hash_strings(np.array(["ok", "Zürich"])))
     assert aot[3] == jit[3] == 2
+
+
+def test_compiled_id_mixer_gives_the_featurizers_ids_bit_for_bit(built):
+    """The worker featurizes with its kernel's `mix_fields`; replicas with numpy's. A
+    training batch and a predict request of the same event must get the same ids."""
+    spec = load_spec(text=synthetic_spec_toml(BITS)).feature_spec("ctr")
+    batch = SyntheticStream(3000, seed=9).read(3000)
+    plain = Featurizer(spec).featurize(batch)
+    for kernel in (built, prebuilt.Kernel()):
+        mixed = Featurizer(spec, kernel.mix_fields).featurize(batch)
+        np.testing.assert_array_equal(mixed.rows, plain.rows)
+        np.testing.assert_array_equal(mixed.ids, plain.ids)

@@ -42,6 +42,7 @@ _BYTES = "Array(u1, 1, 'C', readonly=True)"
 SIGNATURES = {
     "group_by_event_i8": "none(i8[::1], i8[::1], i8[::1], i8[::1])",
     "group_by_event_i4": "none(i8[::1], i4[::1], i8[::1], i8[::1])",
+    "mix_fields": "none(u8[::1], u8[::1], i8[::1], u8[::1])",
     "patch_rows": "none(u8[::1], f4[:, ::1], i8[::1], u8[::1], f4[:, ::1], i8)",
     "count_scores": "f8(f8[::1], f8[::1], f8[::1], i8)",
     "learn_events": "none(i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1], f8[::1])",
@@ -109,6 +110,7 @@ class Kernel:
             self._learn = kernel.learn_events
             self._patch = kernel.patch_rows
             self._scores = kernel.count_scores
+            self._mix = kernel.mix_fields
         else:
             self.prebuilt = True
             self.module = module
@@ -116,6 +118,7 @@ class Kernel:
             self._learn = module.learn_events
             self._patch = module.patch_rows
             self._scores = module.count_scores
+            self._mix = module.mix_fields
 
     def group_by_event(self, n: int, rows, inverse) -> tuple[np.ndarray, np.ndarray]:
         """(offsets, entries) of `kernel.group_by_event`."""
@@ -126,6 +129,12 @@ class Kernel:
         else:
             self._group_i8(rows, np.ascontiguousarray(inverse, np.int64), offsets, entries)
         return offsets, entries
+
+    def mix_fields(self, words, seeds, ends, ids) -> None:
+        """`kernel.mix_fields`: `ids` (C-contiguous uint64) filled in place; a
+        `common.features.Featurizer` mixer."""
+        c = np.ascontiguousarray
+        self._mix(c(words, np.uint64), c(seeds, np.uint64), c(ends, np.int64), ids)
 
     def patch_rows(self, slots, state, applied, keys, deltas, number: int) -> None:
         """`kernel.patch_rows`: `state` (C-contiguous float32) changed in place."""
@@ -172,6 +181,7 @@ def build(directory: Path | None = None) -> Path:
     from worker.models import kernel
     from worker.sources import scan_kernel, string_hash
     functions = {"learn_events": kernel.learn_events, "patch_rows": kernel.patch_rows,
+                 "mix_fields": kernel.mix_fields,
                  "count_scores": kernel.count_scores, "group_by_event_i8": kernel.group_by_event,
                  "group_by_event_i4": kernel.group_by_event, "scan_block": scan_kernel.scan_block,
                  "hash_values": string_hash.hash_values}
