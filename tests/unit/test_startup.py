@@ -26,7 +26,8 @@ CASES = {
     "deploy.nodes.shard": ("numba", "pyarrow", "rich", "serving", "worker"),
     "deploy.nodes.replica": ("numba", "pyarrow", "rich", "ps", "worker"),
     # the worker: a blocking channel, no server code, no terminal or plotting libraries, and
-    # pyarrow only once an input needs it (JSON lines, MovieLens, a TSV block the scan declines)
+    # pyarrow only once an input needs it (JSON lines, a TSV block or MovieLens file the scan
+    # declines)
     "deploy.nodes.worker": ("asyncio", "pyarrow", "rich", "matplotlib", "ps", "serving"),
     "common.optim": ("numba",),
 }

@@ -107,9 +107,14 @@ class MovieLensSource(ChunkedSource):
                                     "movielens-100k", FIELD_KINDS)
 
     def _ratings(self) -> tuple[np.ndarray, ...]:
-        """user, item, rating, timestamp columns of u.data (tab-separated integers), parsed by
-        pyarrow and converted whole; a line of another width or with a field that is not an
-        integer is reported with its line number and skipped."""
+        """user, item, rating, timestamp columns of u.data (tab-separated integers). A clean
+        file (plain integers, four to a line: the published one) is read by the compiled
+        TSV scan in one pass, without loading pyarrow; any other is parsed by pyarrow and
+        converted whole, and a line of another width or with a field that is not an integer
+        is reported with its line number and skipped."""
+        clean = _plain_integers(self.directory / "u.data", 4)
+        if clean is not None:
+            return clean
         pa, pc, _ = _arrow()
         columns, lines = _read_table(self.directory / "u.data", "\t", 4, "utf-8", self)
         columns = [pc.utf8_trim_whitespace(c) for c in columns]
@@ -124,6 +129,27 @@ class MovieLensSource(ChunkedSource):
             ok &= good
         keep = pa.array(ok)
         return tuple(pc.cast(pc.filter(c, keep), pa.int64()).to_numpy() for c in columns)
+
+
+def _plain_integers(path: Path, ncols: int) -> tuple[np.ndarray, ...] | None:
+    """The int64 columns of a tab-separated file of plain integers, `ncols` to a line, from
+    the compiled scan (`BlockScanner`); None unless every line is exactly that (a blank line,
+    a sign, a space, a fraction or an exponent included), which the scan or the byte check
+    here tells, so the caller's full parser judges every other file."""
+    from worker.sources.delimited_scan import BlockScanner
+    data = path.read_bytes()
+    if data and not data.endswith(b"\n"):
+        data += b"\n"
+    if any(c in data for c in (b".", b"e", b"E", b"+", b" ")):
+        return None
+    lines = data.count(b"\n")
+    scanned = BlockScanner(["num"] * ncols, "\t").scan(data, lines)
+    if scanned is None or lines == 0:
+        return None
+    numbers, counts = scanned[1], scanned[3]
+    if (counts != lines).any():  # an empty field
+        return None
+    return tuple(numbers[j].astype(np.int64) for j in range(ncols))
 
 
 def _arrow():
@@ -168,10 +194,14 @@ def _read_table(path: Path, delimiter: str, ncols: int, encoding: str,
 
 
 def _table(path: Path, delimiter: str, ncols: int, encoding: str = "utf-8") -> list[np.ndarray]:
-    """Columns (as numpy string arrays) of a small delimited file; lines of other widths
-    dropped."""
-    columns, _lines = _read_table(path, delimiter, ncols, encoding)
-    return [c.to_numpy(zero_copy_only=False).astype(str) for c in columns]
+    """Columns (as numpy string arrays) of a small delimited side table (users, movies: a
+    few thousand lines, split as they are read); lines of other widths dropped. Lines end at
+    LF (CRLF too), not at every character `str.splitlines` takes for a break."""
+    rows = [line.removesuffix("\r").split(delimiter)
+            for line in path.read_text(encoding=encoding).split("\n")]
+    rows = [row for row in rows if len(row) == ncols]
+    return [np.array(column, dtype=str) for column in zip(*rows)] if rows else \
+        [np.zeros(0, dtype=str) for _ in range(ncols)]
 
 
 def _genre_names(path: Path) -> np.ndarray:
@@ -202,8 +232,7 @@ def _join_users(users: list[np.ndarray], user: np.ndarray) -> dict[str, Column]:
 
 def _release_years(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Year of dates like "01-Jan-1995" and a mask of those that parse."""
-    pa, pc, _ = _arrow()
-    tail = pc.utf8_slice_codeunits(pa.array(dates), -4).to_numpy(zero_copy_only=False).astype(str)
+    tail = np.array([date[-4:] for date in dates.tolist()], dtype=str)  # one per movie
     ok = np.char.isdigit(tail) & (np.char.str_len(dates) >= 4)
     years = np.zeros(dates.size, np.float64)
     years[ok] = tail[ok].astype(np.float64)
