@@ -158,8 +158,10 @@ def _partition(ctx, net) -> dict:
                                    + (net.dir / "partition-worker.log").read_text()[-2000:])
             time.sleep(0.05)
         net.partition("shard0", "drop")
+        cut_at = time.monotonic()
+        watch.stalled(quiet_s=1.0, timeout=cut_s / 2)  # the batches in flight are done
         cut_mb = rss.mark()
-        time.sleep(cut_s)
+        time.sleep(max(0.0, cut_s - (time.monotonic() - cut_at)))
         blocked_mb = rss.peak_since_mark_mb
         healed = time.time()
         net.heal("shard0")
@@ -188,7 +190,7 @@ def run(ctx) -> dict:
         rows, figures = _links(ctx, net)
         part = _partition(ctx, net)
     ctx.log(f"  partition {part['cut_s']:.0f}s: resumed {part['resume_s']} s after the heal; "
-            f"worker RSS {part['rss_at_cut_mb']} MB at the cut, {part['rss_blocked_peak_mb']} "
+            f"worker RSS {part['rss_at_cut_mb']} MB once blocked, {part['rss_blocked_peak_mb']} "
             f"MB peak while blocked, {part['rss_peak_mb']} MB peak overall")
     config = {"cut_s": part["cut_s"], "how": "bridge drops the shard's frames",
               "batch_size": 4096}
@@ -208,7 +210,7 @@ def run(ctx) -> dict:
                       "own cost); events/s best of the rounds, settings alternating.",
                       f"shard 0 cut off for {part['cut_s']:.0f} s while training: pushes "
                       f"applied again {part['resume_s']} s after the heal; worker RSS "
-                      f"{part['rss_at_cut_mb']} MB at the cut, {part['rss_blocked_peak_mb']} "
+                      f"{part['rss_at_cut_mb']} MB once blocked, {part['rss_blocked_peak_mb']} "
                       f"MB while blocked, {part['rss_peak_mb']} MB peak."]}
 
 

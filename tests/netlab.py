@@ -347,6 +347,17 @@ class PushWatch(threading.Thread):
     def pushes(self) -> list[int]:
         return self.lines[-1]["pushes"] if self.lines else [0, 0]
 
+    def stalled(self, quiet_s: float, timeout: float) -> bool:
+        """Wait until no shard's count has changed for `quiet_s` seconds (a worker cut off
+        from a shard has finished what it had in flight and is blocked); False on timeout."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            last = self.lines[-1]["t"] if self.lines else 0.0
+            if time.time() - last >= quiet_s:
+                return True
+            time.sleep(0.05)
+        return False
+
     def first_change_after(self, t: float, timeout: float) -> float | None:
         """Seconds from wall time `t` to the first change of every shard's count after it."""
         base = self.pushes()
