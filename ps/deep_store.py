@@ -15,7 +15,7 @@ import numpy as np
 from common.config import ModelSpec
 from common.deep import DeepLayout
 from common.errors import InvalidValue
-from ps.store import CheckedPush, ModelShard, RowState
+from ps.store import CheckedPush, ModelShard, RowState, owned_rows
 
 PARTS = ("w", "m", "v", "t")
 
@@ -71,11 +71,7 @@ class DeepModelShard(RowState):
             raise InvalidValue(f"key {int(keys[-1])} is outside deep model {self.spec.name!r} "
                                f"({self.layout.slots} slots and {self.layout.dense_rows} "
                                "dense rows)")
-        if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
-            raise InvalidValue("keys must be sorted and unique")
-        if keys.size and bool(np.any(keys % np.uint64(self.n_shards) != np.uint64(self.shard))):
-            raise InvalidValue(f"keys not owned by shard {self.shard} of {self.n_shards}")
-        return (keys // np.uint64(self.n_shards)).astype(np.int64)
+        return owned_rows(keys, self.shard, self.n_shards)
 
     def pull(self, keys: np.ndarray) -> np.ndarray:
         """The state of `keys`, float32 (len(keys), 3 h0 + 1): w, m, v, t."""
