@@ -2,11 +2,11 @@
 
 The layout is `common.deep.DeepLayout`'s: every key, a sparse slot or one of the dense rows after
 them, is a row of h0 weights, their Adam moments m and v, and a step count t. A shard stores
-the keys it owns (``key % shards``) densely, one 2-D float32 array per state part, so a pull is
-one gather per part and a push one add per part; the dense rows start at the model's fixed
-initial values, the sparse rows at 0. The same interface as `ps.store.ModelShard`: the shard
-node, its log, snapshots and publisher treat both alike. What a replica is published is `w`,
-one (h0,) vector per key.
+the keys it owns (``key % shards``) densely, as one float32 block of (rows, 3 h0 + 1) laid out
+as the wire's rows are, so a pull is one gather of whole rows and a push one gather, one add and
+one scatter; the dense rows start at the model's fixed initial values, the sparse rows at 0.
+The same interface as `ps.store.ModelShard`: the shard node, its log, snapshots and publisher
+treat both alike. What a replica is published is `w`, one (h0,) vector per key.
 """
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ import numpy as np
 from common.config import ModelSpec
 from common.deep import DeepLayout
 from common.errors import InvalidValue
-from ps.store import CheckedPush, ModelShard, RowState
+from ps.store import CheckedPush, ModelShard, RowState, owned_rows
 
 PARTS = ("w", "m", "v", "t")
 
@@ -23,7 +23,13 @@ PARTS = ("w", "m", "v", "t")
 class DeepModelShard(RowState):
     """One deep model's rows on this shard (see the module docstring). A push is checked
     whole before anything changes: keys, shape (k, 3 h0 + 1), |delta| <= `max_delta`, moments
-    v and step counts t stay >= 0, and nothing overflows."""
+    v and step counts t stay >= 0, and nothing overflows.
+
+    A row is one contiguous run of 3 h0 + 1 floats (772 bytes at h0 = 64), so gathering or
+    scattering it is one copy; kept as four arrays (w, m, v, t), every row cost four gathers
+    and four scatters, each a cache miss, and a pull a fifth copy to join them. `state` names
+    the parts as views into the block: w (rows, h0), m, v, and t (rows,), which is what
+    snapshots hold, one array per part as before."""
 
     def __init__(self, spec: ModelSpec, shard: int, n_shards: int, max_delta: float = 1e6):
         self.spec = spec
@@ -35,8 +41,10 @@ class DeepModelShard(RowState):
         self.size = total // n_shards + (1 if shard < total % n_shards else 0)
         h = self.layout.width
         self.columns = tuple(f"{p}{j}" for p in "wmv" for j in range(h)) + ("t",)
-        self.state = {p: np.zeros((self.size, h), np.float32) for p in "wmv"}
-        self.state["t"] = np.zeros(self.size, np.float32)
+        # every page written now, at start, not by a first push's scatter (`ModelShard` says why)
+        self._block = np.empty((self.size, self.layout.row_width), np.float32)
+        self._block.fill(0.0)
+        self.state = self._parts(self._block)
         keys = self.layout.dense_keys()
         mine = keys[keys % np.uint64(n_shards) == np.uint64(shard)]
         initial = self.layout.rows_of_dense(self.layout.initial_dense())
@@ -45,9 +53,15 @@ class DeepModelShard(RowState):
         self.pushes = 0
         self.pulls = 0
 
+    def _parts(self, block: np.ndarray) -> dict[str, np.ndarray]:
+        """w, m, v (rows, h0) and t (rows,) of a block of rows, as views."""
+        h = self.layout.width
+        return {"w": block[:, :h], "m": block[:, h:2 * h], "v": block[:, 2 * h:3 * h],
+                "t": block[:, 3 * h]}
+
     @property
     def weights(self) -> np.ndarray:
-        """(size, h0): what replicas hold of this shard."""
+        """(size, h0): what replicas hold of this shard (a view: strided)."""
         return self.state["w"]
 
     def rows_for(self, keys: np.ndarray) -> np.ndarray:
@@ -57,22 +71,13 @@ class DeepModelShard(RowState):
             raise InvalidValue(f"key {int(keys[-1])} is outside deep model {self.spec.name!r} "
                                f"({self.layout.slots} slots and {self.layout.dense_rows} "
                                "dense rows)")
-        if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
-            raise InvalidValue("keys must be sorted and unique")
-        if keys.size and bool(np.any(keys % np.uint64(self.n_shards) != np.uint64(self.shard))):
-            raise InvalidValue(f"keys not owned by shard {self.shard} of {self.n_shards}")
-        return (keys // np.uint64(self.n_shards)).astype(np.int64)
+        return owned_rows(keys, self.shard, self.n_shards)
 
     def pull(self, keys: np.ndarray) -> np.ndarray:
         """The state of `keys`, float32 (len(keys), 3 h0 + 1): w, m, v, t."""
         rows = self.rows_for(keys)
         self.pulls += 1
-        h = self.layout.width
-        out = np.empty((rows.size, self.layout.row_width), np.float32)
-        for j, part in enumerate("wmv"):
-            out[:, j * h:(j + 1) * h] = self.state[part].take(rows, axis=0)
-        out[:, 3 * h] = self.state["t"].take(rows)
-        return out
+        return self._block.take(rows, axis=0)
 
     def check_push(self, keys: np.ndarray, deltas: np.ndarray) -> CheckedPush:
         """Validate a push and work out its new values; raises InvalidValue naming the problem
@@ -88,24 +93,26 @@ class DeepModelShard(RowState):
             i, j = np.argwhere(np.abs(deltas) > self.max_delta)[0]
             raise InvalidValue(f"delta {float(deltas[i, j]):g} of {self.columns[j]} for key "
                                f"{int(keys[i])} exceeds max_delta = {self.max_delta:g}")
-        # whole-array reductions first, the element that failed only when one did
-        new = {}
+        # whole-block reductions first, the part and element that failed only when one did
+        block = self._block.take(rows, axis=0)
         with np.errstate(over="ignore"):  # an overflow is refused below, by name
-            for j, part in enumerate("wmv"):
-                new[part] = self.state[part].take(rows, axis=0)
-                new[part] += deltas[:, j * h:(j + 1) * h]
-            new["t"] = self.state["t"].take(rows) + deltas[:, 3 * h]
+            block += deltas
+        new = self._parts(block)
         if not rows.size:
-            return CheckedPush(rows, new)
-        for part in ("v", "t"):
-            if new[part].min() < 0:
-                i = int(np.argwhere(new[part] < 0)[0][0])
-                raise InvalidValue(f"deltas would make {part} of key {int(keys[i])} negative; "
-                                   f"{part} must stay >= 0")
-        for part, values in new.items():
-            if not (np.isfinite(values.max()) and np.isfinite(values.min())):
-                raise InvalidValue(f"deltas would make {part} overflow to inf")
-        return CheckedPush(rows, new)
+            return CheckedPush(rows, new, block)
+        if block[:, 2 * h:].min() < 0:
+            part = "v" if new["v"].min() < 0 else "t"
+            i = int(np.argwhere(new[part] < 0)[0][0])
+            raise InvalidValue(f"deltas would make {part} of key {int(keys[i])} negative; "
+                               f"{part} must stay >= 0")
+        if not (np.isfinite(block.max()) and np.isfinite(block.min())):
+            part = next(p for p in PARTS if not np.isfinite(new[p]).all())
+            raise InvalidValue(f"deltas would make {part} overflow to inf")
+        return CheckedPush(rows, new, block)
+
+    def apply(self, push: CheckedPush) -> None:
+        self._block[push.rows] = push.block
+        self.pushes += 1
 
 
 def make_store(spec: ModelSpec, shard: int, n_shards: int, max_delta: float = 1e6):

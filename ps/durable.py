@@ -212,7 +212,7 @@ class ShardState:
                     raise ConfigError(f"model {name!r} was saved with another shape: its {key!r} "
                                       f"has {array.size} values, the spec's model "
                                       f"{mine.size if mine is not None else 'none'}")
-                store.state[key].reshape(-1)[:] = array
+                mine[...] = array.reshape(mine.shape)  # a view into the store's block
         self.applied = dict(header.get("applied", {}))
         self.events.update({k: v for k, v in header.get("events", {}).items()
                             if k in self.events})

@@ -75,6 +75,26 @@ def _row_dtype(width: int) -> np.dtype:
     return fast.get(width, np.dtype((np.void, 4 * width)))
 
 
+def owned_rows(keys: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
+    """Local rows of sorted unique `keys` (below 2**62), after checking that shard `shard` of
+    `n_shards` owns every one. A key is owned here when it is its row times n_shards plus this
+    shard: with a power of two shards a shift and a mask tell, otherwise one (uint64, slow)
+    division does (the keys are below 2**62, so the rows are the same numbers as int64)."""
+    if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
+        raise InvalidValue("keys must be sorted and unique")
+    mine = np.uint64(shard)
+    if n_shards & (n_shards - 1) == 0:
+        rows = keys >> np.uint64(n_shards.bit_length() - 1)
+        owned = (keys & np.uint64(n_shards - 1)) == mine
+    else:
+        n = np.uint64(n_shards)
+        rows = keys // n
+        owned = rows * n + mine == keys
+    if keys.size and not bool(owned.all()):
+        raise InvalidValue(f"keys not owned by shard {shard} of {n_shards}")
+    return rows.view(np.int64)
+
+
 class ModelShard(RowState):
     """One model's rows that this shard owns (slot ``row * n_shards + shard``), stored densely:
     the optimizer's state columns side by side in one float32 block of (rows, columns). The
@@ -108,9 +128,6 @@ class ModelShard(RowState):
         self._rows = self._block.view(_row_dtype(width)).reshape(-1)
         self.state = {name: self._block[:, j] for j, name in enumerate(self.columns)}
         self.derived = () if "w" in self.state else ("w",)
-        power_of_two = n_shards & (n_shards - 1) == 0
-        self._shift = np.uint64(n_shards.bit_length() - 1) if power_of_two else None
-        self._mask = np.uint64(n_shards - 1)
         self.pushes = 0
         self.pulls = 0
 
@@ -140,22 +157,7 @@ class ModelShard(RowState):
         if keys.size and int(keys[-1]) >= (1 << self.spec.bits):
             raise InvalidValue(f"key {int(keys[-1])} is outside model {self.spec.name!r} "
                                f"({self.spec.bits} bits)")
-        if keys.size > 1 and not bool(np.all(keys[1:] > keys[:-1])):
-            raise InvalidValue("keys must be sorted and unique")
-        # a key is owned here when it is its row times n_shards plus this shard: with a power
-        # of two shards a shift and a mask tell, otherwise one (uint64, slow) division does
-        # (keys are below 2**bits <= 2**32, so the rows are the same numbers as int64)
-        shard = np.uint64(self.shard)
-        if self._shift is not None:
-            rows = keys >> self._shift
-            owned = (keys & self._mask) == shard
-        else:
-            n = np.uint64(self.n_shards)
-            rows = keys // n
-            owned = rows * n + shard == keys
-        if keys.size and not bool(owned.all()):
-            raise InvalidValue(f"keys not owned by shard {self.shard} of {self.n_shards}")
-        return rows.view(np.int64)
+        return owned_rows(keys, self.shard, self.n_shards)
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         """The block's rows `rows`, as a new float32 array of (len(rows), columns)."""

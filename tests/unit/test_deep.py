@@ -267,6 +267,24 @@ def test_store_pull_push_and_refusals_change_nothing():
         store.push(keys, -11 * deltas)
 
 
+def test_snapshot_holds_each_part_as_its_own_array():
+    """The store keeps rows as one block, but a snapshot holds w, m, v (rows, h0) and t (rows,)
+    as four arrays, as releases that kept four arrays wrote them: snapshots load across both."""
+    store = DeepModelShard(spec().model("d"), 0, 2)
+    keys = np.array([0, 4, 1024], np.uint64)
+    deltas = np.arange(3 * 25, dtype=np.float32).reshape(3, 25)
+    store.push(keys, deltas)
+    arrays = store.snapshot_arrays()
+    assert [(k, a.shape, a.flags.c_contiguous) for k, a in arrays.items()] == [
+        ("w", (store.size, 8), True), ("m", (store.size, 8), True),
+        ("v", (store.size, 8), True), ("t", (store.size,), True)]
+    rows = (keys // np.uint64(2)).astype(np.int64)
+    pulled = store.pull(keys)
+    for j, part in enumerate("wmv"):
+        np.testing.assert_array_equal(arrays[part][rows], pulled[:, 8 * j:8 * (j + 1)])
+    np.testing.assert_array_equal(arrays["t"][rows], pulled[:, 24])
+
+
 def test_deep_rows_survive_snapshot_and_log_replay(tmp_path):
     s = spec()
     s.fsync = "always"
