@@ -92,7 +92,9 @@ class PlainMetricsServer:
         except OSError as exc:
             raise DeltapsError(f"cannot serve metrics on {self.host}:{self.port}: {exc}") from None
         self.port = self._server.server_address[1]
-        self.thread = threading.Thread(target=self._server.serve_forever, args=(0.05,),
+        # polled every 10 ms: `stop` waits for the next poll (a process that stops its
+        # server as it exits waits that long), and 100 wake-ups a second cost nothing
+        self.thread = threading.Thread(target=self._server.serve_forever, args=(0.01,),
                                        name=self.THREAD, daemon=True)
         self.thread.start()
         return self
