@@ -165,9 +165,10 @@ def default_bits() -> int:
 
 
 def _default_batch_size():
-    """`deltaps train`'s default --batch-size at this commit (read from the CLI itself)."""
-    from deploy.nodes.worker import main
-    return next((p.default for p in main.params if p.name == "batch_size"), "?")
+    """`deltaps train`'s default --batch-size for a linear model at this commit (read from the
+    CLI itself)."""
+    from deploy.nodes.worker import DEFAULT_BATCH
+    return DEFAULT_BATCH["linear"]
 
 
 def vw_args(data: Path, bits: int, extra: tuple[str, ...] = ()) -> list[str]:

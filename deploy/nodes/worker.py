@@ -22,6 +22,14 @@ from worker.sources import open_source
 from worker.trainer import Trainer
 
 
+# Events per mini-batch when --batch-size is not given. A linear model learns event by event,
+# so its batch size changes only speed: a larger batch means fewer requests to every shard for
+# the same events, until its arrays outgrow the caches (`make bench`'s planted section times
+# it). A deep model takes one optimizer step per mini-batch, so its batch size is part of how
+# it learns.
+DEFAULT_BATCH = {"linear": 8192, "deep": 4096}
+
+
 @click.command("train")
 @click.argument("source")
 @click.option("--cluster", "cluster_file", default=".deltaps/cluster.json", show_default=True,
@@ -30,8 +38,9 @@ from worker.trainer import Trainer
               help="Spec TOML naming the shards' hosts ([cluster] shard_hosts), instead of a "
                    "cluster file (e.g. in Kubernetes).")
 @click.option("--model", default=None, help="Model to train (default: the cluster's only model).")
-@click.option("--batch-size", default=4096, show_default=True, type=click.IntRange(1, 1 << 20),
-              help="Events per mini-batch.")
+@click.option("--batch-size", default=None, type=click.IntRange(1, 1 << 20),
+              help="Events per mini-batch (default: 8192 for a linear model, 4096 for a deep "
+                   "one).")
 @click.option("--limit", default=None, type=click.IntRange(1), help="Stop after this many events.")
 @click.option("--format", "fmt", default=None,
               type=click.Choice(["jsonl", "tsv", "csv", "vw", "libsvm"]),
@@ -80,7 +89,7 @@ def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema,
         lower_cpu_priority(cluster.spec.worker_nice if nice is None else nice)
         place("worker", cluster.spec.serving_cpus)
         model = model or cluster.default_model()
-        cluster.spec.model(model)
+        batch_size = batch_size or DEFAULT_BATCH[cluster.spec.model(model).kind]
         src = open_source(source, fmt=fmt, schema=schema, until_empty=until_empty,
                           follow=follow)
         if hasattr(src, "stop"):
