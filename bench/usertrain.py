@@ -33,105 +33,26 @@ seconds after it; the ratio is reported per round and as the median over rounds.
 from __future__ import annotations
 
 import json
-import os
-import pstats
-import re
-import shutil
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
-import psutil
 
+from bench.processes import REPLICAS, SHARDS, deltaps_cmd, timed, with_cluster
 from bench.report import HIGHER, LOWER, figure
+from bench.train_profile import profile, profile_note, sampled, spy_note
 from bench.training import take
 from bench.vwtext import write_vw
 from common.config import load_spec
 from common.linear import logloss
-from deploy.local import LocalCluster
 from worker.sources import (MOVIELENS_SPEC_TOML, SyntheticStream, open_source,
                             synthetic_spec_toml)
 
-REPO = Path(__file__).resolve().parents[1]
-SHARDS, REPLICAS = 2, 1
 SEED = 0
 ALPHAS = (0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0)
 QUICK_ALPHAS = (0.05, 0.2, 0.5)
-PROFILE_TOP = 25
-
-
-PACKAGES = ("common", "deploy", "ps", "serving", "worker")
-
-
-def _env() -> dict:
-    """This checkout's code first on the path, as `deltaps` run from it would import it, and
-    with Python's bytecode cache as a user has it: PYTHONDONTWRITEBYTECODE, which a
-    development shell may set, is not passed on (else every process compiles every module
-    it imports from source again, tens of milliseconds that no installed copy pays)."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO), env.get("PYTHONPATH")) if p)
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    return env
-
-
-def deltaps_cmd(*args: str) -> list[str]:
-    """`deltaps ARGS` (the console script is `deploy.cli:main`)."""
-    return [sys.executable, "-m", "deploy.cli", *args]
-
-
-def timed(cmd: list[str], scratch: Path, name: str) -> dict:
-    """Run one process to its exit: wall seconds from spawn to exit, its CPU seconds and peak
-    RSS (from wait4), exit code, and its output (via files, so a full pipe never stalls it)."""
-    out_path, err_path = scratch / f"{name}.out", scratch / f"{name}.err"
-    with open(out_path, "wb") as out, open(err_path, "wb") as err:
-        t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=REPO, env=_env(), stdout=out, stderr=err,
-                                stdin=subprocess.DEVNULL)
-        _pid, status, usage = os.wait4(proc.pid, 0)
-        seconds = time.perf_counter() - t0
-    proc.returncode = os.waitstatus_to_exitcode(status)
-    res = {"seconds": round(seconds, 4), "cpu_seconds": round(usage.ru_utime + usage.ru_stime, 4),
-           "max_rss_mb": round(usage.ru_maxrss / 1024, 1), "returncode": proc.returncode,
-           "stdout": out_path.read_text(errors="replace"),
-           "stderr": err_path.read_text(errors="replace")}
-    out_path.unlink()
-    err_path.unlink()
-    if proc.returncode != 0:
-        raise RuntimeError(f"{' '.join(cmd)} exited with {proc.returncode}: "
-                           f"{res['stderr'][-2000:]}")
-    return res
-
-
-def _cpu(pid: int) -> float:
-    t = psutil.Process(pid).cpu_times()
-    return t.user + t.system
-
-
-def with_cluster(ctx, name: str, run):
-    """`run(cluster)` against a fresh cluster of SHARDS shards and REPLICAS replicas (default
-    spec, as `deltaps up` starts it), and the CPU seconds each node spent during it. As
-    `deltaps up` does, the worker's kernel is compiled ahead of time first if this version has
-    no build, and the checkout's modules are byte-compiled, as pip does when it installs a
-    package (both untimed; no-ops once done)."""
-    subprocess.run([sys.executable, "-m", "worker.models.prebuilt"], env=_env(), cwd=REPO,
-                   capture_output=True, check=False)
-    subprocess.run([sys.executable, "-m", "compileall", "-q", *PACKAGES], env=_env(), cwd=REPO,
-                   capture_output=True, check=False)
-    cluster = LocalCluster(ctx.workdir / f"cluster-{name}", "", SHARDS, REPLICAS)
-    try:
-        cluster.start_all()
-        pids = {f"{role}-{i}": p.pid for (role, i), p in cluster.procs.items()}
-        cpu0 = {k: _cpu(pid) for k, pid in pids.items()}
-        out = run(cluster)
-        cpu = {k: round(_cpu(pid) - cpu0[k], 3) for k, pid in pids.items()}
-    finally:
-        cluster.stop_all()
-        shutil.rmtree(cluster.dir, ignore_errors=True)
-    return out, cpu
-
 
 def deltaps_train(ctx, name: str, source: Path, extra: tuple[str, ...] = ()) -> dict:
     """One whole `deltaps train SOURCE --json` process on a fresh cluster."""
@@ -203,123 +124,6 @@ def loss_check(ctx, data: Path, bits: int, labels: np.ndarray) -> dict:
     ours = float(logloss(preds, labels).mean()) if preds.size == labels.size else float("nan")
     return {"vw_printed": r["logloss"], "from_predictions": round(ours, 6),
             "same": bool(abs(ours - r["logloss"]) < 1e-5)}
-
-
-def sampled(ctx, name: str, source: Path, rate: int = 200) -> dict | None:
-    """`deltaps train SOURCE` once under py-spy (every thread, non-idle samples): the share of
-    samples in which each function is on the stack, and is the running frame. None when
-    py-spy is not installed (the `bench` extra)."""
-    spy = shutil.which("py-spy", path=os.pathsep.join([str(Path(sys.executable).parent),
-                                                       os.environ.get("PATH", "")]))
-    if spy is None:
-        return None
-    raw = ctx.workdir / f"{name}.spy"
-
-    def run(cluster):
-        return timed([spy, "record", "-o", str(raw), "-f", "raw", "--threads", "--rate",
-                      str(rate), "--", sys.executable, "-m", "deploy.nodes.worker", str(source),
-                      "--cluster", str(cluster.path), "--json"], ctx.workdir, name)
-
-    r, _nodes = with_cluster(ctx, name, run)
-    inclusive, own, threads, total = {}, {}, {}, 0
-    for line in raw.read_text().splitlines():
-        stack, _sep, count = line.rpartition(" ")
-        if not count.isdigit():
-            continue
-        # one entry per function, not per line it was at
-        frames, n = [re.sub(r":\d+\)$", ")", f) for f in stack.split(";")], int(count)
-        total += n
-        threads[frames[0]] = threads.get(frames[0], 0) + n
-        for frame in set(frames[1:]):
-            if not any(w in frame for w in _SPY_WRAPPERS):
-                inclusive[frame] = inclusive.get(frame, 0) + n
-        if len(frames) > 1:
-            own[frames[-1]] = own.get(frames[-1], 0) + n
-    raw.unlink()
-    top = lambda d: [{"function": _short(f), "share": round(c / max(total, 1), 4)}  # noqa: E731
-                     for f, c in sorted(d.items(), key=lambda x: -x[1])[:PROFILE_TOP]]
-    return {"command": f"py-spy record -f raw --threads --rate {rate} -- python -m "
-                       f"deploy.nodes.worker {source.name} --json",
-            "seconds": r["seconds"], "samples": total, "sampled_s": round(total / rate, 2),
-            "threads": {t: round(c / max(total, 1), 4) for t, c in threads.items()},
-            "by_inclusive": top(inclusive), "by_own": top(own)}
-
-
-_SPY_WRAPPERS = ("runpy", "click/", "threading.py)", "nodes/worker.py)", "<module> (",
-                 "importlib")
-
-
-def _short(frame: str) -> str:
-    for root in (str(REPO) + "/", "site-packages/", f"python{sys.version_info[0]}."
-                 f"{sys.version_info[1]}/"):
-        if root in frame:
-            head, _sep, tail = frame.partition("(")
-            frame = head + "(" + tail.split(root, 1)[1]
-    return frame
-
-
-def _spy_note(p: dict, n: int = 12) -> str:
-    return (f"All threads, sampled (`{p['command']}`, {p['seconds']:.1f}s, {p['samples']} samples "
-            "py-spy counts as not idle; a wait on a Python-level lock counts): by thread "
-            + ", ".join(f"{t} {v:.0%}" for t, v in p["threads"].items())
-            + f"; top {n} functions on the stack: "
-            + "; ".join(f"{x['function']} {x['share']:.0%}" for x in p["by_inclusive"][:n])
-            + ". Running themselves: "
-            + "; ".join(f"{x['function']} {x['share']:.0%}" for x in p["by_own"][:n]) + ".")
-
-
-def profile(ctx, name: str, source: Path) -> dict:
-    """`deltaps train SOURCE` once under cProfile (main thread only): top functions by
-    cumulative and by own time."""
-    prof = ctx.workdir / f"{name}.prof"
-
-    def run(cluster):
-        return timed([sys.executable, "-m", "cProfile", "-o", str(prof), "-m",
-                      "deploy.nodes.worker", str(source), "--cluster", str(cluster.path),
-                      "--json"], ctx.workdir, name)
-
-    r, _nodes = with_cluster(ctx, name, run)
-    stats = pstats.Stats(str(prof)).stats
-    prof.unlink()
-    rows = [{"function": _where(k), "ncalls": v[1], "tottime": round(v[2], 3),
-             "cumtime": round(v[3], 3)} for k, v in stats.items() if not _wrapper(k)]
-    imports = max((v[3] for k, v in stats.items() if k[2] == "_find_and_load"), default=0.0)
-    rows = [x for x in rows if "importlib" not in x["function"]]
-    top = lambda key: sorted(rows, key=lambda x: -x[key])[:PROFILE_TOP]  # noqa: E731
-    return {"command": f"python -m cProfile -o OUT -m deploy.nodes.worker {source.name} --json",
-            "seconds_under_profile": r["seconds"], "imports_s": round(imports, 3),
-            "by_cumtime": top("cumtime"),
-            "by_tottime": top("tottime")}
-
-
-_WRAPPERS = ("runpy", "click/", "<string>")
-
-
-def _wrapper(key: tuple) -> bool:
-    """Frames every run has around the real work (runpy, click, exec, the module itself)."""
-    path, _line, func = key
-    return (any(w in path for w in _WRAPPERS) or func in ("<built-in method builtins.exec>",)
-            or (path.endswith("deploy/nodes/worker.py") and func in ("<module>", "main")))
-
-
-def _where(key: tuple) -> str:
-    path, line, func = key
-    for root in (str(REPO) + "/", "site-packages/", f"python{sys.version_info[0]}."
-                 f"{sys.version_info[1]}/"):
-        if root in path:
-            path = path.split(root, 1)[1]
-    return f"{path}:{line}({func})" if line else func
-
-
-def _profile_note(p: dict, n: int = 10) -> str:
-    def cell(x):
-        return f"{x['function']} {x['cumtime']:.2f}s"
-    return (f"Where the time goes (`{p['command']}`, {p['seconds_under_profile']:.1f}s under "
-            f"the profiler; main thread only): imports {p['imports_s']:.2f}s (the largest "
-            f"top-level import's cumulative time); top {n} by cumulative time: "
-            + "; ".join(cell(x) for x in p["by_cumtime"][:n])
-            + ". Top by own time: " + "; ".join(f"{x['function']} {x['tottime']:.2f}s"
-                                               for x in p["by_tottime"][:n]) + ".")
 
 
 def compare_cli(ctx, prefix: str, source: Path, vw_data: Path, labels: np.ndarray,
@@ -425,7 +229,7 @@ def compare_cli(ctx, prefix: str, source: Path, vw_data: Path, labels: np.ndarra
         "CPU s per 1M events: user+system of the train process (wait4) and of every node "
         "(psutil) over the run; VW's of its process. deltaps train runs at its default "
         "niceness (worker_nice), VW at the caller's.",
-        _profile_note(prof)] + ([_spy_note(spy)] if spy else [])
+        profile_note(prof)] + ([spy_note(spy)] if spy else [])
     if not res["same_events"]:
         notes.append("WARNING: deltaps and VW counted different numbers of events.")
     if not res["same_quality_every_round"]:

@@ -7,7 +7,7 @@ state that misses the other's latest pushes). The stream is the planted TSV `del
 writes, split into its odd and even lines so that both workers see the same stretch of the
 stream at the same time, as two partitions of one log would. One worker trains on the whole
 file; two train on the halves at once, spawned together; each on a fresh cluster of 2 shards
-and 1 replica (`bench.usertrain.with_cluster`, which also prepares the prebuilt kernel as
+and 1 replica (`bench.processes.with_cluster`, which also prepares the prebuilt kernel as
 `deltaps up` does). Speed is the stream's events over the wall time from spawn to the last
 exit; quality the progressive logloss over all events (each worker's, weighted by its events).
 Rounds alternate one worker / two workers (the VM's speed drifts within minutes).
@@ -22,7 +22,8 @@ import time
 from pathlib import Path
 
 from bench.report import HIGHER, LOWER, figure
-from bench.usertrain import REPO, SEED, _env, deltaps_cmd, with_cluster
+from bench.processes import REPO, deltaps_cmd, user_env, with_cluster
+from bench.usertrain import SEED
 
 
 def _summary(stdout: str) -> dict:
@@ -42,7 +43,7 @@ def trained_together(ctx, name: str, sources: list[Path]) -> dict:
             files.append(out)
             procs.append(subprocess.Popen(
                 deltaps_cmd("train", str(source), "--cluster", str(cluster.path), "--json"),
-                cwd=REPO, env=_env(), stdout=out, stderr=subprocess.DEVNULL,
+                cwd=REPO, env=user_env(), stdout=out, stderr=subprocess.DEVNULL,
                 stdin=subprocess.DEVNULL))
         cpu = 0.0
         for proc in procs:
@@ -81,7 +82,7 @@ def _halves(tsv: Path) -> list[Path]:
 def run(ctx) -> dict:
     tsv = ctx.workdir / "workers-planted.tsv"
     subprocess.run(deltaps_cmd("synth", str(ctx.events), "--seed", str(SEED), "--out", str(tsv)),
-                   cwd=REPO, env=_env(), check=True, capture_output=True)
+                   cwd=REPO, env=user_env(), check=True, capture_output=True)
     halves = _halves(tsv)
     rounds = max(1, min(ctx.cli_rounds, 3))
     one, two = [], []

@@ -7,7 +7,7 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from bench import usertrain
+from bench import processes, usertrain
 
 LINES = ["1 |f a=1 b=2", "-1 |f a=2 b=3", "1 |f a=1", "-1 |f b=3 c=1", "1 |f a=1 c=2"]
 
@@ -43,9 +43,9 @@ def test_printed_loss_is_logloss_of_predictions(ctx, tmp_path):
 
 
 def test_timed_reports_exit_code_and_output(ctx):
-    ok = usertrain.timed([sys.executable, "-c", "print('hi')"], ctx.workdir, "ok")
+    ok = processes.timed([sys.executable, "-c", "print('hi')"], ctx.workdir, "ok")
     assert ok["returncode"] == 0 and ok["stdout"].strip() == "hi" and ok["seconds"] > 0
     with pytest.raises(RuntimeError, match="exited with 3: boom"):
-        usertrain.timed([sys.executable, "-c", "import sys; sys.stderr.write('boom'); "
+        processes.timed([sys.executable, "-c", "import sys; sys.stderr.write('boom'); "
                          "sys.exit(3)"], ctx.workdir, "bad")
     assert not list(ctx.workdir.iterdir())  # output files removed either way
