@@ -22,9 +22,10 @@ from worker.sources.delimited_scan import BlockScanner
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource
 from worker.sources.schema import as_schema, check_schema, schema_from_header
 
-# lines per scanned block: the scan's outputs (a few tens of bytes per line) stay in the
-# core's L2 cache until they become columns, and the default batch takes whole blocks
-SCAN_LINES = 4096
+# lines per scanned block: as many as `deltaps train`'s default batch of a linear model
+# (`deploy.nodes.worker.DEFAULT_BATCH`), so a batch is one block's columns as they are, not
+# two blocks' joined; much larger blocks lose more to the caches than they save in calls
+SCAN_LINES = 8192
 
 
 class DelimitedSource(LineSource):
