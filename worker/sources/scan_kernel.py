@@ -9,8 +9,8 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from worker.sources.fields import CAT, LABEL, NUM
 from common.hashing import STR_TAG
+from worker.sources.fields import CAT, LABEL, NUM
 from worker.sources.string_hash import hash_utf8, splitmix
 
 _MAX_EXACT = 1 << 53
