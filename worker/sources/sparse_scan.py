@@ -1,0 +1,88 @@
+"""A compiled scan of a block of VW text or libsvm lines: labels, weights, numbers and feature
+name hashes in one pass over the bytes, the same events `sparse_text.parse_block` reads.
+
+Why by hand, beside the numpy reader: that reader builds several arrays per token and a
+unicode string per feature name only for the name to be hashed later, which made a .vw file
+read many times slower than the same events as TSV (and than VW itself). The scan takes only
+the clean case, which is nearly every block of a real file: ASCII text, every line labelled,
+weights and values written plainly (`scan_kernel._parse_number`: the value numpy would
+parse), every feature named, and at most `MAX_SPACES` namespaces and `MAX_FIELDS` numeric
+fields a block. Anything else, the block goes through `parse_block`, whose rules and
+messages decide what is malformed; so the scan never judges a line, it only says "not mine".
+
+A categorical value comes out as the `common.hashing.hash_strings` hash of its name, as the
+numpy reader's strings are hashed (`sparse_text`), so both paths give the same ids. The field
+set comes from the data: the kernel numbers the namespaces and numeric fields of the block,
+and their names and columns are made here, with Python work per distinct field only.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from common.features import CATEGORICAL, NUMERIC, Batch, Column
+from worker.sources import compiled
+from worker.sources.delimited_scan import _ONE_LENGTHS, _ONES, _POW10, _ZERO_LENGTHS, _ZEROS
+
+DEFAULT_NAMESPACE = "default"
+SCAN_LINES = 4096  # lines a scanned block, as `delimited.SCAN_LINES` (the outputs stay cached)
+MAX_SPACES = 256  # namespaces a block (a VW file has a few)
+MAX_FIELDS = 1 << 14  # numeric fields a block; their ids fit an int16 for numpy's radix sort
+_SLOTS = 2 * MAX_FIELDS  # the kernel's field table, at most half full
+
+
+def scan(block: bytes, lines: int, libsvm: bool) -> Batch | None:
+    """The events of `lines` whole lines (`block` ends in LF), or None when the block must go
+    through `parse_block`."""
+    data = np.frombuffer(block, np.uint8)
+    bound = data.size // 2 + 1  # a token is a byte and a separator at least
+    labels, weights = np.zeros(lines, np.float32), np.ones(lines, np.float32)
+    cat_space, cat_row, cat_hash = (np.empty(bound, np.int64), np.empty(bound, np.int64),
+                                    np.empty(bound, np.uint64))
+    num_field, num_row, num_value = (np.empty(bound, np.int64), np.empty(bound, np.int64),
+                                     np.empty(bound, np.float64))
+    spaces = np.empty((MAX_SPACES, 2), np.int64)
+    field_space, field_span = np.empty(MAX_FIELDS, np.int64), np.empty((MAX_FIELDS, 2), np.int64)
+    field_hash, slots = np.empty(MAX_FIELDS, np.uint64), np.empty(_SLOTS, np.int64)
+    counts = np.zeros(6, np.int64)
+    if compiled.scan_sparse(data, lines, int(libsvm), _POW10, _ONES, _ONE_LENGTHS, _ZEROS,
+                            _ZERO_LENGTHS, labels, weights, cat_space, cat_row, cat_hash,
+                            num_field, num_row, num_value, spaces, field_space, field_span,
+                            field_hash, slots, counts) >= 0:
+        return None
+    n, n_cat, n_num, n_spaces, n_fields, weighted = counts.tolist()
+    if libsvm:
+        space_names = [DEFAULT_NAMESPACE]
+    else:
+        space_names = [block[a:b].decode("ascii") or DEFAULT_NAMESPACE
+                       for a, b in spaces[:n_spaces].tolist()]
+    keys = [block[a:b].decode("ascii") for a, b in field_span[:n_fields].tolist()]
+    for f, s in enumerate(field_space[:n_fields].tolist()):
+        if space_names[s] != DEFAULT_NAMESPACE:  # a numeric feature elsewhere is "ns.name"
+            keys[f] = f"{space_names[s]}.{keys[f]}"
+    if len(set(space_names)) < n_spaces or len(set(keys)) < n_fields:
+        return None  # "|" and "|default", or "|a b.c:2" and "|a.b c:2": one field each
+    columns: dict[str, Column] = {}
+    _group(columns, CATEGORICAL, space_names, cat_space[:n_cat], cat_row[:n_cat],
+           cat_hash[:n_cat])
+    # as `parse_block`: a numeric field named like a namespace replaces its column, in place
+    _group(columns, NUMERIC, keys, num_field[:n_num], num_row[:n_num], num_value[:n_num])
+    return Batch(n, columns, labels[:n], weights[:n] if weighted else None)
+
+
+def _group(columns: dict, kind: str, names: list[str], field: np.ndarray, rows: np.ndarray,
+           values: np.ndarray) -> None:
+    """Add the entries' columns to `columns` in order of name, each in entry (line) order, as
+    `parse_block` orders them."""
+    if field.size == 0:
+        return
+    sizes = np.bincount(field, minlength=len(names))
+    present = np.flatnonzero(sizes).tolist()
+    if len(present) == 1:
+        columns[names[present[0]]] = Column(kind, rows, values)
+        return
+    order = np.argsort(field.astype(np.int16), kind="stable")  # a radix sort
+    rows, values = rows[order], values[order]
+    bounds = np.concatenate(([0], np.cumsum(sizes))).tolist()
+    for f in sorted(present, key=names.__getitem__):
+        columns[names[f]] = Column(kind, rows[bounds[f]:bounds[f + 1]],
+                                   values[bounds[f]:bounds[f + 1]])
