@@ -50,7 +50,7 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
         number_counts, hashes, hash_rows, hash_counts)
 
 
-def scan_sparse(data, lines, libsvm, pow10, ones, one_lengths, zeros, zero_lengths, labels,
+def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, zero_lengths, labels,
                 weights, cat_space, cat_row, cat_hash, num_field, num_row, num_value, spaces,
                 field_space, field_span, field_hash, slots, counts) -> int:
     """`sparse_kernel.scan_sparse`: outputs filled in place; -1, or the first line not taken."""
@@ -63,10 +63,11 @@ def scan_sparse(data, lines, libsvm, pow10, ones, one_lengths, zeros, zero_lengt
         if out.dtype != dtype or not out.flags.c_contiguous:
             raise ValueError(f"scan output must be a C-contiguous {np.dtype(dtype)} array")
     return _function("scan_sparse")(
-        _c(data, np.uint8), int(lines), int(libsvm), _c(pow10, np.float64), _c(ones, np.uint8),
-        _c(one_lengths, np.int64), _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels,
-        weights, cat_space, cat_row, cat_hash, num_field, num_row, num_value, spaces,
-        field_space, field_span, field_hash, slots, counts)
+        _c(data, np.uint8), int(lines), int(libsvm), _c(classes, np.uint8),
+        _c(pow10, np.float64), _c(ones, np.uint8), _c(one_lengths, np.int64),
+        _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, weights, cat_space, cat_row,
+        cat_hash, num_field, num_row, num_value, spaces, field_space, field_span, field_hash,
+        slots, counts)
 
 
 def hash_values(offsets, data, take, out) -> int:

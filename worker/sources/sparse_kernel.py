@@ -14,11 +14,12 @@ from worker.sources.scan_kernel import _matches, _parse_number
 from worker.sources.string_hash import splitmix
 
 _HIGH = np.uint64(32)
+_PLAIN, _END, _COLON, _BAD = 0, 1, 2, 3  # byte classes in a token (`classes`)
 _EVENTS, _CATS, _NUMS, _SPACES, _FIELDS, _WEIGHTED = range(6)  # the slots of `counts`
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
-def scan_sparse(data, lines, libsvm, pow10, ones, one_lengths, zeros, zero_lengths, labels,
+def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, zero_lengths, labels,
                 weights, cat_space, cat_row, cat_hash, num_field, num_row, num_value,
                 spaces, field_space, field_span, field_hash, slots, counts):
     """Fill the outputs from `lines` whole lines of `data` (each ending in LF); returns -1
@@ -68,13 +69,14 @@ def scan_sparse(data, lines, libsvm, pow10, ones, one_lengths, zeros, zero_lengt
                 lo += 1
                 hi = lo
             while hi < end:  # the token's end, and its first colon
-                c = data[hi]
-                if c == 32 or c == 9 or c == 13 or c == 10 or (c == 124 and not libsvm):
-                    break
-                if c == 0 or c >= 128:
-                    return line
-                if c == 58 and colon < 0:
-                    colon = hi
+                t = classes[data[hi]]
+                if t != _PLAIN:
+                    if t == _END:
+                        break
+                    if t == _BAD:
+                        return line
+                    if colon < 0:
+                        colon = hi
                 hi += 1
             pos = hi
             if bar:  # "|name" or "|name:weight" (the weight is ignored)

@@ -30,6 +30,18 @@ MAX_FIELDS = 1 << 14  # numeric fields a block; their ids fit an int16 for numpy
 _SLOTS = 2 * MAX_FIELDS  # the kernel's field table, at most half full
 
 
+def _classes(ends: bytes) -> np.ndarray:
+    """What each byte is in a token (`sparse_kernel`): plain, an end, a colon, or not taken."""
+    table = np.zeros(256, np.uint8)
+    table[list(ends)] = 1
+    table[ord(":")] = 2
+    table[0] = table[128:] = 3
+    return table
+
+
+_CLASSES = {False: _classes(b" \t\r\n|"), True: _classes(b" \t\r\n")}  # by libsvm
+
+
 def scan(block: bytes, lines: int, libsvm: bool) -> Batch | None:
     """The events of `lines` whole lines (`block` ends in LF), or None when the block must go
     through `parse_block`."""
@@ -44,10 +56,10 @@ def scan(block: bytes, lines: int, libsvm: bool) -> Batch | None:
     field_space, field_span = np.empty(MAX_FIELDS, np.int64), np.empty((MAX_FIELDS, 2), np.int64)
     field_hash, slots = np.empty(MAX_FIELDS, np.uint64), np.empty(_SLOTS, np.int64)
     counts = np.zeros(6, np.int64)
-    if compiled.scan_sparse(data, lines, int(libsvm), _POW10, _ONES, _ONE_LENGTHS, _ZEROS,
-                            _ZERO_LENGTHS, labels, weights, cat_space, cat_row, cat_hash,
-                            num_field, num_row, num_value, spaces, field_space, field_span,
-                            field_hash, slots, counts) >= 0:
+    if compiled.scan_sparse(data, lines, int(libsvm), _CLASSES[libsvm], _POW10, _ONES,
+                            _ONE_LENGTHS, _ZEROS, _ZERO_LENGTHS, labels, weights, cat_space,
+                            cat_row, cat_hash, num_field, num_row, num_value, spaces,
+                            field_space, field_span, field_hash, slots, counts) >= 0:
         return None
     n, n_cat, n_num, n_spaces, n_fields, weighted = counts.tolist()
     if libsvm:
