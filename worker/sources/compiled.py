@@ -54,8 +54,8 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
                 weights, cat_space, cat_row, cat_hash, num_field, num_row, num_value, spaces,
                 field_space, field_span, field_hash, slots, counts) -> int:
     """`sparse_kernel.scan_sparse`: outputs filled in place; -1, or the first line not taken."""
-    outputs = ((labels, np.float32), (weights, np.float32), (cat_space, np.int64),
-               (cat_row, np.int64), (cat_hash, np.uint64), (num_field, np.int64),
+    outputs = ((labels, np.float32), (weights, np.float32), (cat_space, np.int16),
+               (cat_row, np.int64), (cat_hash, np.uint64), (num_field, np.int16),
                (num_row, np.int64), (num_value, np.float64), (spaces, np.int64),
                (field_space, np.int64), (field_span, np.int64), (field_hash, np.uint64),
                (slots, np.int64), (counts, np.int64))

@@ -36,7 +36,8 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
     numeric fields, and 1 if any line has a weight. Not taken: a byte that is NUL or not
     ASCII, a line without a label, a label other than 1/0/-1 (+1, 1.0, 0.0, -1.0), a weight
     or value not written plainly (`scan_kernel._parse_number`) or negative weight, a feature
-    without a name, or more namespaces or numeric fields than the tables hold."""
+    without a name, or more namespaces or numeric fields than the tables hold (fewer than
+    2**15 each, so an index fits the int16 `cat_space` and `num_field`)."""
     end = data.size
     mask = slots.size - 1
     for k in range(slots.size):

@@ -26,7 +26,7 @@ from worker.sources.delimited_scan import _ONE_LENGTHS, _ONES, _POW10, _ZERO_LEN
 DEFAULT_NAMESPACE = "default"
 SCAN_LINES = 4096  # lines a scanned block, as `delimited.SCAN_LINES` (the outputs stay cached)
 MAX_SPACES = 256  # namespaces a block (a VW file has a few)
-MAX_FIELDS = 1 << 14  # numeric fields a block; their ids fit an int16 for numpy's radix sort
+MAX_FIELDS = 1 << 14  # numeric fields a block
 _SLOTS = 2 * MAX_FIELDS  # the kernel's field table, at most half full
 
 
@@ -48,9 +48,11 @@ def scan(block: bytes, lines: int, libsvm: bool) -> Batch | None:
     data = np.frombuffer(block, np.uint8)
     bound = data.size // 2 + 1  # a token is a byte and a separator at least
     labels, weights = np.zeros(lines, np.float32), np.ones(lines, np.float32)
-    cat_space, cat_row, cat_hash = (np.empty(bound, np.int64), np.empty(bound, np.int64),
+    # a namespace's or numeric field's index fits an int16: fewer bytes written, and numpy
+    # sorts int16 by radix
+    cat_space, cat_row, cat_hash = (np.empty(bound, np.int16), np.empty(bound, np.int64),
                                     np.empty(bound, np.uint64))
-    num_field, num_row, num_value = (np.empty(bound, np.int64), np.empty(bound, np.int64),
+    num_field, num_row, num_value = (np.empty(bound, np.int16), np.empty(bound, np.int64),
                                      np.empty(bound, np.float64))
     spaces = np.empty((MAX_SPACES, 2), np.int64)
     field_space, field_span = np.empty(MAX_FIELDS, np.int64), np.empty((MAX_FIELDS, 2), np.int64)
@@ -87,12 +89,15 @@ def _group(columns: dict, kind: str, names: list[str], field: np.ndarray, rows: 
     `parse_block` orders them."""
     if field.size == 0:
         return
+    if len(names) == 1:  # one namespace (libsvm, and many VW files)
+        columns[names[0]] = Column(kind, rows, values)
+        return
     sizes = np.bincount(field, minlength=len(names))
     present = np.flatnonzero(sizes).tolist()
     if len(present) == 1:
         columns[names[present[0]]] = Column(kind, rows, values)
         return
-    order = np.argsort(field.astype(np.int16), kind="stable")  # a radix sort
+    order = np.argsort(field, kind="stable")  # int16: a radix sort
     rows, values = rows[order], values[order]
     bounds = np.concatenate(([0], np.cumsum(sizes))).tolist()
     for f in sorted(present, key=names.__getitem__):
