@@ -14,8 +14,9 @@ from worker.sources.sparse_text import parse_block
 
 VALUES = ["", ":1", ":1.0", ":2.5", ":-3", ":0", ":1e3", ":-0", ":007", ":0.000001",
           ":123456789012345", ":2.5E-4", ":9007199254740992", ":01"]
-NAMES = ["a", "b", "price", "x1", "A_b-c", "n.m", "long" * 9, "7", "e=3", "'q", "qid"]
-SPACES = ["|u", "|v", "|", "|u:0.5", "|w:2", "|v "]
+NAMES = ["a", "b", "price", "x1", "A_b-c", "n.m", "long" * 9, "7", "e=3", "'q", "qid",
+         "caf\u00e9", "\u65e5\u672c\u8a9e", "\U0001f642x", "\u00df"]
+SPACES = ["|u", "|v", "|", "|u:0.5", "|w:2", "|v ", "|\u00fcber", "|\u00fcber:2"]
 LABELS = ["1", "0", "-1", "+1", "1.0", "0.0", "-1.0"]
 
 
@@ -119,7 +120,6 @@ def test_scan_declines_what_parse_block_calls_malformed_or_reads_otherwise(line,
 
 
 @pytest.mark.parametrize("text", [
-    "1 |a caf\u00e9\n",          # not ASCII
     "1 |a b\x00c\n",              # a NUL byte
     "1 | x:2 |default x:3\n",     # "|" and "|default" are one field
     "1 |a b.c:2 |a.b c:3\n",      # "a.b.c" twice
@@ -136,3 +136,15 @@ def test_too_many_numeric_fields_for_the_table_are_declined():
     got, want, _ = _both(text, True)
     assert got is not None
     assert_same_events(got, want)
+
+
+@pytest.mark.parametrize("raw", [b"\xff", b"\xc3", b"\xc0\xaf", b"\xed\xa0\x80",
+                                 b"\xf5\x80\x80\x80"])
+def test_malformed_utf8_names_are_declined_and_ignored_in_a_tag(raw):
+    for name in (b"1 |a x" + raw + b"\n", b"1 |a x" + raw + b":2\n", b"1 |x" + raw + b" a\n"):
+        assert sparse_scan.scan(name, 1, False) is None
+    assert sparse_scan.scan(b"1 " + raw + b":2\n", 1, True) is None
+    block = b"1 'tag" + raw + b" |a x\n"
+    got = sparse_scan.scan(block, 1, False)
+    assert got is not None
+    assert_same_events(got, parse_block(block, False, MalformedLines()))

@@ -11,10 +11,10 @@ import numpy as np
 
 from common.hashing import STR_TAG
 from worker.sources.scan_kernel import _matches, _parse_number
-from worker.sources.string_hash import splitmix
+from worker.sources.string_hash import hash_utf8, splitmix
 
 _HIGH = np.uint64(32)
-_PLAIN, _END, _COLON, _BAD = 0, 1, 2, 3  # byte classes in a token (`classes`)
+_PLAIN, _END, _COLON, _BAD, _UTF8 = 0, 1, 2, 3, 4  # byte classes in a token (`classes`)
 _EVENTS, _CATS, _NUMS, _SPACES, _FIELDS, _WEIGHTED = range(6)  # the slots of `counts`
 
 
@@ -33,11 +33,12 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
     `field_span[f]`, name hash `field_hash[f]`, found through the open-addressing table
     `slots`, cleared here), its event and its value. libsvm lines have one namespace, 0.
     `counts` gets the number of events, categorical entries, numeric entries, namespaces,
-    numeric fields, and 1 if any line has a weight. Not taken: a byte that is NUL or not
-    ASCII, a line without a label, a label other than 1/0/-1 (+1, 1.0, 0.0, -1.0), a weight
-    or value not written plainly (`scan_kernel._parse_number`) or negative weight, a feature
-    without a name, or more namespaces or numeric fields than the tables hold (fewer than
-    2**15 each, so an index fits the int16 `cat_space` and `num_field`)."""
+    numeric fields, and 1 if any line has a weight. Not taken: a NUL byte, a feature name
+    that is not well-formed UTF-8, a line without a label, a label other than 1/0/-1 (+1,
+    1.0, 0.0, -1.0), a weight or value not written plainly (`scan_kernel._parse_number`), a
+    negative weight, a feature without a name, or more namespaces or numeric fields than the
+    tables hold (fewer than 2**15 each, so an index fits the int16 `cat_space` and
+    `num_field`). Namespace names are compared as bytes; the caller decodes them."""
     end = data.size
     mask = slots.size - 1
     for k in range(slots.size):
@@ -63,6 +64,7 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
             lo = pos
             hi = pos
             colon = -1
+            ascii = True
             bar = not libsvm and data[pos] == 124  # '|': a namespace
             if bar:
                 if tok == 0:
@@ -76,7 +78,9 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
                         break
                     if t == _BAD:
                         return line
-                    if colon < 0:
+                    if t == _UTF8:
+                        ascii = False
+                    elif colon < 0:
                         colon = hi
                 hi += 1
             pos = hi
@@ -129,14 +133,19 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
                         ok, value = _parse_number(data, colon + 1, hi, pow10)
                         if not ok:
                             return line
-                # `hash_utf8` of ASCII text, written out (see `scan_kernel.scan_block`)
-                h = splitmix(np.uint64(name_end - lo) ^ STR_TAG)
-                i = lo
-                while i + 1 < name_end:
-                    h = splitmix(h ^ (np.uint64(data[i]) | (np.uint64(data[i + 1]) << _HIGH)))
-                    i += 2
-                if i < name_end:
-                    h = splitmix(h ^ np.uint64(data[i]))
+                if ascii:  # `hash_utf8` of ASCII text, written out (`scan_kernel.scan_block`)
+                    h = splitmix(np.uint64(name_end - lo) ^ STR_TAG)
+                    i = lo
+                    while i + 1 < name_end:
+                        h = splitmix(h ^ (np.uint64(data[i])
+                                          | (np.uint64(data[i + 1]) << _HIGH)))
+                        i += 2
+                    if i < name_end:
+                        h = splitmix(h ^ np.uint64(data[i]))
+                else:
+                    ok, h = hash_utf8(data, lo, name_end)
+                    if not ok:
+                        return line
                 if value == 1.0:
                     cat_space[n_cat] = space
                     cat_row[n_cat] = events

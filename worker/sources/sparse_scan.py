@@ -4,7 +4,8 @@ name hashes in one pass over the bytes, the same events `sparse_text.parse_block
 Why by hand, beside the numpy reader: that reader builds several arrays per token and a
 unicode string per feature name only for the name to be hashed later, which made a .vw file
 read many times slower than the same events as TSV (and than VW itself). The scan takes only
-the clean case, which is nearly every block of a real file: ASCII text, every line labelled,
+the clean case, which is nearly every block of a real file: no NUL byte, names in well-formed
+UTF-8, every line labelled,
 weights and values written plainly (`scan_kernel._parse_number`: the value numpy would
 parse), every feature named, and at most `MAX_SPACES` namespaces and `MAX_FIELDS` numeric
 fields a block. Anything else, the block goes through `parse_block`, whose rules and
@@ -31,11 +32,13 @@ _SLOTS = 2 * MAX_FIELDS  # the kernel's field table, at most half full
 
 
 def _classes(ends: bytes) -> np.ndarray:
-    """What each byte is in a token (`sparse_kernel`): plain, an end, a colon, or not taken."""
+    """What each byte is in a token (`sparse_kernel`): plain, an end, a colon, not taken (NUL)
+    or part of a UTF-8 sequence."""
     table = np.zeros(256, np.uint8)
     table[list(ends)] = 1
     table[ord(":")] = 2
-    table[0] = table[128:] = 3
+    table[0] = 3
+    table[128:] = 4  # UTF-8: a name holding it is hashed as its code points
     return table
 
 
@@ -64,12 +67,15 @@ def scan(block: bytes, lines: int, libsvm: bool) -> Batch | None:
                             field_space, field_span, field_hash, slots, counts) >= 0:
         return None
     n, n_cat, n_num, n_spaces, n_fields, weighted = counts.tolist()
-    if libsvm:
-        space_names = [DEFAULT_NAMESPACE]
-    else:
-        space_names = [block[a:b].decode("ascii") or DEFAULT_NAMESPACE
-                       for a, b in spaces[:n_spaces].tolist()]
-    keys = [block[a:b].decode("ascii") for a, b in field_span[:n_fields].tolist()]
+    try:  # names that are not well-formed UTF-8 are `parse_block`'s to replace
+        if libsvm:
+            space_names = [DEFAULT_NAMESPACE]
+        else:
+            space_names = [block[a:b].decode("utf-8") or DEFAULT_NAMESPACE
+                           for a, b in spaces[:n_spaces].tolist()]
+        keys = [block[a:b].decode("utf-8") for a, b in field_span[:n_fields].tolist()]
+    except UnicodeDecodeError:
+        return None
     for f, s in enumerate(field_space[:n_fields].tolist()):
         if space_names[s] != DEFAULT_NAMESPACE:  # a numeric feature elsewhere is "ns.name"
             keys[f] = f"{space_names[s]}.{keys[f]}"
