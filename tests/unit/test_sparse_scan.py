@@ -148,3 +148,16 @@ def test_malformed_utf8_names_are_declined_and_ignored_in_a_tag(raw):
     got = sparse_scan.scan(block, 1, False)
     assert got is not None
     assert_same_events(got, parse_block(block, False, MalformedLines()))
+
+
+@pytest.mark.parametrize("libsvm", [False, True])
+def test_scanned_events_featurize_to_the_ids_of_parse_blocks_strings(libsvm):
+    """A .vw file and a predict request of the same event must give the same feature ids."""
+    from common.features import Featurizer, FeatureSpec
+    lines = (_libsvm_lines if libsvm else _vw_lines)(np.random.default_rng(11), 300)
+    got, want, _ = _both("\n".join(lines) + "\n", libsvm)
+    featurizer = Featurizer(FeatureSpec())
+    mine, theirs = featurizer.featurize(got), featurizer.featurize(want)
+    assert theirs.ids.size > 1000
+    np.testing.assert_array_equal(mine.rows, theirs.rows)
+    np.testing.assert_array_equal(mine.ids, theirs.ids)
