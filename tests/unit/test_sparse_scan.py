@@ -161,3 +161,13 @@ def test_scanned_events_featurize_to_the_ids_of_parse_blocks_strings(libsvm):
     assert theirs.ids.size > 1000
     np.testing.assert_array_equal(mine.rows, theirs.rows)
     np.testing.assert_array_equal(mine.ids, theirs.ids)
+
+
+def test_a_scanner_reused_block_after_block_leaves_earlier_batches_as_they_were():
+    scanner = sparse_scan.SparseScanner(False)
+    rng = np.random.default_rng(12)
+    texts = ["\n".join(_vw_lines(rng, 300)) + "\n" for _ in range(3)]
+    batches = [scanner.scan(t.encode(), t.count("\n")) for t in texts]
+    for text, batch in zip(texts, batches):
+        assert batch is not None
+        assert_same_events(batch, parse_block(text.encode(), False, MalformedLines()))

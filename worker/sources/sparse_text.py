@@ -49,12 +49,13 @@ class SparseTextSource(LineSource):
                  chunk_lines: int = DEFAULT_CHUNK_LINES):
         self.libsvm, self.chunk_lines = libsvm, chunk_lines
         self._lines = LineReader(path_or_file, binary=True)
+        self._scanner = sparse_scan.SparseScanner(libsvm)
         super().__init__(self._lines)
 
     def _chunks(self) -> Iterator[Batch]:
         for first_line, lines, block in self._lines.line_blocks(min(self.chunk_lines,
                                                                      sparse_scan.SCAN_LINES)):
-            batch = sparse_scan.scan(block, lines, self.libsvm)
+            batch = self._scanner.scan(block, lines)
             if batch is None:
                 bad = MalformedLines()
                 batch = hashed(parse_block(block, self.libsvm, bad))
