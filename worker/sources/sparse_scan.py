@@ -5,10 +5,9 @@ Why by hand, beside the numpy reader: that reader builds several arrays per toke
 unicode string per feature name only for the name to be hashed later, which made a .vw file
 read many times slower than the same events as TSV (and than VW itself). The scan takes only
 the clean case, which is nearly every block of a real file: no NUL byte, names in well-formed
-UTF-8, every line labelled,
-weights and values written plainly (`scan_kernel._parse_number`: the value numpy would
-parse), every feature named, and at most `MAX_SPACES` namespaces and `MAX_FIELDS` numeric
-fields a block. Anything else, the block goes through `parse_block`, whose rules and
+UTF-8, every line labelled, weights and values written plainly (`scan_kernel._parse_number`:
+the value numpy would parse), every feature named, and at most `MAX_SPACES` namespaces and
+`MAX_FIELDS` numeric fields a block. Anything else, the block goes through `parse_block`, whose rules and
 messages decide what is malformed; so the scan never judges a line, it only says "not mine".
 
 A categorical value comes out as the `common.hashing.hash_strings` hash of its name, as the
