@@ -141,6 +141,34 @@ def test_prebuilt_reader_scan_and_hash_are_the_jits_bit_for_bit(built, monkeypat
     assert aot[3] == jit[3] == 2
 
 
+def test_prebuilt_sparse_scan_is_the_jits_bit_for_bit(built, monkeypatch):
+    """The VW/libsvm scan from the prebuilt module and from the JIT: the same events."""
+    from tests.unit.test_sparse_scan import _libsvm_lines, _vw_lines
+    from worker.sources import sparse_kernel, sparse_scan
+    rng = np.random.default_rng(4)
+    blocks = [("\n".join(_vw_lines(rng, 800)) + "\n", False),
+              ("\n".join(_libsvm_lines(rng, 800)) + "\n", True),
+              ("1 |a b\n2 |a b\n", False)]
+    results = []
+    for fn in (built.module.scan_sparse, sparse_kernel.scan_sparse):
+        monkeypatch.setattr(compiled, "_functions", {"scan_sparse": fn})
+        results.append([sparse_scan.scan(text.encode(), text.count("\n"), libsvm)
+                        for text, libsvm in blocks])
+    aot, jit = results
+    for mine, theirs in zip(aot[:2], jit[:2]):
+        assert mine is not None and theirs is not None and mine.n == theirs.n
+        np.testing.assert_array_equal(mine.labels, theirs.labels)
+        assert (mine.weights is None) == (theirs.weights is None)
+        if mine.weights is not None:
+            np.testing.assert_array_equal(mine.weights, theirs.weights)
+        assert list(mine.columns) == list(theirs.columns) and len(mine.columns) > 3
+        for name, col in mine.columns.items():
+            assert col.kind == theirs.columns[name].kind
+            np.testing.assert_array_equal(col.rows, theirs.columns[name].rows)
+            np.testing.assert_array_equal(col.values, theirs.columns[name].values)
+    assert aot[2] is None and jit[2] is None  # a bad label: declined by both
+
+
 def test_compiled_id_mixer_gives_the_featurizers_ids_bit_for_bit(built):
     """The worker featurizes with its kernel's `mix_fields`; replicas with numpy's. A
     training batch and a predict request of the same event must get the same ids."""

@@ -12,8 +12,9 @@ wrong type) never stops training: it is skipped, counted in ``source.stats``, an
 One module per job: `base` (the shared reading and chunk cutting), `lines` (line input, live
 or not), `schema`, `fields` (decoding columns of a byte buffer), `delimited` (TSV/CSV through
 pyarrow) and `arrow_columns` (Arrow columns to numpy), `jsonl`, `sparse_text` (VW text and
-libsvm), `movielens`, `planted` (the synthetic stream's model), `synthetic`,
-`synthetic_files` and `open` (`open_source`). This package re-exports what callers use.
+libsvm; its compiled scan in `sparse_scan` and `sparse_kernel`), `movielens`, `planted`
+(the synthetic stream's model), `synthetic`, `synthetic_files` and `open` (`open_source`).
+This package re-exports what callers use.
 """
 from worker.sources.base import MAX_REPORTED, ChunkCutter, ChunkedSource, SourceStats
 from worker.sources.delimited import DelimitedSource

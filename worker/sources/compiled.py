@@ -1,4 +1,5 @@
-"""The readers' compiled functions (`scan_kernel.scan_block`, `string_hash.hash_values`), from
+"""The readers' compiled functions (`scan_kernel.scan_block`, `sparse_kernel.scan_sparse`,
+`string_hash.hash_values`), from
 the worker's prebuilt module when it is built, else from numba's JIT.
 
 Why: importing numba and setting up its JIT costs a `deltaps train` of a TSV file about a
@@ -25,6 +26,8 @@ def _function(name: str):
             fn = getattr(k.module, name)
         elif name == "scan_block":
             from worker.sources.scan_kernel import scan_block as fn
+        elif name == "scan_sparse":
+            from worker.sources.sparse_kernel import scan_sparse as fn
         else:
             from worker.sources.string_hash import hash_values as fn
         _functions[name] = fn
@@ -45,6 +48,26 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
         _c(kinds, np.int64), _c(slots, np.int64), _c(pow10, np.float64), _c(ones, np.uint8), _c(one_lengths, np.int64),
         _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, numbers, number_rows,
         number_counts, hashes, hash_rows, hash_counts)
+
+
+def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, zero_lengths, labels,
+                weights, cat_space, cat_row, cat_hash, num_field, num_row, num_value, spaces,
+                field_space, field_span, field_hash, slots, counts) -> int:
+    """`sparse_kernel.scan_sparse`: outputs filled in place; -1, or the first line not taken."""
+    outputs = ((labels, np.float32), (weights, np.float32), (cat_space, np.int16),
+               (cat_row, np.int64), (cat_hash, np.uint64), (num_field, np.int16),
+               (num_row, np.int64), (num_value, np.float64), (spaces, np.int64),
+               (field_space, np.int64), (field_span, np.int64), (field_hash, np.uint64),
+               (slots, np.int64), (counts, np.int64))
+    for out, dtype in outputs:
+        if out.dtype != dtype or not out.flags.c_contiguous:
+            raise ValueError(f"scan output must be a C-contiguous {np.dtype(dtype)} array")
+    return _function("scan_sparse")(
+        _c(data, np.uint8), int(lines), int(libsvm), _c(classes, np.uint8),
+        _c(pow10, np.float64), _c(ones, np.uint8), _c(one_lengths, np.int64),
+        _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, weights, cat_space, cat_row,
+        cat_hash, num_field, num_row, num_value, spaces, field_space, field_span, field_hash,
+        slots, counts)
 
 
 def hash_values(offsets, data, take, out) -> int:

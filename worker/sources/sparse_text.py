@@ -15,6 +15,11 @@ or LIBLINEAR trains here as it is. The mapping onto deltaps' fields:
   common case) is the categorical value "idx" of field DEFAULT_NAMESPACE, any other value the
   numeric field "idx". ``qid:n`` is skipped.
 
+A block of lines first goes through the compiled scan (`sparse_scan`), which reads nearly
+every block of a real file; a block it declines is parsed here. Either way a categorical
+column holds its values' string hashes (`common.hashing.hash_strings`), so blocks from both
+paths join into one batch and featurize alike.
+
 Labels are 1/0 or 1/-1 (also +1, 1.0, 0.0). A line without a label (a VW line that starts
 with ``|``), with a label that is not one of those, a bad importance weight or a feature value
 that is not a finite number is skipped and reported with its line number. Why numpy over the
@@ -28,10 +33,12 @@ from typing import Iterator
 import numpy as np
 
 from common.features import CATEGORICAL, NUMERIC, Batch, Column
+from common.hashing import hash_strings
+from worker.sources import sparse_scan
 from worker.sources.fields import Fields, byte_window, parse_labels
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource, MalformedLines
 
-DEFAULT_NAMESPACE = "default"
+DEFAULT_NAMESPACE = sparse_scan.DEFAULT_NAMESPACE
 _SPACE, _TAB, _CR, _NL, _BAR, _COLON, _QUOTE = 32, 9, 13, 10, ord("|"), ord(":"), ord("'")
 
 
@@ -42,14 +49,26 @@ class SparseTextSource(LineSource):
                  chunk_lines: int = DEFAULT_CHUNK_LINES):
         self.libsvm, self.chunk_lines = libsvm, chunk_lines
         self._lines = LineReader(path_or_file, binary=True)
+        self._scanner = sparse_scan.SparseScanner(libsvm)
         super().__init__(self._lines)
 
     def _chunks(self) -> Iterator[Batch]:
-        for first_line, block in self._lines.blocks(self.chunk_lines):
-            bad = MalformedLines()
-            batch = parse_block(block, self.libsvm, bad)
-            bad.report(self.stats, self.name, first_line)
+        for first_line, lines, block in self._lines.line_blocks(min(self.chunk_lines,
+                                                                     sparse_scan.SCAN_LINES)):
+            batch = self._scanner.scan(block, lines)
+            if batch is None:
+                bad = MalformedLines()
+                batch = hashed(parse_block(block, self.libsvm, bad))
+                bad.report(self.stats, self.name, first_line)
             yield batch
+
+
+def hashed(batch: Batch) -> Batch:
+    """`batch` with each categorical column's strings as their `hash_strings` hashes, as the
+    compiled scan gives them."""
+    columns = {name: Column(CATEGORICAL, col.rows, hash_strings(col.values))
+               if col.kind == CATEGORICAL else col for name, col in batch.columns.items()}
+    return Batch(batch.n, columns, batch.labels, batch.weights)
 
 
 def parse_block(block: bytes, libsvm: bool, bad: MalformedLines) -> Batch:
