@@ -24,7 +24,7 @@ from worker.sources import compiled
 from worker.sources.fields import CAT, LABEL, NUM, ONE_LABELS, SKIP, ZERO_LABELS
 
 KIND_CODES = {"skip": SKIP, "label": LABEL, "num": NUM, "cat": CAT}
-_POW10 = np.array([10.0 ** k for k in range(23)])
+POW10 = np.array([10.0 ** k for k in range(23)])
 
 
 def _label_table(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -35,8 +35,8 @@ def _label_table(labels: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
     return table, np.array([len(s) for s in labels], np.int64)
 
 
-_ONES, _ONE_LENGTHS = _label_table(ONE_LABELS)
-_ZEROS, _ZERO_LENGTHS = _label_table(ZERO_LABELS)
+ONES, ONE_LENGTHS = _label_table(ONE_LABELS)
+ZEROS, ZERO_LENGTHS = _label_table(ZERO_LABELS)
 
 
 class BlockScanner:
@@ -71,8 +71,8 @@ class BlockScanner:
         hash_rows = np.empty((len(self.categorical), lines), np.int64)
         hash_counts = np.zeros(len(self.categorical), np.int64)
         first_bad = compiled.scan_block(data, lines, self.delimiter, *self.stops, self.kinds,
-                                        self.slots, _POW10, _ONES, _ONE_LENGTHS, _ZEROS,
-                                        _ZERO_LENGTHS, labels, numbers, number_rows,
+                                        self.slots, POW10, ONES, ONE_LENGTHS, ZEROS,
+                                        ZERO_LENGTHS, labels, numbers, number_rows,
                                         number_counts, hashes, hash_rows, hash_counts)
         if first_bad >= 0:
             return None

@@ -21,10 +21,9 @@ import numpy as np
 
 from common.features import CATEGORICAL, NUMERIC, Batch, Column
 from worker.sources import compiled
-from worker.sources.delimited_scan import _ONE_LENGTHS, _ONES, _POW10, _ZERO_LENGTHS, _ZEROS
+from worker.sources.delimited_scan import ONE_LENGTHS, ONES, POW10, ZERO_LENGTHS, ZEROS
 
 DEFAULT_NAMESPACE = "default"
-SCAN_LINES = 4096  # lines a scanned block, as `delimited.SCAN_LINES` (the outputs stay cached)
 MAX_SPACES = 256  # namespaces a block (a VW file has a few)
 MAX_FIELDS = 1 << 14  # numeric fields a block
 _SLOTS = 2 * MAX_FIELDS  # the kernel's field table, at most half full
@@ -77,8 +76,8 @@ class SparseScanner:
         cat_space, cat_row, cat_hash, num_field, num_row, num_value = self._entries
         labels, weights = np.zeros(lines, np.float32), np.ones(lines, np.float32)
         spaces, field_space, field_span = self.spaces, self.field_space, self.field_span
-        if compiled.scan_sparse(data, lines, int(self.libsvm), self.classes, _POW10, _ONES,
-                                _ONE_LENGTHS, _ZEROS, _ZERO_LENGTHS, labels, weights,
+        if compiled.scan_sparse(data, lines, int(self.libsvm), self.classes, POW10, ONES,
+                                ONE_LENGTHS, ZEROS, ZERO_LENGTHS, labels, weights,
                                 cat_space, cat_row, cat_hash, num_field, num_row, num_value,
                                 spaces, field_space, field_span, self.field_hash,
                                 self.slots, self.counts) >= 0:

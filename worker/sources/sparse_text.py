@@ -35,6 +35,7 @@ import numpy as np
 from common.features import CATEGORICAL, NUMERIC, Batch, Column
 from common.hashing import hash_strings
 from worker.sources import sparse_scan
+from worker.sources.delimited import SCAN_LINES  # blocks as the TSV reader scans them
 from worker.sources.fields import Fields, byte_window, parse_labels
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource, MalformedLines
 
@@ -54,7 +55,7 @@ class SparseTextSource(LineSource):
 
     def _chunks(self) -> Iterator[Batch]:
         for first_line, lines, block in self._lines.line_blocks(min(self.chunk_lines,
-                                                                     sparse_scan.SCAN_LINES)):
+                                                                     SCAN_LINES)):
             batch = self._scanner.scan(block, lines)
             if batch is None:
                 bad = MalformedLines()
