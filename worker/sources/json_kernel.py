@@ -33,7 +33,8 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
     Each line is one event ``{"label": ..., "features": {...}, "weight"?: w}`` (keys in any
     order): its label in `labels`, its weight, if it has one, in `weights` (ones on entry).
     Each feature is an entry (its field's index, its event, its number or its string's
-    `hash_strings` hash) in the `ent_*` scratch; field f (name bytes `field_span[f]`, found
+    `hash_strings` hash) in the `ent_*` scratch, categorical ones from its front and numeric
+    ones from its back; field f (name bytes `field_span[f]`, found
     through the open-addressing table `slots` of name hashes `field_hash`, cleared here)
     is numbered in order of first appearance, with its kind (`_NUM`, `_CAT`) and its entry
     count. At the end the entries are sorted by field, counting sort: categorical fields'
@@ -57,7 +58,8 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
     for k in range(slots.size):
         slots[k] = -1
     pos = 0
-    n_ent = 0
+    n_cat = 0  # categorical entries, from the front of the scratch
+    n_num = 0  # numeric entries, from its back
     n_fields = 0
     weighted = 0
     styles = 0
@@ -283,15 +285,21 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                                     break
                             k = (k + 1) & mask
                         if field_kind[f] != kind or field_last[f] == line \
-                                or n_ent >= ent_row.size:
+                                or n_cat + n_num >= ent_row.size:
                             return line
                         field_last[f] = line
                         field_size[f] += 1
-                        ent_field[n_ent] = f
-                        ent_row[n_ent] = line
-                        ent_num[n_ent] = value
-                        ent_hash[n_ent] = vh
-                        n_ent += 1
+                        if kind == _CAT:  # from the front
+                            ent_field[n_cat] = f
+                            ent_row[n_cat] = line
+                            ent_hash[n_cat] = vh
+                            n_cat += 1
+                        else:  # from the back
+                            e = ent_row.size - 1 - n_num
+                            ent_field[e] = f
+                            ent_row[e] = line
+                            ent_num[e] = value
+                            n_num += 1
                         while data[pos] == 32 or data[pos] == 9:
                             pos += 1
                         if data[pos] == 125:
@@ -317,28 +325,30 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
         pos += 1
     if styles == _NUMBER | _BOOL:
         return 0
-    n_cat = 0
-    n_num = 0
+    at_cat = 0
+    at_num = 0
     for f in range(n_fields):
         if field_kind[f] == _CAT:
-            field_start[f] = n_cat
-            n_cat += field_size[f]
+            field_start[f] = at_cat
+            at_cat += field_size[f]
         else:
-            field_start[f] = n_num
-            n_num += field_size[f]
+            field_start[f] = at_num
+            at_num += field_size[f]
         field_last[f] = field_start[f]  # now each field's next place
-    for e in range(n_ent):
+    for e in range(n_cat):
         f = ent_field[e]
         k = field_last[f]
         field_last[f] = k + 1
-        if field_kind[f] == _CAT:
-            cat_rows[k] = ent_row[e]
-            cat_hash[k] = ent_hash[e]
-        else:
-            num_rows[k] = ent_row[e]
-            num_values[k] = ent_num[e]
+        cat_rows[k] = ent_row[e]
+        cat_hash[k] = ent_hash[e]
+    for e in range(ent_row.size - 1, ent_row.size - 1 - n_num, -1):
+        f = ent_field[e]
+        k = field_last[f]
+        field_last[f] = k + 1
+        num_rows[k] = ent_row[e]
+        num_values[k] = ent_num[e]
     counts[_EVENTS] = lines
-    counts[_ENTRIES] = n_ent
+    counts[_ENTRIES] = n_cat + n_num
     counts[_FIELDS] = n_fields
     counts[_WEIGHTED] = weighted
     counts[_CATS] = n_cat
