@@ -169,6 +169,25 @@ def test_prebuilt_sparse_scan_is_the_jits_bit_for_bit(built, monkeypatch):
     assert aot[2] is None and jit[2] is None  # a bad label: declined by both
 
 
+def test_prebuilt_json_scan_is_the_jits_bit_for_bit(built, monkeypatch):
+    """The JSON lines scan from the prebuilt module and from the JIT: the same events."""
+    from tests.unit.test_json_scan import _block, _lines, assert_same_batch
+    from worker.sources import json_kernel
+    from worker.sources.json_scan import JsonScanner
+    rng = np.random.default_rng(5)
+    blocks = [_block(_lines(rng, 800)), _block(_lines(rng, 300, bools=True)),
+              _block(['{"label": 1, "features": {"a": 1}}', '{"label": 1, "features": {"a": "x"}}'])]
+    results = []
+    for fn in (built.module.scan_json, json_kernel.scan_json):
+        monkeypatch.setattr(compiled, "_functions", {"scan_json": fn})
+        results.append([JsonScanner().scan(block, n) for block, n in blocks])
+    aot, jit = results
+    for mine, theirs in zip(aot[:2], jit[:2]):
+        assert mine is not None and theirs is not None and len(mine.columns) > 3
+        assert_same_batch(mine, theirs)
+    assert aot[2] is None and jit[2] is None  # a field of two kinds: declined by both
+
+
 def test_compiled_id_mixer_gives_the_featurizers_ids_bit_for_bit(built):
     """The worker featurizes with its kernel's `mix_fields`; replicas with numpy's. A
     training batch and a predict request of the same event must get the same ids."""

@@ -35,6 +35,7 @@ SOURCES = ("worker/models/kernel.py", "common/optim/ftrl.py", "common/optim/adag
            "common/optim/sgd.py", "common/optim/lazy_adam.py", "common/optim/stored.py",
            "common/optim/params.py", "worker/models/prebuilt.py",
            "worker/sources/scan_kernel.py", "worker/sources/sparse_kernel.py",
+           "worker/sources/json_kernel.py",
            "worker/sources/string_hash.py",
            "worker/sources/fields.py", "common/hashing.py")
 # every export's signature; numba's JIT would specialize on the same types (the bytes a reader
@@ -53,6 +54,9 @@ SIGNATURES = {
     "scan_sparse": f"i8({_BYTES}, i8, i8, u1[::1], f8[::1], u1[:, ::1], i8[::1], u1[:, ::1], i8[::1], "
                    "f4[::1], f4[::1], i2[::1], i8[::1], u8[::1], i2[::1], i8[::1], f8[::1], "
                    "i8[:, ::1], i8[::1], i8[:, ::1], u8[::1], i8[::1], i8[::1])",
+    "scan_json": f"i8({_BYTES}, i8, f8[::1], f4[::1], f4[::1], i2[::1], i8[::1], f8[::1], "
+                 "u8[::1], i8[:, ::1], u8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], "
+                 "i8[::1], u8[::1], i8[::1], f8[::1], i8[::1])",
     "hash_values": f"i8(i8[::1], {_BYTES}, i8[::1], u8[::1])",
 }
 
@@ -183,12 +187,13 @@ def build(directory: Path | None = None) -> Path:
         from numba.pycc import CC
         from numba.pycc import compiler as pycc_compiler
     from worker.models import kernel
-    from worker.sources import scan_kernel, sparse_kernel, string_hash
+    from worker.sources import json_kernel, scan_kernel, sparse_kernel, string_hash
     functions = {"learn_events": kernel.learn_events, "patch_rows": kernel.patch_rows,
                  "mix_fields": kernel.mix_fields,
                  "count_scores": kernel.count_scores, "group_by_event_i8": kernel.group_by_event,
                  "group_by_event_i4": kernel.group_by_event, "scan_block": scan_kernel.scan_block,
-                 "scan_sparse": sparse_kernel.scan_sparse, "hash_values": string_hash.hash_values}
+                 "scan_sparse": sparse_kernel.scan_sparse, "scan_json": json_kernel.scan_json,
+                 "hash_values": string_hash.hash_values}
 
     class ReleaseGil(pycc_compiler.Flags):
         """pycc has no nogil option; its Python wrappers release the GIL around the compiled

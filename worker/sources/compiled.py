@@ -1,5 +1,5 @@
 """The readers' compiled functions (`scan_kernel.scan_block`, `sparse_kernel.scan_sparse`,
-`string_hash.hash_values`), from
+`json_kernel.scan_json`, `string_hash.hash_values`), from
 the worker's prebuilt module when it is built, else from numba's JIT.
 
 Why: importing numba and setting up its JIT costs a `deltaps train` of a TSV file about a
@@ -28,6 +28,8 @@ def _function(name: str):
             from worker.sources.scan_kernel import scan_block as fn
         elif name == "scan_sparse":
             from worker.sources.sparse_kernel import scan_sparse as fn
+        elif name == "scan_json":
+            from worker.sources.json_kernel import scan_json as fn
         else:
             from worker.sources.string_hash import hash_values as fn
         _functions[name] = fn
@@ -68,6 +70,25 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
         _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, weights, cat_space, cat_row,
         cat_hash, num_field, num_row, num_value, spaces, field_space, field_span, field_hash,
         slots, counts)
+
+
+def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, ent_hash,
+              field_span, field_hash, field_kind, field_last, field_size, field_start, slots,
+              cat_rows, cat_hash, num_rows, num_values, counts) -> int:
+    """`json_kernel.scan_json`: outputs filled in place; -1, or the first line not taken."""
+    outputs = ((labels, np.float32), (weights, np.float32), (ent_field, np.int16),
+               (ent_row, np.int64), (ent_num, np.float64), (ent_hash, np.uint64),
+               (field_span, np.int64), (field_hash, np.uint64), (field_kind, np.int64),
+               (field_last, np.int64), (field_size, np.int64), (field_start, np.int64),
+               (slots, np.int64), (cat_rows, np.int64), (cat_hash, np.uint64),
+               (num_rows, np.int64), (num_values, np.float64), (counts, np.int64))
+    for out, dtype in outputs:
+        if out.dtype != dtype or not out.flags.c_contiguous:
+            raise ValueError(f"scan output must be a C-contiguous {np.dtype(dtype)} array")
+    return _function("scan_json")(
+        _c(data, np.uint8), int(lines), _c(pow10, np.float64), labels, weights, ent_field,
+        ent_row, ent_num, ent_hash, field_span, field_hash, field_kind, field_last, field_size,
+        field_start, slots, cat_rows, cat_hash, num_rows, num_values, counts)
 
 
 def hash_values(offsets, data, take, out) -> int:

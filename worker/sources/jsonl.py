@@ -13,6 +13,8 @@ from typing import Iterator
 
 from common.errors import InvalidInstance
 from common.features import NUMERIC, Batch, columnarize
+from worker.sources.delimited import SCAN_LINES  # blocks as the TSV reader scans them
+from worker.sources.json_scan import JsonScanner
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource, MalformedLines
 
 _INDEX_PREFIX = re.compile(r"^(instance|event) \d+: ")
@@ -21,9 +23,10 @@ _INDEX_PREFIX = re.compile(r"^(instance|event) \d+: ")
 class JsonLinesSource(LineSource):
     """One event per line: ``{"label": 0|1, "features": {...}, "weight"?: w}``.
 
-    A clean block is parsed by pyarrow.json (`jsonl_arrow`); any other is columnarized at
-    once, and only when that fails are its events checked one by one to find and skip the
-    bad lines, so clean input pays for no per-event validation. A field
+    A block of the common shape is read by the compiled scan (`json_scan`); another clean
+    block is parsed by pyarrow.json (`jsonl_arrow`); any other is columnarized at once, and
+    only when that fails are its events checked one by one to find and skip the bad lines,
+    so clean input pays for no per-event validation. A field
     keeps the kind (numeric or categorical) it first had in the stream, because a model's
     feature must mean the same thing throughout; a line that gives it the other kind is
     malformed.
@@ -32,12 +35,16 @@ class JsonLinesSource(LineSource):
     def __init__(self, path_or_file, chunk_lines: int = DEFAULT_CHUNK_LINES):
         self.chunk_lines = chunk_lines
         self._kinds: dict[str, str] = {}
+        self._scanner = JsonScanner()
         super().__init__(LineReader(path_or_file, binary=True))
 
     def _chunks(self) -> Iterator[Batch]:
         from worker.sources.jsonl_arrow import to_batch  # pyarrow: loaded by JSON input only
-        for first_line, block in self._lines.blocks(self.chunk_lines):
-            batch = to_batch(block)
+        for first_line, lines, block in self._lines.line_blocks(min(self.chunk_lines,
+                                                                     SCAN_LINES)):
+            batch = self._scanner.scan(block, lines)
+            if batch is None:
+                batch = to_batch(block)
             if batch is not None and not self._conflicts(batch):
                 self._remember(batch)
                 yield batch
