@@ -1,6 +1,11 @@
 """JSON lines sources: values, lists, weights, malformed lines, field kinds across chunks."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 from common.features import NUMERIC, concat_batches
 from tests.unit.source_helpers import read_all, string_ids, write
 from worker.sources import JsonLinesSource
@@ -84,3 +89,20 @@ def test_arrow_path_gives_the_events_json_loads_gives(tmp_path, monkeypatch):
     assert got.weights.tolist() == slow.weights.tolist()
     kinds = {n: c.kind for n, c in slow.columns.items()}
     assert {n: c.kind for n, c in got.columns.items()} == kinds
+
+
+def test_a_clean_json_lines_file_is_read_without_pyarrow(tmp_path):
+    """The common event shape is read by the compiled scan, so `deltaps train FILE.jsonl`
+    does not pay for loading pyarrow; a block the scan declines still loads it."""
+    repo = Path(__file__).resolve().parents[2]
+    clean, odd = tmp_path / "clean.jsonl", tmp_path / "odd.jsonl"
+    clean.write_text('{"label": 1, "features": {"a": "x", "n": 2}}\n'
+                     '{"label": 0, "features": {"a": "y"}}\n')
+    odd.write_text('{"label": 1, "features": {"a": ["x", "y"]}}\n')  # a list: not the scan's
+    code = ("import sys; from worker.sources import open_source; "
+            "print(open_source(sys.argv[1]).read(10).n, 'pyarrow' in sys.modules)")
+    for path, loaded in ((clean, "False"), (odd, "True")):
+        out = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True,
+                             text=True, cwd=repo, env={**os.environ, "PYTHONPATH": str(repo)},
+                             timeout=120, check=True).stdout.split()
+        assert out[1] == loaded, (path.name, out)

@@ -26,8 +26,8 @@ CASES = {
     "deploy.nodes.shard": ("numba", "pyarrow", "rich", "serving", "worker"),
     "deploy.nodes.replica": ("numba", "pyarrow", "rich", "ps", "worker"),
     # the worker: a blocking channel, no server code, no terminal or plotting libraries, and
-    # pyarrow only once an input needs it (JSON lines, a TSV block or MovieLens file the scan
-    # declines)
+    # pyarrow only once an input needs it (a JSON lines or TSV block or a MovieLens file the
+    # compiled scans decline)
     "deploy.nodes.worker": ("asyncio", "pyarrow", "rich", "matplotlib", "ps", "serving"),
     "common.optim": ("numba",),
 }

@@ -39,11 +39,11 @@ class JsonLinesSource(LineSource):
         super().__init__(LineReader(path_or_file, binary=True))
 
     def _chunks(self) -> Iterator[Batch]:
-        from worker.sources.jsonl_arrow import to_batch  # pyarrow: loaded by JSON input only
         for first_line, lines, block in self._lines.line_blocks(min(self.chunk_lines,
                                                                      SCAN_LINES)):
             batch = self._scanner.scan(block, lines)
-            if batch is None:
+            if batch is None:  # pyarrow is loaded only once a block needs it
+                from worker.sources.jsonl_arrow import to_batch
                 batch = to_batch(block)
             if batch is not None and not self._conflicts(batch):
                 self._remember(batch)
