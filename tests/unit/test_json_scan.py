@@ -159,3 +159,12 @@ def test_a_source_reads_the_same_events_either_way(tmp_path, monkeypatch):
     assert len(mine) == len(theirs)
     for got, want in zip(mine, theirs):
         assert_same_batch(got, want)
+
+
+def test_stream_entries_are_decoded_as_pyarrow_decodes_them():
+    """Redis and ZeroMQ events (one per message, no newline) take the scan too."""
+    from worker.sources.entries import EventDecoder
+    events = [line.encode() for line in _lines(np.random.default_rng(9), 200)]
+    got, bad = EventDecoder("stream").decode(events)
+    assert bad == {}
+    assert_same_batch(got, to_batch(b"\n".join(events)))

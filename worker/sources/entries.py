@@ -1,8 +1,9 @@
 """Events that arrive one message each (Redis Streams entries, ZeroMQ ingest), decoded in bulk.
 
 Why one decoder: a message holds one event as JSON (or, in Redis, a map of fields), and the
-fast path is the one JSON lines take: the events of a read are joined into one block that
-pyarrow.json parses and columnarizes at once (`jsonl_arrow`). Only a block with a bad event
+fast path is the one JSON lines take: the events of a read are joined into one block that the
+compiled scan reads (`json_scan`), or pyarrow.json parses and columnarizes at once
+(`jsonl_arrow`) when the scan declines it. Only a block with a bad event
 falls back to checking its events one by one, so that each bad one is named by its index and
 its producer's message can be dead-lettered with the reason; the good ones are kept.
 """
@@ -12,6 +13,7 @@ import json
 
 from common.features import Batch, columnarize
 from worker.sources.base import SourceStats
+from worker.sources.json_scan import JsonScanner
 from worker.sources.jsonl import JsonLinesSource
 from worker.sources.jsonl_arrow import to_batch
 from worker.sources.lines import MalformedLines
@@ -27,6 +29,7 @@ class EventDecoder(JsonLinesSource):
 
     def __init__(self, name: str):  # no LineReader: blocks come from `decode`
         self.name, self.stats, self._kinds = name, SourceStats(), {}
+        self._scanner = JsonScanner()
 
     def decode(self, events: list[bytes | None]) -> tuple[Batch, dict[int, str]]:
         """`events[i]` is one JSON event (None: the message had none, a reason given here)."""
@@ -37,7 +40,9 @@ class EventDecoder(JsonLinesSource):
         if not bad.reasons:
             block = b"\n".join(events)
             if block.count(b"\n") == len(events) - 1:  # raw newlines are JSON whitespace
-                batch = to_batch(block)
+                batch = self._scanner.scan(block + b"\n", len(events))
+                if batch is None:
+                    batch = to_batch(block)
                 if batch is not None and not self._conflicts(batch):
                     self._remember(batch)
                     return batch, {}
