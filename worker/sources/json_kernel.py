@@ -11,11 +11,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from common.hashing import STR_TAG
 from worker.sources.scan_kernel import _parse_number
-from worker.sources.string_hash import hash_utf8, splitmix
+from worker.sources.string_hash import hash_ascii, hash_utf8
 
-_HIGH = np.uint64(32)
 _FNV = np.uint64(0x100000001B3)
 _NUM, _CAT = 1, 2  # a field's kind in `field_kind`
 _EVENTS, _ENTRIES, _FIELDS, _WEIGHTED, _CATS = range(5)  # the slots of `counts`
@@ -203,15 +201,8 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                                 return line
                             vhi = pos
                             pos += 1
-                            if high < 0x80:  # `hash_utf8` of ASCII, written out
-                                vh = splitmix(np.uint64(vhi - vlo) ^ STR_TAG)
-                                i = vlo
-                                while i + 1 < vhi:
-                                    vh = splitmix(vh ^ (np.uint64(data[i])
-                                                        | (np.uint64(data[i + 1]) << _HIGH)))
-                                    i += 2
-                                if i < vhi:
-                                    vh = splitmix(vh ^ np.uint64(data[i]))
+                            if high < 0x80:
+                                vh = hash_ascii(data, vlo, vhi)
                             else:
                                 ok, vh = hash_utf8(data, vlo, vhi)
                                 if not ok:

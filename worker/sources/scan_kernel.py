@@ -9,14 +9,13 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from common.hashing import STR_TAG
 from worker.sources.fields import CAT, LABEL, NUM
-from worker.sources.string_hash import hash_utf8, splitmix
+from worker.sources.string_hash import hash_ascii, hash_utf8
 
 _MAX_EXACT = 1 << 53
 _MAX_SIGNIFICANT = 18  # digits an int64 mantissa holds
 _EXACT_DIGITS = 15  # an integer of at most 15 digits is below 2**53: exact as a float
-_U0, _ONE, _ZERO, _SIX, _FOUR, _TEN, _HIGH = (np.uint64(v) for v in (0, 1, 48, 6, 4, 10, 32))
+_U0, _ONE, _ZERO, _SIX, _FOUR, _TEN = (np.uint64(v) for v in (0, 1, 48, 6, 4, 10))
 
 
 @numba.njit(cache=True, inline="always")
@@ -180,21 +179,10 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
             elif kind == CAT:
                 if hi > lo:
                     if seen < 0x80:
-                        # `hash_utf8` of ASCII text: each byte is its code point, so the
-                        # length and the words come without decoding. Written out here, as
-                        # every hot step of this loop is: an inlined call that takes `data`
-                        # counts a reference to it (an atomic add and subtract) per field.
                         last = hi
                         while last > lo and data[last - 1] == 0:  # as numpy drops them
                             last -= 1
-                        h = splitmix(np.uint64(last - lo) ^ STR_TAG)
-                        i = lo
-                        while i + 1 < last:
-                            h = splitmix(h ^ (np.uint64(data[i])
-                                              | (np.uint64(data[i + 1]) << _HIGH)))
-                            i += 2
-                        if i < last:
-                            h = splitmix(h ^ np.uint64(data[i]))
+                        h = hash_ascii(data, lo, last)
                     else:
                         ok, h = hash_utf8(data, lo, hi)
                         if not ok:

@@ -9,11 +9,9 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from common.hashing import STR_TAG
 from worker.sources.scan_kernel import _matches, _parse_number
-from worker.sources.string_hash import hash_utf8, splitmix
+from worker.sources.string_hash import hash_ascii, hash_utf8, splitmix
 
-_HIGH = np.uint64(32)
 _PLAIN, _END, _COLON, _BAD, _UTF8 = 0, 1, 2, 3, 4  # byte classes in a token (`classes`)
 _EVENTS, _CATS, _NUMS, _SPACES, _FIELDS, _WEIGHTED = range(6)  # the slots of `counts`
 
@@ -133,15 +131,8 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
                         ok, value = _parse_number(data, colon + 1, hi, pow10)
                         if not ok:
                             return line
-                if ascii:  # `hash_utf8` of ASCII text, written out (`scan_kernel.scan_block`)
-                    h = splitmix(np.uint64(name_end - lo) ^ STR_TAG)
-                    i = lo
-                    while i + 1 < name_end:
-                        h = splitmix(h ^ (np.uint64(data[i])
-                                          | (np.uint64(data[i + 1]) << _HIGH)))
-                        i += 2
-                    if i < name_end:
-                        h = splitmix(h ^ np.uint64(data[i]))
+                if ascii:
+                    h = hash_ascii(data, lo, name_end)
                 else:
                     ok, h = hash_utf8(data, lo, name_end)
                     if not ok:

@@ -5,8 +5,7 @@ UTF-8 bytes (a block of a file, an Arrow column's data buffer); decoding them in
 unicode array only to hash it costs more than the reading. These functions decode and fold
 in one pass, giving exactly `hash_strings`' value: code points packed two per 64-bit word,
 folded from ``splitmix64(length ^ STR_TAG)``, trailing NULs not counted (numpy drops them).
-A value known to be ASCII is hashed by the TSV scan itself, byte by byte
-(`scan_kernel.scan_block`).
+A value known to be ASCII is hashed without decoding (`hash_ascii`).
 Only well-formed UTF-8 is taken (no overlong forms, surrogates or values past U+10FFFF); a
 value that is not is reported, and the reader decodes it as before (with replacement).
 """
@@ -78,6 +77,22 @@ def hash_utf8(data, lo, hi):
             word |= np.uint64(second) << np.uint64(32)
         h = splitmix(h ^ word)
     return True, h
+
+
+@numba.njit(cache=True, inline="always")
+def hash_ascii(data, lo, hi):
+    """`hash_utf8` of data[lo:hi] known to hold only ASCII bytes and no trailing NUL: each byte
+    is its code point, so the length and the words come without decoding (one pass). For the
+    readers' kernels, which are compiled without reference counting (`_nrt=False`): inlined
+    into one that counts references, every call would count one to `data`."""
+    h = splitmix(np.uint64(hi - lo) ^ STR_TAG)
+    i = lo
+    while i + 1 < hi:
+        h = splitmix(h ^ (np.uint64(data[i]) | (np.uint64(data[i + 1]) << np.uint64(32))))
+        i += 2
+    if i < hi:
+        h = splitmix(h ^ np.uint64(data[i]))
+    return h
 
 
 @numba.njit(cache=True, nogil=True)
