@@ -12,7 +12,7 @@ import numba
 import numpy as np
 
 from worker.sources.scan_kernel import _parse_number
-from worker.sources.string_hash import hash_ascii, hash_utf8
+from worker.sources.string_hash import hash_ascii, hash_utf8, same_bytes
 
 _FNV = np.uint64(0x100000001B3)
 _NUM, _CAT = 1, 2  # a field's kind in `field_kind`
@@ -266,13 +266,8 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                                 break
                             if field_hash[f] == h:
                                 a = field_span[f, 0]
-                                same = field_span[f, 1] - a == name_end - lo
-                                if same:
-                                    for j in range(name_end - lo):
-                                        if data[a + j] != data[lo + j]:
-                                            same = False
-                                            break
-                                if same:
+                                if field_span[f, 1] - a == name_end - lo and \
+                                        same_bytes(data, a, lo, name_end - lo):
                                     break
                             k = (k + 1) & mask
                         if field_kind[f] != kind or field_last[f] == line \

@@ -10,7 +10,7 @@ import numba
 import numpy as np
 
 from worker.sources.scan_kernel import _matches, _parse_number
-from worker.sources.string_hash import hash_ascii, hash_utf8, splitmix
+from worker.sources.string_hash import hash_ascii, hash_utf8, same_bytes, splitmix
 
 _PLAIN, _END, _COLON, _BAD, _UTF8 = 0, 1, 2, 3, 4  # byte classes in a token (`classes`)
 _EVENTS, _CATS, _NUMS, _SPACES, _FIELDS, _WEIGHTED = range(6)  # the slots of `counts`
@@ -159,13 +159,8 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
                             break
                         if field_hash[f] == h and field_space[f] == space:
                             a = field_span[f, 0]
-                            same = field_span[f, 1] - a == name_end - lo
-                            if same:
-                                for j in range(name_end - lo):
-                                    if data[a + j] != data[lo + j]:
-                                        same = False
-                                        break
-                            if same:
+                            if field_span[f, 1] - a == name_end - lo and \
+                                    same_bytes(data, a, lo, name_end - lo):
                                 break
                         k = (k + 1) & mask
                     num_field[n_num] = f

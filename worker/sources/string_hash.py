@@ -95,6 +95,15 @@ def hash_ascii(data, lo, hi):
     return h
 
 
+@numba.njit(cache=True, inline="always")
+def same_bytes(data, a, b, n):
+    """Whether data[a:a + n] and data[b:b + n] hold the same bytes (a name met again)."""
+    for j in range(n):
+        if data[a + j] != data[b + j]:
+            return False
+    return True
+
+
 @numba.njit(cache=True, nogil=True)
 def hash_values(offsets, data, take, out):
     """Hash values `take` of a column given as value offsets into `data` into `out`; returns
