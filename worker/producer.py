@@ -118,7 +118,12 @@ class Producer:
             self.acked = reply.acked
             for batch_id in [b for b in self.unacked if b <= reply.acked]:
                 del self.unacked[batch_id]
-        first = {"busy": reply.batch_id, "gap": reply.expect}.get(reply.state)
+        # what the worker could not take, or has not got: a "status" answer (asked for after
+        # a quiet spell) names the next batch the worker expects, and one still unacknowledged
+        # here was lost with a worker that died holding it (answers to the status questions
+        # keep the `timeout_s` resend from ever firing, so they must say it)
+        first = {"busy": reply.batch_id, "gap": reply.expect,
+                 "status": reply.expect}.get(reply.state)
         if first is not None and first in self.unacked:
             if self._retry_from is None:
                 self._retry_at = time.monotonic() + self.busy_s

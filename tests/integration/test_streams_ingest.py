@@ -146,6 +146,31 @@ def test_a_worker_killed_mid_push_resumes_exactly(inprocess_cluster, url):
     np.testing.assert_allclose(weights(c, "run"), weights(c, "ref"), rtol=1e-5, atol=1e-6)
 
 
+def test_batches_a_dead_worker_held_are_sent_again_to_the_next(inprocess_cluster, url):
+    """A worker queued batches and died before learning them: the next one on the same socket
+    expects them again, and the producer, which hears from it only when it asks for the
+    status (nothing else comes back), sends them again when the answer names one it holds."""
+    c = inprocess_cluster(TWO_MODELS, shards=2, replicas=0)
+    c.start_all()
+    dead = IngestSource(url)  # takes the batches into its queue; nobody learns them
+    p = Producer(dead.address, "p1", timeout_s=60)  # a resend by timeout would come too late
+    try:
+        for i in range(3):
+            p.send(EVENTS[i * BATCH:(i + 1) * BATCH])
+        while dead._queue.qsize() < 3:
+            p._pump(0.05)
+        dead.close()
+        w = Worker(c, url)  # the same socket and state directory
+        try:
+            p.flush(20)
+        finally:
+            w.stop()
+    finally:
+        p.close()
+    assert w.error is None
+    assert events_learned(c, "run") == 3 * BATCH
+
+
 def test_a_read_waiting_when_training_fails_ends_with_the_source(inprocess_cluster, url):
     """A trainer that fails mid-run (here at its push 2) leaves its helper thread waiting in
     the socket's read for a batch that never comes: closing the source ends that read."""
