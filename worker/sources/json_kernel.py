@@ -21,6 +21,31 @@ _EXACT_DIGITS = 15  # an integer of at most 15 digits is below 2**53: exact as a
 _LABEL, _NUMBER, _BOOL = 1, 2, 4  # the label styles seen, in `styles`
 
 
+
+@numba.njit(cache=True, inline="always")
+def _fraction_and_exponent(data, pos):
+    """Past a JSON number's integer digits at data[pos]: (the index after its optional
+    fraction, '.' digits, and exponent, [eE] [sign] digits; whether it had neither), or
+    (-1, False) when one is malformed."""
+    plain = True
+    if data[pos] == 46:  # '.'
+        plain = False
+        pos += 1
+        if not 48 <= data[pos] <= 57:
+            return -1, False
+        while 48 <= data[pos] <= 57:
+            pos += 1
+    if data[pos] == 101 or data[pos] == 69:  # 'e' 'E'
+        plain = False
+        pos += 1
+        if data[pos] == 43 or data[pos] == 45:
+            pos += 1
+        if not 48 <= data[pos] <= 57:
+            return -1, False
+        while 48 <= data[pos] <= 57:
+            pos += 1
+    return pos, plain
+
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, ent_hash,
               field_span, field_hash, field_kind, field_last, field_size, field_start, slots,
@@ -138,20 +163,9 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                     return line
                 while 48 <= data[pos] <= 57:
                     pos += 1
-                if data[pos] == 46:  # '.' and digits
-                    pos += 1
-                    if not 48 <= data[pos] <= 57:
-                        return line
-                    while 48 <= data[pos] <= 57:
-                        pos += 1
-                if data[pos] == 101 or data[pos] == 69:  # 'e' [sign] digits
-                    pos += 1
-                    if data[pos] == 43 or data[pos] == 45:
-                        pos += 1
-                    if not 48 <= data[pos] <= 57:
-                        return line
-                    while 48 <= data[pos] <= 57:
-                        pos += 1
+                pos, _plain = _fraction_and_exponent(data, pos)
+                if pos < 0:
+                    return line
                 ok, w = _parse_number(data, lo, pos, pow10)
                 if not ok:
                     return line
@@ -221,23 +235,9 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                             digits = pos - first
                             if digits == 0 or (digits > 1 and data[first] == 48):
                                 return line
-                            plain = True
-                            if data[pos] == 46:
-                                plain = False
-                                pos += 1
-                                if not 48 <= data[pos] <= 57:
-                                    return line
-                                while 48 <= data[pos] <= 57:
-                                    pos += 1
-                            if data[pos] == 101 or data[pos] == 69:
-                                plain = False
-                                pos += 1
-                                if data[pos] == 43 or data[pos] == 45:
-                                    pos += 1
-                                if not 48 <= data[pos] <= 57:
-                                    return line
-                                while 48 <= data[pos] <= 57:
-                                    pos += 1
+                            pos, plain = _fraction_and_exponent(data, pos)
+                            if pos < 0:
+                                return line
                             if plain and digits <= _EXACT_DIGITS:
                                 value = float(integer)
                                 if negative:
