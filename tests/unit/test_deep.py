@@ -104,6 +104,35 @@ def test_row_step_is_common_optims_lazy_adam_and_adam():
         np.testing.assert_allclose(new[:, p * h:(p + 1) * h].ravel(), want, rtol=1e-6, atol=1e-7)
 
 
+def test_summed_row_step_is_the_row_step_on_each_rows_summed_event_gradients():
+    """The learner's step sums a sparse row's gradient from the gradients of the events that
+    hold it (in CSR form), then steps the dense rows on their own gradients: the same bits as
+    `step_rows` on those gradients summed (float32, in the same order) beforehand. A row no
+    event holds gets a zero gradient, and still takes its step."""
+    rng = np.random.default_rng(5)
+    h, n, sparse, dense = 6, 40, 9, 3
+    k = sparse + dense
+    state = np.concatenate([rng.normal(size=(k, h)), rng.normal(size=(k, h)) * 0.1,
+                            rng.random((k, h)) * 0.1, rng.integers(0, 4, (k, 1))],
+                           1).astype(np.float32)
+    g_events = rng.normal(size=(n, h)).astype(np.float32)
+    holders = [np.sort(rng.choice(n, rng.integers(0, 6), replace=False)) for _ in range(sparse)]
+    holders[4] = np.array([], np.int64)
+    offsets = np.concatenate([[0], np.cumsum([e.size for e in holders])]).astype(np.int64)
+    events = np.concatenate(holders).astype(np.int64)
+    g_dense = rng.normal(size=(dense, h)).astype(np.float32)
+    g = np.zeros((sparse + dense, h), np.float32)
+    for r, held in enumerate(holders):
+        for e in held:
+            g[r] += g_events[e]
+    g[sparse:] = g_dense
+    hp = hyper_parameters(spec().model("d").optimizer)
+    got = lazy_adam.step_summed_rows(state, g_events, offsets, events, g_dense, hp)
+    want = lazy_adam.step_rows(state, g, hp)
+    np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
+    assert got[4, 0] != 0.0 and got[4, -1] == 1.0  # the row no event holds (l2 moves it)
+
+
 @pytest.mark.parametrize("activation", ["relu", "tanh", "sigmoid", "elu"])
 def test_tf_forward_matches_numpy_forward(activation):
     lay = DeepLayout(10, (6, 5, 4), activation)

@@ -6,14 +6,16 @@ Per batch the worker pulls the state of the sparse rows its events touch and of 
 `tf.sparse.segment_sum` of the touched rows per event over the batch's (event, row) pairs,
 gather and sum in one op, then the dense layers), which gives the events' progressive
 predictions (made before the batch is learned), and the mini-batch gradient of the mean
-weighted log loss for every pulled row. Then one Adam step on every pulled row, each row with
-its own step count, in a compiled loop (`common.optim.lazy_adam.step_rows`) that returns the
-change of every state value, the push. The sparse rows pulled are exactly those the batch
-touches, so on them this is lazy Adam (DeepBird's sparse-layer optimizer; TensorFlow's
-LazyAdamOptimizer), and the dense rows are pulled and stepped every batch, so on them it is
-Adam (`common.optim.adam`). Shards add the push like a linear model's. The step runs outside
-TensorFlow because a dozen elementwise TF ops over the rows cost more in dispatch than one
-fused loop does in arithmetic.
+weighted log loss with respect to each event's sum of rows and to the dense parameters. Then
+one compiled loop (`common.optim.lazy_adam.step_summed_rows`) finishes the backward pass of
+the sparse layer (a row's gradient is the sum of its events' gradients) and takes one Adam
+step on every pulled row, each row with its own step count, returning the change of every
+state value: the push. The sparse rows pulled are exactly those the batch touches, so on them
+this is lazy Adam (DeepBird's sparse-layer optimizer; TensorFlow's LazyAdamOptimizer), and the
+dense rows are pulled and stepped every batch, so on them it is Adam (`common.optim.adam`).
+Shards add the push like a linear model's. The step and that last sum run outside TensorFlow
+because a dozen elementwise TF ops over the rows, and a second segment sum, cost more in
+dispatch than one fused loop does in arithmetic.
 
 TensorFlow is imported only here: shards, replicas and linear workers never load it.
 """
@@ -30,6 +32,7 @@ from common.optim import hyper_parameters, lazy_adam
 from common.features import Features
 from worker.keys import BatchKeys
 from worker.models.prebuilt import kernel
+from worker.models.tf_call import flat_call
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # no start-up banner on every worker
 try:
@@ -95,10 +98,21 @@ def _segments(offsets: np.ndarray) -> np.ndarray:
 
 
 @dataclass
+class StepPairs:
+    """A batch's (event, row) pairs, as its step uses them: grouped by event as the rows of one
+    (2, E) array (row indices, sorted event ids) for the forward sum in TensorFlow, and grouped
+    by row in CSR form (offsets, event indices) for the gradient sum of each row."""
+
+    by_event: np.ndarray
+    row_offsets: np.ndarray
+    row_events: np.ndarray
+
+
+@dataclass
 class DeepBatchKeys(BatchKeys):
     """A deep batch's keys, and the (event, row) pairs of its step when already worked out."""
 
-    pairs: np.ndarray | None = None
+    pairs: StepPairs | None = None
 
 
 class DeepLearner:
@@ -115,15 +129,16 @@ class DeepLearner:
         self.hp = hyper_parameters(opt)
         # one concrete function, called with three tensors: binding and converting arguments
         # costs TensorFlow far more per argument than running the whole step does, so the
-        # index arrays travel as one (4, E) int64 array and the labels and importances as one
-        # (2, n) float32 array (n comes from its shape). Of the pulled state only the weights
-        # go in (a third of it: the moments and step counts are for the Adam step, outside
+        # forward sum's index arrays travel as one (2, E) int64 array and the labels and
+        # importances as one (2, n) float32 array (n comes from its shape), and the call skips
+        # the public call's checks (`tf_call`). Of the pulled state only the weights go in (a
+        # third of it: the moments and step counts are for the Adam step, outside
         # TensorFlow), so converting it copies a third as much. No autograph: the step has no
         # control flow on tensors to convert, and tracing it plainly is quicker at start
-        self._step = tf.function(self._step_fn, autograph=False, input_signature=[
+        self._step = flat_call(tf.function(self._step_fn, autograph=False, input_signature=[
             tf.TensorSpec([None, layout.width], tf.float32),
-            tf.TensorSpec([4, None], tf.int64), tf.TensorSpec([2, None], tf.float32)],
-        ).get_concrete_function()
+            tf.TensorSpec([2, None], tf.int64), tf.TensorSpec([2, None], tf.float32)],
+        ).get_concrete_function())
         self._group = kernel().group_by_event  # prebuilt when built, else numba's JIT
         self._warm_up()
 
@@ -133,9 +148,9 @@ class DeepLearner:
         learner is made, with the rest of a worker's start, and not in its first batch."""
         layout = self.layout
         state = np.zeros((1 + layout.dense_rows, layout.row_width), np.float32)
-        _logits, g = self._call(state, np.zeros((4, 1), np.int64), np.zeros((2, 1), np.float32))
+        pairs = StepPairs(np.zeros((2, 1), np.int64), np.array([0, 1]), np.zeros(1, np.int64))
+        _p, deltas = self._step_rows(state, pairs, np.zeros((2, 1), np.float32))
         self._group(1, np.zeros(1, np.int64), np.zeros(1, np.int64))
-        deltas = lazy_adam.step_rows(state, g, self.hp)
         keys = np.arange(state.shape[0], dtype=np.uint64)
         kernel().patch_rows(keys, state, np.zeros(keys.size, np.int64), keys, deltas, 1)
 
@@ -159,44 +174,55 @@ class DeepLearner:
         targets = np.empty((2, n), np.float32)
         targets[0] = labels
         targets[1] = 1.0 if importance is None else importance
-        logits, g = self._call(state, self._pairs_of(features, keys), targets)
-        return _sigmoid(logits), lazy_adam.step_rows(state, g, self.hp)
+        return self._step_rows(state, self._pairs_of(features, keys), targets)
 
     def predict(self, features: Features, keys: BatchKeys, state: np.ndarray) -> np.ndarray:
         """Probabilities from pulled state, without learning (the worker's forward pass)."""
-        logits, _ = self._call(state, self._pairs_of(features, keys),
-                               np.zeros((2, features.n), np.float32))
+        logits, _g_sums, _g_flat = self._call(state, self._pairs_of(features, keys),
+                                              np.zeros((2, features.n), np.float32))
         return _sigmoid(logits)
 
-    def _call(self, state: np.ndarray, pairs: np.ndarray,
-              targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        weights = np.ascontiguousarray(state[:, :self.layout.width], np.float32)
-        logits, g = self._step(tf.constant(weights), tf.constant(pairs), tf.constant(targets))
-        return logits.numpy(), g.numpy()
+    def _step_rows(self, state: np.ndarray, pairs: StepPairs,
+                   targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(progressive probabilities, deltas): TensorFlow's forward and backward pass, then
+        each row's gradient summed and its Adam step taken in one compiled loop."""
+        logits, g_sums, g_flat = self._call(state, pairs, targets)
+        layout = self.layout
+        g_dense = np.zeros(layout.dense_rows * layout.width, np.float32)
+        g_dense[:layout.dense_size] = g_flat
+        deltas = lazy_adam.step_summed_rows(state, g_sums, pairs.row_offsets, pairs.row_events,
+                                            g_dense.reshape(layout.dense_rows, layout.width),
+                                            self.hp)
+        return _sigmoid(logits), deltas
 
-    def _pairs_of(self, features: Features, keys: BatchKeys) -> np.ndarray:
+    def _call(self, state: np.ndarray, pairs: StepPairs,
+              targets: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(logits, d loss / d each event's sum of rows, d loss / d the dense parameters)."""
+        weights = np.ascontiguousarray(state[:, :self.layout.width], np.float32)
+        return tuple(t.numpy() for t in self._step(weights, pairs.by_event, targets))
+
+    def _pairs_of(self, features: Features, keys: BatchKeys) -> StepPairs:
         pairs = getattr(keys, "pairs", None)
         return self._pairs(features, keys) if pairs is None else pairs
 
-    def _pairs(self, features: Features, keys: BatchKeys) -> np.ndarray:
-        """The batch's (event, row) pairs grouped by event and grouped by row, each as
-        (indices, sorted segment ids), as the rows of one (4, E) array: the forward sum is a
-        sparse segment sum of rows per event, and its gradient one of event gradients per row
-        (two counting sorts here instead of TensorFlow's scatter-add gradient of a gather)."""
+    def _pairs(self, features: Features, keys: BatchKeys) -> StepPairs:
+        """The batch's (event, row) pairs grouped by event, as (row indices, sorted event ids),
+        and grouped by row, in CSR form: the forward sum is a sparse segment sum of rows per
+        event, and its gradient a sum of event gradients per row (two counting sorts here
+        instead of TensorFlow's scatter-add gradient of a gather)."""
         rows, inverse = features.rows, keys.inverse
         sparse = keys.slots.size - self.layout.dense_rows
-        out = np.empty((4, rows.size), np.int64)
-        for at, (offsets, entries) in ((0, self._group(features.n, rows, inverse)),
-                                       (2, self._group(sparse, inverse, rows))):
-            out[at] = entries
-            out[at + 1] = _segments(offsets)
-        return out
+        by_event = np.empty((2, rows.size), np.int64)
+        offsets, by_event[0] = self._group(features.n, rows, inverse)
+        by_event[1] = _segments(offsets)
+        row_offsets, row_events = self._group(sparse, inverse, rows)
+        return StepPairs(by_event, row_offsets, row_events)
 
     def _step_fn(self, weights, pairs, targets):
-        event_rows, event_segments, row_events, row_segments = tf.unstack(pairs)
+        event_rows, event_segments = tf.unstack(pairs)
         labels, importance = tf.unstack(targets)
         n = tf.shape(targets)[1]
-        layout, h = self.layout, self.layout.width
+        layout = self.layout
         sparse = tf.shape(weights)[0] - layout.dense_rows
         table = weights[:sparse]
         flat = tf.reshape(weights[sparse:], [-1])[:layout.dense_size]
@@ -207,8 +233,4 @@ class DeepLearner:
             losses = tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits)
             loss = tf.reduce_sum(importance * losses) / tf.cast(n, tf.float32)
         g_sums, g_flat = tape.gradient(loss, [sums, flat])
-        # d loss / d row r: the sum of the gradients of the events that hold r
-        g_table = tf.sparse.segment_sum(g_sums, row_events, row_segments, num_segments=sparse)
-        g_dense = tf.reshape(tf.pad(g_flat, [[0, layout.dense_rows * h - layout.dense_size]]),
-                             [layout.dense_rows, h])
-        return logits, tf.concat([g_table, g_dense], 0)
+        return logits, g_sums, g_flat
