@@ -17,6 +17,8 @@ def test_indexer_equals_numpy_unique_batch_after_batch():
             assert keys.slots.dtype == np.uint64
             assert keys.slots.tolist() == uniq.tolist()
             assert keys.inverse.tolist() == inverse.ravel().tolist()
+            if indexer._table is not None:  # left clear for the next batch
+                assert not indexer._table.any()
 
 
 def test_indexer_beyond_the_dense_table_uses_a_sort():

@@ -49,6 +49,36 @@ def group_by_event(rows, inverse, offsets, entries):
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
+def first_seen(slots, table, uniq, inverse):
+    """Numbers a batch's distinct slots in the order they first appear: `uniq[:count]` gets
+    them, `inverse[i]` the number of slots[i], and the count is returned. `table` (one int32
+    per slot of the model, all 0 between batches) holds 1 + a slot's number while the batch
+    is numbered: one read of it per entry, and a write per distinct slot. `renumber` turns the
+    numbers into ranks in sorted order and clears the table again."""
+    count = 0
+    for i in range(slots.size):
+        s = slots[i]
+        p = table[s] - 1
+        if p < 0:
+            p = count
+            table[s] = count + 1
+            uniq[count] = s
+            count += 1
+        inverse[i] = p
+    return count
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def renumber(inverse, rank, table, uniq):
+    """After `first_seen`: each entry's number becomes `rank[number]`, and the table entries of
+    the batch's slots (`uniq`) go back to 0."""
+    for i in range(inverse.size):
+        inverse[i] = rank[inverse[i]]
+    for j in range(uniq.size):
+        table[uniq[j]] = 0
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
 def mix_fields(words, seeds, ends, ids):
     """`common.features.featurizer.mix_fields`, compiled: ``ids[e] = splitmix64(words[e] ^
     seeds[k])`` for the entries of field k, ``ends[k - 1] <= e < ends[k]``, in one pass

@@ -46,6 +46,8 @@ SIGNATURES = {
     "group_by_event_i4": "none(i8[::1], i4[::1], i8[::1], i8[::1])",
     "mix_fields": "none(u8[::1], u8[::1], i8[::1], u8[::1])",
     "patch_rows": "none(u8[::1], f4[:, ::1], i8[::1], u8[::1], f4[:, ::1], i8)",
+    "first_seen": "i8(i8[::1], i4[::1], i8[::1], i4[::1])",
+    "renumber": "none(i4[::1], i4[::1], i4[::1], i8[::1])",
     "count_scores": "f8(f8[::1], f8[::1], f8[::1], i8)",
     "learn_events": "none(i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1], f8[::1])",
     "scan_block": f"i8({_BYTES}, i8, i8, u8, u8, i8[::1], i8[::1], f8[::1], u1[:, ::1], "
@@ -119,6 +121,7 @@ class Kernel:
             self._patch = kernel.patch_rows
             self._scores = kernel.count_scores
             self._mix = kernel.mix_fields
+            self._first_seen, self._renumber = kernel.first_seen, kernel.renumber
         else:
             self.prebuilt = True
             self.module = module
@@ -127,6 +130,7 @@ class Kernel:
             self._patch = module.patch_rows
             self._scores = module.count_scores
             self._mix = module.mix_fields
+            self._first_seen, self._renumber = module.first_seen, module.renumber
 
     def group_by_event(self, n: int, rows, inverse) -> tuple[np.ndarray, np.ndarray]:
         """(offsets, entries) of `kernel.group_by_event`."""
@@ -137,6 +141,21 @@ class Kernel:
         else:
             self._group_i8(rows, np.ascontiguousarray(inverse, np.int64), offsets, entries)
         return offsets, entries
+
+    def unique_slots(self, slots: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted distinct slots, int32 index of each entry into them) of int64 `slots`, with
+        `kernel.first_seen` and `kernel.renumber` on `table` (int32, one per slot, all 0; left
+        so). The distinct slots are far fewer than the entries, so sorting them and ranking
+        the entries by a gather from their (cache-sized) ranks is cheap."""
+        uniq = np.empty(slots.size, np.int64)
+        inverse = np.empty(slots.size, np.int32)
+        count = self._first_seen(slots, table, uniq, inverse)
+        uniq = uniq[:count]
+        order = np.argsort(uniq)
+        rank = np.empty(count, np.int32)
+        rank[order] = np.arange(count, dtype=np.int32)
+        self._renumber(inverse, rank, table, uniq)
+        return uniq.take(order), inverse
 
     def mix_fields(self, words, seeds, ends, ids) -> None:
         """`kernel.mix_fields`: `ids` (C-contiguous uint64) filled in place; a
@@ -189,7 +208,8 @@ def build(directory: Path | None = None) -> Path:
     from worker.models import kernel
     from worker.sources import json_kernel, scan_kernel, sparse_kernel, string_hash
     functions = {"learn_events": kernel.learn_events, "patch_rows": kernel.patch_rows,
-                 "mix_fields": kernel.mix_fields,
+                 "mix_fields": kernel.mix_fields, "first_seen": kernel.first_seen,
+                 "renumber": kernel.renumber,
                  "count_scores": kernel.count_scores, "group_by_event_i8": kernel.group_by_event,
                  "group_by_event_i4": kernel.group_by_event, "scan_block": scan_kernel.scan_block,
                  "scan_sparse": sparse_kernel.scan_sparse, "scan_json": json_kernel.scan_json,
