@@ -114,6 +114,9 @@ def main(events, movielens, out, only, caps, quick):
             if only and name not in only:
                 continue
             ctx.log(f"[{name}]")
+            # what the sections before wrote (files of up to a GB) is written back now, not by
+            # the kernel's flusher threads on the CPUs this section measures
+            os.sync()
             t0 = time.monotonic()
             try:
                 out_section = section(ctx)
