@@ -18,7 +18,8 @@ SCHEMA = [("label", "label"), ("n1", "num"), ("c1", "cat"), ("x", "skip"), ("n2"
 def _random_lines(rng, n: int, delimiter: str) -> list[str]:
     numbers = ["0", "7", "-3", "007", "12.5", "-0.25", "1e3", "2.5E-4", "-0", "123456789012345",
                "0.000001", "9007199254740992", "1e22", "3.14159265358979", "",
-               "999999999999999", "1234567890123456", "000000000000000042"]
+               "999999999999999", "1234567890123456", "000000000000000042", ".5", "7.", "-.25",
+               "5.e3"]
     letters = np.array(list("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-:/ "))
     lines = []
     for _ in range(n):
@@ -64,8 +65,9 @@ def test_string_hashes_are_hash_strings_of_the_text():
 
 @pytest.mark.parametrize("line", [
     "1\t+4\tx",            # a sign pyarrow may read differently: left to it
-    "1\t1.\tx",            # a bare point
-    "1\t.5\tx",
+    "1\t.\tx",             # a bare point
+    "1\t-.\tx",
+    "1\t.e3\tx",
     "1\tinf\tx",           # not finite: pyarrow's path reports it
     "1\t1e400\tx",         # beyond a double
     "1\t12345678901234567890\tx",  # more digits than the exact fast path

@@ -17,7 +17,7 @@ NUMBERS = ["0", "-3", "12.5", "1e3", "7", "-0.25", "2E-4", "123456789012345", "1
 STRINGS = ['"a"', '"1"', '""', '"Z\u00fcrich"', '"\u65e5\u672c"', '"two words"', '"\U0001f642"',
            '"' + "long" * 20 + '"', '"x:y,z}"']
 NAMES = [f"i{k}" for k in range(1, 8)] + [f"c{k}" for k in range(1, 8)] + ["a b", "K-9", "_"]
-LABELS = ["0", "1", "-1"]
+LABELS = ["0", "1", "-1", "1.0", "0.0", "-1.00"]
 
 
 def _lines(rng, n: int, bools: bool = False, weights: bool = True) -> list[str]:
@@ -39,8 +39,8 @@ def _lines(rng, n: int, bools: bool = False, weights: bool = True) -> list[str]:
     return lines
 
 
-def _block(lines: list[str]) -> tuple[bytes, int]:
-    return ("\n".join(lines) + "\n").encode(), len(lines)
+def _block(lines: list[str], end: str = "\n") -> tuple[bytes, int]:
+    return (end.join(lines) + end).encode(), len(lines)
 
 
 def assert_same_batch(got: Batch, want: Batch) -> None:
@@ -66,9 +66,10 @@ def assert_same_batch(got: Batch, want: Batch) -> None:
 def test_random_blocks_are_read_as_pyarrow_reads_them(seed):
     rng = np.random.default_rng(seed)
     scanner = JsonScanner()
-    for n, bools, weights in ((300, False, True), (200, True, False), (1, False, True),
-                              (500, False, False)):
-        block, lines = _block(_lines(rng, n, bools, weights))
+    for n, bools, weights, end in ((300, False, True, "\n"), (200, True, False, "\n"),
+                                   (1, False, True, "\n"), (500, False, False, "\n"),
+                                   (300, False, True, "\r\n")):
+        block, lines = _block(_lines(rng, n, bools, weights), end)
         got, want = scanner.scan(block, lines), to_batch(block)
         assert want is not None and got is not None
         assert_same_batch(got, want)
@@ -95,7 +96,9 @@ DECLINED = [
     '{"label": 1, "features": {"a": 1, "a": 2}}',  # a key twice
     '{"label": 1, "label": 0, "features": {}}',
     '{"label": 2, "features": {"a": 1}}',  # not a label
-    '{"label": 1.0, "features": {"a": 1}}',
+    '{"label": 1.5, "features": {"a": 1}}',
+    '{"label": 1., "features": {"a": 1}}',
+    '{"label": 10, "features": {"a": 1}}',
     '{"label": "1", "features": {"a": 1}}',
     '{"label": 1, "features": {"a": 1}, "id": 7}',  # another key
     '{"features": {"a": 1}}',  # no label
@@ -113,7 +116,9 @@ DECLINED = [
     '{"label": 1, "features": {"a": 1}, "weight": "2"}',
     '{"label": 1, "features": {"a": 1}',  # cut short
     '{"label": 1, "features": {"a": 1}} x',
-    '{"label": 1, "features": {"a": 1}}\r',  # CR
+    '{"label": 1, "features": {"a": 1}}\r ',  # a CR that does not end the line
+    '{"label": 1, "features": {"a": 1}}\r\r',
+    '{"label": 1, "features": {"a": 1}\r}',
     '',  # blank
     '[1]',
 ]

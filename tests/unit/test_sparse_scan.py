@@ -13,7 +13,7 @@ from worker.sources.lines import MalformedLines
 from worker.sources.sparse_text import parse_block
 
 VALUES = ["", ":1", ":1.0", ":2.5", ":-3", ":0", ":1e3", ":-0", ":007", ":0.000001",
-          ":123456789012345", ":2.5E-4", ":9007199254740992", ":01"]
+          ":123456789012345", ":2.5E-4", ":9007199254740992", ":01", ":.5", ":3.", ":-.25"]
 NAMES = ["a", "b", "price", "x1", "A_b-c", "n.m", "long" * 9, "7", "e=3", "'q", "qid",
          "caf\u00e9", "\u65e5\u672c\u8a9e", "\U0001f642x", "\u00df"]
 SPACES = ["|u", "|v", "|", "|u:0.5", "|w:2", "|v ", "|\u00fcber", "|\u00fcber:2"]
@@ -111,7 +111,7 @@ def test_a_numeric_field_named_like_a_namespace_replaces_its_column_as_parse_blo
 
 @pytest.mark.parametrize("line,libsvm", [
     ("| a", False), ("2 |a b", False), ("1 -1 |a b", False), ("1 |a b:x", False),
-    ("1 |a :2", False), ("1 |a b:1e400", False), ("1 |a b:.5", False), ("1 |a b:", False),
+    ("1 |a :2", False), ("1 |a b:1e400", False), ("1 |a b:", False),
     ("1 |a b:1:2", False), ("1 |a b:+2", False), ("1 |a b:inf", False), ("x 1:1", True),
     ("1 qid:", True), ("1 :3", True), ("1 3:nan", True), ("1 3:1e999", True)])
 def test_scan_declines_what_parse_block_calls_malformed_or_reads_otherwise(line, libsvm):

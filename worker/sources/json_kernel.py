@@ -66,9 +66,9 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
     order. `counts` gets the number of events, entries, fields, 1 if any line has a weight,
     and the number of categorical entries.
 
-    Not taken: anything but that shape written plainly. A blank line, a CR, another key, a
-    key twice, a label other than 0, 1, -1, true or false (or both numbers and booleans in a
-    block), a value that is not a number or a string (null, true, a list, an object), a
+    Not taken: anything but that shape written plainly. A blank line, a CR but one just
+    before the line's LF, another key, a key twice, a label other than 0, 1, -1 (each also
+    with a fraction of zeros, 1.0), true or false (or both numbers and booleans in a block), a value that is not a number or a string (null, true, a list, an object), a
     string or key with an escape or a control byte, a key that is empty or not printable
     ASCII, a string value that is not well-formed UTF-8, a number that is not JSON's or not
     exactly converted (`scan_kernel._parse_number`), a negative zero, a negative weight, a
@@ -141,14 +141,16 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                     labels[line] = 0.0
                     styles |= _BOOL
                     pos += 5
-                elif c == 48 or c == 49:  # 0, 1
+                elif c == 48 or c == 49 or (c == 45 and data[pos + 1] == 49):  # 0, 1, -1
                     labels[line] = 1.0 if c == 49 else 0.0
                     styles |= _NUMBER
-                    pos += 1
-                elif c == 45 and data[pos + 1] == 49:  # -1
-                    labels[line] = 0.0
-                    styles |= _NUMBER
-                    pos += 2
+                    pos += 1 if c != 45 else 2
+                    if data[pos] == 46:  # 1.0, 0.00, -1.0: the same numbers, as floats
+                        pos += 1
+                        if data[pos] != 48:
+                            return line
+                        while data[pos] == 48:
+                            pos += 1
                 else:
                     return line
                 c = data[pos]
@@ -305,6 +307,8 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                 return line
             pos += 1
         while data[pos] == 32 or data[pos] == 9:
+            pos += 1
+        if data[pos] == 13:  # a CR before the LF (JSON whitespace; files written on Windows)
             pos += 1
         if data[pos] != 10 or seen & 3 != 3:
             return line

@@ -5,7 +5,8 @@ Why by hand, beside pyarrow's reader: pyarrow.json builds a table of structs and
 is then taken apart again field by field, and reading a JSON lines file cost several times
 what the same events cost as TSV. The scan takes only the clean, common shape, which is
 nearly every block of a real file: ``{"label": 0|1|-1|true|false, "features": {flat object of
-numbers and strings}, "weight"?: w}`` with keys in any order, printable ASCII feature names,
+numbers and strings}, "weight"?: w}`` with keys in any order (a numeric label may be written
+as a float, 1.0; a line may end in CR LF), printable ASCII feature names,
 strings without escapes and numbers as `scan_kernel._parse_number` converts them exactly
 (Clinger's fast path, so equal to what pyarrow parses). Anything else, and the block goes
 through pyarrow and then line by line (`JsonLinesSource`), whose rules and messages decide

@@ -36,20 +36,25 @@ def _digits(data, i, hi, mantissa, significant):
 
 @numba.njit(cache=True, inline="always")
 def _parse_number(data, lo, hi, pow10):
-    """(ok, value) of a plain decimal number in data[lo:hi]: -?digits(.digits)?([eE][+-]?digits)?"""
+    """(ok, value) of a plain decimal number in data[lo:hi]: -?digits(.digits)?([eE][+-]?digits)?,
+    where either side of the point may be empty but not both (.5 and 5. are numbers to
+    Python's and numpy's float, to pyarrow and to VW)."""
     i = lo
     negative = data[i] == 45  # '-'
     if negative:
         i += 1
     i, mantissa, significant, digits = _digits(data, i, hi, 0, 0)
-    if digits == 0 or significant > _MAX_SIGNIFICANT:
+    if significant > _MAX_SIGNIFICANT:
         return False, 0.0
     exponent = 0
     if i < hi and data[i] == 46:  # '.'
         i, mantissa, significant, fraction = _digits(data, i + 1, hi, mantissa, significant)
-        if fraction == 0 or significant > _MAX_SIGNIFICANT:
+        if significant > _MAX_SIGNIFICANT:
             return False, 0.0
+        digits += fraction
         exponent = -fraction
+    if digits == 0:
+        return False, 0.0
     if i < hi and (data[i] == 101 or data[i] == 69):  # 'e' 'E'
         i += 1
         sign = 1
