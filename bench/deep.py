@@ -5,15 +5,16 @@ On the events of `NonlinearStream` (drawn into memory first, so neither side pay
 them), in the same order, one pass, in rounds (`ROUNDS`), each on a stream of its own seed
 (SEED, SEED + 1, ...):
 
-- a fresh `LocalCluster` (2 shards, 1 replica; the worker is this process's `Trainer`, as in
-  bench.training) trains a deep model (hidden [64, 32], the spec's defaults otherwise) at batch
-  1024, and right after it the same architecture, initial values and optimizer as a Keras
+- a fresh `LocalCluster` (2 shards, 1 replica) and a worker process of its own, at the
+  niceness `deltaps train` takes by default, train a deep model (hidden [64, 32], the spec's
+  defaults otherwise) at batch 1024, and right after it the same architecture, initial values and optimizer as a Keras
   model trains in a process of its own (`bench.deep_keras`) on the same events. Each round
   gives a speed ratio, measured side by side, and a log loss difference; the figures are the
   median ratio and the mean difference. Both sides are deterministic, so what differs between
   seeds is only where float32 rounding takes two equal computations (their difference on one
   seed is of the order of 1e-3, and of either sign);
-- in the first round the linear model (FTRL) trains through the same cluster, and the stream's
+- in the first round the linear model (FTRL) trains through the same cluster (a `Trainer` in
+  this process, as in bench.training), and the stream's
   Bayes-optimal log loss is known: the share of the linear model's gap to the floor that the
   deep model closes;
 - single-instance read latency of each model from the first round's replica (closed loop, one
@@ -71,6 +72,7 @@ def _get(ctx, name: str, default=None):
 
 
 def _train(cluster: LocalCluster, model: str, chunks) -> dict:
+    """Train `model` on `chunks` through `cluster` with a `Trainer` in this process."""
     client = PSClient(cluster.cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
     try:
         trainer = Trainer(client, cluster.spec, model, BATCH)
@@ -80,6 +82,34 @@ def _train(cluster: LocalCluster, model: str, chunks) -> dict:
     return {"events": summary.events, "seconds": summary.seconds,
             "events_per_s": summary.events_per_s, "logloss": summary.logloss,
             "auc": summary.auc}
+
+
+def _train_worker(cluster: LocalCluster, events: int, seed: int) -> dict:
+    """The deep model trained by a worker process of its own (`python -m bench.deep --worker`)
+    at the niceness `deltaps train` runs at by default (`[cluster] worker_nice`), so that the
+    figure is what a user's worker gets; it draws the stream itself, untimed."""
+    done = subprocess.run([sys.executable, "-m", "bench.deep", "--worker", str(cluster.path),
+                           str(events), str(seed)], cwd=REPO, capture_output=True, text=True)
+    if done.returncode != 0:
+        raise RuntimeError(f"the deep worker failed ({done.returncode}):\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _worker_main(cluster_file: str, events: int, seed: int) -> None:
+    from common.config import ClusterFile
+    from deploy.runtime.priority import lower_cpu_priority
+
+    cluster = ClusterFile.load(cluster_file)
+    chunks = take(NonlinearStream(events, seed), None)
+    lower_cpu_priority(cluster.spec.worker_nice)
+    client = PSClient(cluster.shards(), max_bytes=cluster.spec.max_message_bytes)
+    try:
+        summary = Trainer(client, cluster.spec, "deep", BATCH).train(MemorySource(chunks, BATCH))
+    finally:
+        client.close()
+    print(json.dumps({"events": summary.events, "seconds": summary.seconds,
+                      "events_per_s": summary.events_per_s, "logloss": summary.logloss,
+                      "auc": summary.auc}))
 
 
 def _keras(events: int, seed: int) -> dict:
@@ -115,7 +145,7 @@ def _round(workdir: Path, events: int, seed: int, first: bool, quick: bool, log)
     cluster = LocalCluster(workdir / f"deep-{seed}", SPEC, 2, 1)
     try:
         cluster.start_all()
-        out["deep"] = _train(cluster, "deep", chunks)
+        out["deep"] = _train_worker(cluster, events, seed)
         if first:
             out["lin"] = _train(cluster, "lin", chunks)
             time.sleep(0.5)  # the replica has applied the last updates
@@ -215,6 +245,9 @@ def _instances(batch, n: int) -> list[dict]:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:2] == ["--worker"]:
+        _worker_main(sys.argv[2], int(sys.argv[3]), int(sys.argv[4]))
+        sys.exit(0)
     quick = "--quick" in sys.argv
     with tempfile.TemporaryDirectory() as tmp:
         section = run({"quick": quick, "events": 50_000 if quick else 1_000_000,
