@@ -14,6 +14,8 @@ fraction of that. Same interface (`start`, `url`, `stop`), same paths, same answ
 from __future__ import annotations
 
 import json
+import os
+import selectors
 import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -50,6 +52,7 @@ class PlainMetricsServer:
         self.metrics = metrics
         self._server: _Server | None = None
         self.thread: threading.Thread | None = None
+        self._wake: tuple[int, int] | None = None  # a pipe: a byte written ends the serving
 
     @property
     def url(self) -> str:
@@ -92,16 +95,33 @@ class PlainMetricsServer:
         except OSError as exc:
             raise DeltapsError(f"cannot serve metrics on {self.host}:{self.port}: {exc}") from None
         self.port = self._server.server_address[1]
-        # polled every 10 ms: `stop` waits for the next poll (a process that stops its
-        # server as it exits waits that long), and 100 wake-ups a second cost nothing
-        self.thread = threading.Thread(target=self._server.serve_forever, args=(0.01,),
-                                       name=self.THREAD, daemon=True)
+        self._wake = os.pipe()
+        self.thread = threading.Thread(target=self._serve, name=self.THREAD, daemon=True)
         self.thread.start()
         return self
 
+    def _serve(self) -> None:
+        """Answer requests until `stop` writes to the wake pipe. The thread sleeps in select
+        until one of the two is readable, where `serve_forever` would wake every poll interval
+        to look at its stop flag: a worker's Python threads share one GIL, and a poller's
+        hundred wake-ups a second each take it from the threads that train."""
+        server, wake = self._server, self._wake[0]
+        with selectors.DefaultSelector() as selector:
+            selector.register(server, selectors.EVENT_READ)
+            selector.register(wake, selectors.EVENT_READ)
+            while True:
+                for key, _events in selector.select():
+                    if key.fileobj == wake:
+                        return
+                    server.handle_request()  # the listening socket is readable: no wait
+
     def stop(self, timeout: float = 5.0) -> None:
-        if self._server is not None and self.thread is not None and self.thread.is_alive():
-            self._server.shutdown()
+        if self._wake is not None and self.thread is not None and self.thread.is_alive():
+            os.write(self._wake[1], b"x")
             self.thread.join(timeout)
         if self._server is not None:
             self._server.server_close()
+        if self._wake is not None and not (self.thread and self.thread.is_alive()):
+            for fd in self._wake:
+                os.close(fd)
+            self._wake = None
