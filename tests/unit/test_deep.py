@@ -347,3 +347,29 @@ def test_linear_nodes_never_import_tensorflow():
             "serving.deep_model, ps.deep_store; "
             "sys.exit(1 if 'tensorflow' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code]).returncode == 0
+
+
+def test_flat_call_gives_the_public_calls_outputs_and_falls_back_to_it():
+    """The learner's step is called through TensorFlow's AtomicFunction on EagerTensors
+    (`worker.models.tf_call`); the outputs are the public call's, and a function object
+    without those internals is called the public way."""
+    from worker.models.tf_call import flat_call
+
+    concrete = tf.function(lambda a, b: (a * 2.0, tf.reduce_sum(b)), input_signature=[
+        tf.TensorSpec([None], tf.float32), tf.TensorSpec([2, None], tf.int64)],
+    ).get_concrete_function()
+    a = np.array([1.5, -2.0, 3.0], np.float32)
+    b = np.arange(6, dtype=np.int64).reshape(2, 3)
+    want = [t.numpy() for t in concrete(tf.constant(a), tf.constant(b))]
+
+    class Public:  # a concrete function as a TensorFlow without the internals would give it
+        structured_input_signature = concrete.structured_input_signature
+
+        def __call__(self, *args):
+            return concrete(*args)
+
+    for call in (flat_call(concrete), flat_call(Public())):
+        got = [t.numpy() for t in call(a, b)]
+        assert len(got) == 2
+        np.testing.assert_array_equal(got[0], want[0])
+        assert got[1] == want[1] == 15
