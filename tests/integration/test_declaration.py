@@ -14,6 +14,7 @@ from common.config import load_spec
 from common.declaration import Declaration
 from common.errors import DeclarationConflict
 from common.features import Featurizer
+from common.hashing import hash_strings
 from common.messages import Declare
 from common.transport import Channel
 from serving.client import ServingClient
@@ -37,11 +38,26 @@ def movielens_dir(tmp_path):
     return directory
 
 
-def instances_of(batch) -> list[dict]:
-    """The batch's events as a client would send them: ids and amounts as JSON numbers."""
+def texts_of(directory) -> dict[int, str]:
+    """The side tables' strings (and 3-letter prefixes, as zip3 takes) by their hashes: the
+    source hands its categorical strings over hashed, a client sends them as text."""
+    words = set()
+    for name in ("u.user", "u.item", "u.genre"):
+        for line in (directory / name).read_text(encoding="latin-1").splitlines():
+            for field in line.split("|"):
+                words.update((field, field[:3]))
+    words = sorted(words)
+    return dict(zip(hash_strings(np.array(words)).tolist(), words))
+
+
+def instances_of(batch, texts: dict[int, str]) -> list[dict]:
+    """The batch's events as a client would send them: ids and amounts as JSON numbers,
+    strings as text."""
+    hashed = {name for name, col in batch.columns.items() if col.values.dtype == np.uint64}
     out = []
     for event in events_of(batch):
         event.pop("label")
+        event = {k: [texts[x] for x in v] if k in hashed else v for k, v in event.items()}
         out.append({k: (v if k == "genres" else v[0]) for k, v in event.items()})
     return out
 
@@ -61,7 +77,7 @@ def test_declared_model_serves_what_it_learned_and_survives_kill_9(local_cluster
     wait_replica_caught_up(c.address("replica", 0), "default", trainer.last_seqs)
 
     batch = MovieLensSource(directory).read(30)
-    instances = instances_of(batch)
+    instances = instances_of(batch, texts_of(directory))
     assert isinstance(instances[0]["user"], int)
     base = c.cluster.replicas()[0].http_address
     status, body = http("POST", f"{base}/v1/models/default:predict", {"instances": instances})

@@ -14,6 +14,7 @@ import numpy as np
 from common.config import load_spec
 from common.declaration import Declaration
 from common.features import CATEGORICAL, NUMERIC, Batch, Column
+from common.hashing import hash_strings
 from worker.sources.base import ChunkedSource
 
 if TYPE_CHECKING:
@@ -224,10 +225,12 @@ def _join_users(users: list[np.ndarray], user: np.ndarray) -> dict[str, Column]:
     pos, known = _lookup(user, uid.astype(np.int64))
     rows = np.flatnonzero(known)
     pos = pos[known]
+    # each table's strings hashed once (as the featurizer would hash them, `hash_strings`),
+    # then gathered per rating: not 100k strings per column gathered, then hashed per batch
     return {"age": Column(NUMERIC, rows, age.astype(np.float64)[pos]),
-            "gender": Column(CATEGORICAL, rows, gender[pos]),
-            "occupation": Column(CATEGORICAL, rows, occupation[pos]),
-            "zip3": Column(CATEGORICAL, rows, zipcode.astype("U3")[pos])}
+            "gender": Column(CATEGORICAL, rows, hash_strings(gender)[pos]),
+            "occupation": Column(CATEGORICAL, rows, hash_strings(occupation)[pos]),
+            "zip3": Column(CATEGORICAL, rows, hash_strings(zipcode.astype("U3"))[pos])}
 
 
 def _release_years(dates: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -249,5 +252,5 @@ def _join_items(items: list[np.ndarray], item: np.ndarray, genre_names: np.ndarr
     pos = pos[known]
     with_year = has_year[pos]
     genre_rows, genre_idx = np.nonzero(flags[pos])  # row-major: rows come out non-decreasing
-    return {"genres": Column(CATEGORICAL, rows[genre_rows], genre_names[genre_idx]),
+    return {"genres": Column(CATEGORICAL, rows[genre_rows], hash_strings(genre_names)[genre_idx]),
             "year": Column(NUMERIC, rows[with_year], years[pos][with_year])}
