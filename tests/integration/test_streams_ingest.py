@@ -129,10 +129,16 @@ def test_a_worker_killed_mid_push_resumes_exactly(inprocess_cluster, url):
         w.source.close()
         w.client.close()
         source = open_ingest(url)  # the same socket and state directory
+        # the new socket answers: the producer's connection is the new one, not the closed
+        # socket's, on which a send made before the drop was noticed would be lost
+        p._status(10.0)
         # the producer resends what is unacknowledged before the new worker replays its
         # journal: the journaled batch must not be queued to be learned a second time
         p._resend_from(next(iter(p.unacked)))
-        replies = [p.channel.read()[0] for _ in range(len(p.unacked))]
+        replies = []
+        for _ in range(len(p.unacked)):
+            assert p.channel.poll(10.0), "a resent batch went unanswered"
+            replies.append(p.channel.read()[0])
         assert "queued" in {r.state for r in replies}
         w = Worker(c, url, source=source)
         try:
