@@ -2,9 +2,9 @@
 
 numba source: the worker's prebuilt module (`worker.models.prebuilt`) compiles this very
 function ahead of time; numba's JIT runs it where there is no build (`worker.sources.compiled`).
-Compiled without numba's runtime and allocating nothing: the caller passes every output. The
-per-byte loops are written out here, not in helpers: an inlined call that takes `data` counts
-a reference to it (an atomic add and subtract) per call.
+Compiled without numba's runtime and allocating nothing: the caller passes every output; so
+the small helpers it inlines (`_blanks`, `string_hash.hash_ascii`, ...) count no reference to
+`data` per call, as they would in a function compiled with the runtime.
 """
 from __future__ import annotations
 
@@ -20,6 +20,14 @@ _EVENTS, _ENTRIES, _FIELDS, _WEIGHTED, _CATS = range(5)  # the slots of `counts`
 _EXACT_DIGITS = 15  # an integer of at most 15 digits is below 2**53: exact as a float
 _LABEL, _NUMBER, _BOOL = 1, 2, 4  # the label styles seen, in `styles`
 
+
+
+@numba.njit(cache=True, inline="always")
+def _blanks(data, pos):
+    """The index of the first byte at or after data[pos] that is not a space or a tab."""
+    while data[pos] == 32 or data[pos] == 9:
+        pos += 1
+    return pos
 
 
 @numba.njit(cache=True, inline="always")
@@ -89,15 +97,13 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
     for line in range(lines):
         if pos >= end:
             return line
-        while data[pos] == 32 or data[pos] == 9:
-            pos += 1
+        pos = _blanks(data, pos)
         if data[pos] != 123:  # '{'
             return line
         pos += 1
         seen = 0  # the top-level keys so far, as `_LABEL`, 2 (features), 4 (weight)
         while True:
-            while data[pos] == 32 or data[pos] == 9:
-                pos += 1
+            pos = _blanks(data, pos)
             if data[pos] != 34:  # '"'
                 return line
             lo = pos + 1
@@ -122,13 +128,11 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                 return line
             seen |= key
             pos += 1
-            while data[pos] == 32 or data[pos] == 9:
-                pos += 1
+            pos = _blanks(data, pos)
             if data[pos] != 58:  # ':'
                 return line
             pos += 1
-            while data[pos] == 32 or data[pos] == 9:
-                pos += 1
+            pos = _blanks(data, pos)
             if key == 1:
                 c = data[pos]
                 if c == 116 and data[pos + 1] == 114 and data[pos + 2] == 117 \
@@ -177,8 +181,7 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                 if data[pos] != 123:
                     return line
                 pos += 1
-                while data[pos] == 32 or data[pos] == 9:
-                    pos += 1
+                pos = _blanks(data, pos)
                 if data[pos] == 125:  # '}': no features
                     pos += 1
                 else:
@@ -195,13 +198,11 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                             return line
                         name_end = pos
                         pos += 1
-                        while data[pos] == 32 or data[pos] == 9:
-                            pos += 1
+                        pos = _blanks(data, pos)
                         if data[pos] != 58:
                             return line
                         pos += 1
-                        while data[pos] == 32 or data[pos] == 9:
-                            pos += 1
+                        pos = _blanks(data, pos)
                         c = data[pos]
                         value = 0.0
                         vh = np.uint64(0)
@@ -288,26 +289,22 @@ def scan_json(data, lines, pow10, labels, weights, ent_field, ent_row, ent_num, 
                             ent_row[e] = line
                             ent_num[e] = value
                             n_num += 1
-                        while data[pos] == 32 or data[pos] == 9:
-                            pos += 1
+                        pos = _blanks(data, pos)
                         if data[pos] == 125:
                             pos += 1
                             break
                         if data[pos] != 44:
                             return line
                         pos += 1
-                        while data[pos] == 32 or data[pos] == 9:
-                            pos += 1
-            while data[pos] == 32 or data[pos] == 9:
-                pos += 1
+                        pos = _blanks(data, pos)
+            pos = _blanks(data, pos)
             if data[pos] == 125:  # '}': the event's end
                 pos += 1
                 break
             if data[pos] != 44:
                 return line
             pos += 1
-        while data[pos] == 32 or data[pos] == 9:
-            pos += 1
+        pos = _blanks(data, pos)
         if data[pos] == 13:  # a CR before the LF (JSON whitespace; files written on Windows)
             pos += 1
         if data[pos] != 10 or seen & 3 != 3:

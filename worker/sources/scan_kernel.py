@@ -100,6 +100,19 @@ def _matches(data, lo, hi, table, lengths):
 
 
 @numba.njit(cache=True, inline="always")
+def _label(data, lo, hi, ones, one_lengths, zeros, zero_lengths):
+    """(ok, label) of the token data[lo:hi]: 1.0 for a one (a bare '1', or a spelling in
+    `ones`), 0.0 for a zero (likewise), not ok for anything else."""
+    if hi == lo + 1 and (data[lo] == 48 or data[lo] == 49):  # '0' or '1'
+        return True, 1.0 if data[lo] == 49 else 0.0
+    if _matches(data, lo, hi, ones, one_lengths):
+        return True, 1.0
+    if _matches(data, lo, hi, zeros, zero_lengths):
+        return True, 0.0
+    return False, 0.0
+
+
+@numba.njit(cache=True, inline="always")
 def _ends_field(c, stops_low, stops_high):
     """Whether byte `c` ends a field: bit c of the 128-bit set (`stops_low`, `stops_high`)."""
     if c < 64:
@@ -194,13 +207,8 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
                             return line
                     _append(hashes, hash_rows, hash_counts, slot, h, line)
             elif kind == LABEL:
-                if hi == lo + 1 and (data[lo] == 48 or data[lo] == 49):  # '0' or '1'
-                    labels[line] = 1.0 if data[lo] == 49 else 0.0
-                elif _matches(data, lo, hi, ones, one_lengths):
-                    labels[line] = 1.0
-                elif _matches(data, lo, hi, zeros, zero_lengths):
-                    labels[line] = 0.0
-                else:
+                ok, labels[line] = _label(data, lo, hi, ones, one_lengths, zeros, zero_lengths)
+                if not ok:
                     return line
             field += 1
             if stop != delimiter:

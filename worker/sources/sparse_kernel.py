@@ -9,7 +9,7 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from worker.sources.scan_kernel import _matches, _parse_number
+from worker.sources.scan_kernel import _label, _parse_number
 from worker.sources.string_hash import hash_ascii, hash_utf8, same_bytes, splitmix
 
 _PLAIN, _END, _COLON, _BAD, _UTF8 = 0, 1, 2, 3, 4  # byte classes in a token (`classes`)
@@ -105,13 +105,8 @@ def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, z
                     n_spaces += 1
                 space = found
             elif tok == 0:
-                if hi == lo + 1 and (data[lo] == 48 or data[lo] == 49):  # '0' or '1'
-                    labels[events] = 1.0 if data[lo] == 49 else 0.0
-                elif _matches(data, lo, hi, ones, one_lengths):
-                    labels[events] = 1.0
-                elif _matches(data, lo, hi, zeros, zero_lengths):
-                    labels[events] = 0.0
-                else:
+                ok, labels[events] = _label(data, lo, hi, ones, one_lengths, zeros, zero_lengths)
+                if not ok:
                     return line
             elif space < 0:  # the importance weight, a tag ("'...") or an ignored number
                 if tok == 1 and data[lo] != 39:
