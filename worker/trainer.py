@@ -11,8 +11,10 @@ Declaration: a model the spec leaves open learns what its input declaration says
 recommended features, later ones learn what the cluster keeps, and every batch is conformed to
 the declared schema before it is featurized, as replicas do with reads.
 
-Pipelining: batch i+2 is read and featurized on a helper thread while batch i is learned and
-its deltas pushed (the compiled kernel and numpy release the GIL for most of that work), and
+Pipelining: the next batches are read and featurized on a helper thread while batch i is
+learned and its deltas pushed (the compiled kernel and numpy release the GIL for most of that
+work; `READ_AHEAD` of them, so that the helper keeps a core busy while the learning thread
+waits for a pull and the shards answer it, instead of idling until its one batch is taken), and
 the pull of batch i+1 goes out before push i, so the shards answer it while
 the worker learns batch i instead of after. The worker then adds to what that pull brings back
 its own pushes the pull missed (`_patch_own`), in the order the shards add them; each reply
@@ -276,9 +278,9 @@ class Trainer:
                 ahead: deque[_Prepared] = deque()
                 while len(ahead) <= self.max_delay and (prepared := next_batch()) is not None:
                     ahead.append(prepared)
-                # the batch after those, featurized; the helper works one batch further on
+                # the batch after those, featurized; the helper works READ_AHEAD further on
                 ready = read_and_featurize() if ahead else None
-                if ready:
+                for _ in range(READ_AHEAD if ready else 0):
                     helper.submit(read_and_featurize)
                 pushes: deque[Pending] = deque()
                 while ahead:
@@ -286,7 +288,7 @@ class Trainer:
                     if ready:
                         # sent after the push: the shard applies them in this order
                         ahead.append(self.send_pull(ready))
-                        ready = helper.result()  # featurized while the last batch was learned
+                        ready = helper.result()  # featurized while earlier batches were learned
                         if ready:
                             helper.submit(read_and_featurize)
                     while len(pushes) > self.max_delay or (pushes and not ahead):
@@ -340,6 +342,9 @@ class Trainer:
                 **(self.acked.lag() if hasattr(self.acked, "lag") else {})}
 
 
+READ_AHEAD = 2  # batches the helper reads and featurizes beyond the one about to be pulled
+
+
 def _learner(model):
     """The learner of a model's kind (TensorFlow is loaded for deep models only)."""
     if model.kind == "deep":
@@ -369,7 +374,13 @@ class _Helper:
         self._calls.put(fn)
 
     def close(self) -> None:
-        """The thread ends once its current call, if any, returns."""
+        """The thread ends once its current call, if any, returns; calls not yet started are
+        dropped (reads queued ahead of a run that ended)."""
+        try:
+            while True:
+                self._calls.get_nowait()
+        except queue.Empty:
+            pass
         self._calls.put(None)
 
     def result(self, timeout: float | None = None):
