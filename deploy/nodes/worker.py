@@ -141,15 +141,21 @@ class serve_metrics:
     """The worker's /metrics endpoint while it trains, noted for `deltaps status`.
 
     With the default address (`auto`: the cluster's host, a free port) the server is made on a
-    thread of its own, so importing the HTTP server and Prometheus' client (tens of ms) and
-    binding overlap the start of training instead of coming before it; a scrape can only come
-    once `deltaps status` shows the address, which is noted once the server listens. An
-    address given is bound before training starts, so that one taken is an error at once."""
+    thread of its own once the run has lasted `AUTO_AFTER_S`, so importing the HTTP server and
+    Prometheus' client (tens of ms of the interpreter's time) and binding come neither before
+    training nor beside its start, when the process has most to do on one core, and a run
+    over sooner (nothing scrapes that fast: Prometheus asks every 15 s or so) never pays
+    them. A scrape can only come once `deltaps status` shows the address, which is noted once
+    the server listens. An address given is bound before training starts, so that one taken
+    is an error at once."""
+
+    AUTO_AFTER_S = 1.0
 
     def __init__(self, listen: str, cluster: ClusterFile, cluster_file: str | None,
                  trainer: Trainer, source: str):
         self.server = self.note = None
         self._starting: threading.Thread | None = None
+        self._ended = threading.Event()  # the run is over: an endpoint not started never is
         self._failed: BaseException | None = None
         if listen == "off":
             return
@@ -181,6 +187,8 @@ class serve_metrics:
             self.note = register(cluster_file, trainer.model.name, source, self.server.url)
 
     def _start_logged(self, *args) -> None:
+        if self._ended.wait(self.AUTO_AFTER_S):
+            return
         try:
             self._start(*args)
         except Exception as exc:  # training goes on without the endpoint; said at the end
@@ -190,6 +198,7 @@ class serve_metrics:
         return self
 
     def __exit__(self, *_exc) -> None:
+        self._ended.set()
         if self._starting is not None:
             self._starting.join()
         if self._failed is not None:

@@ -231,3 +231,44 @@ def test_every_dashboard_expression_names_a_series_the_nodes_expose(inprocess_cl
     # the check sees a misspelt name (it cannot pass by finding nothing)
     assert NAME.findall("rate(deltaps_requets_total[1m])") == ["deltaps_requets_total"]
     assert "deltaps_requets_total" not in exposed
+
+
+def test_a_training_worker_lists_its_default_endpoint_while_it_runs(local_cluster, tmp_path):
+    """`deltaps train` with the default `--metrics auto`: once the run has lasted a moment the
+    worker's endpoint is bound, listed for `deltaps status` and serves the worker's families;
+    after SIGTERM it is no longer listed."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from deploy.workers import worker_rows
+
+    c = local_cluster(SMALL_SPEC, shards=1, replicas=0).start_all()
+    path = tmp_path / "events.jsonl"
+    path.write_text("".join(json.dumps(e) + "\n" for e in planted_events(2000, seed=3)))
+    repo = str(Path(__file__).resolve().parents[2])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "deploy.nodes.worker", str(path), "--follow", "--cluster",
+         str(c.path), "--model", "ctr", "--batch-size", "200", "--json"], cwd=repo,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": repo})
+    try:
+        deadline = time.monotonic() + 60
+        while not (rows := worker_rows(c.path)):
+            assert proc.poll() is None, proc.communicate()[1][-3000:]
+            assert time.monotonic() < deadline, "the worker's endpoint was never listed"
+            time.sleep(0.05)
+        url = rows[0]["metrics"]
+        assert rows[0]["pid"] == proc.pid
+        assert WORKER <= set(scrape(url))
+        assert get(url + "/healthz")[0] == 200
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err[-3000:]
+    assert worker_rows(c.path) == []
