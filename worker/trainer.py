@@ -111,7 +111,8 @@ class Trainer:
         self.max_delay = max_delay
         self.ack_delay = max_delay  # pushes an acknowledged source's input may trail by
         self.model = spec.model(model)
-        self.featurizer = Featurizer(spec.feature_spec(model), kernel().mix_fields)
+        self.featurizer = Featurizer(spec.feature_spec(model), kernel().mix_fields,
+                                     kernel().mix_entries)
         self.indexer = KeyIndexer(self.model.bits)
         # the next pull goes out before the push and is patched with it (`_patch_own`): the
         # exact loop for linear models (no delay asked), and for deep models always
@@ -134,7 +135,8 @@ class Trainer:
         self.declared = declared
         if declared is not None:
             self.model = declared.model_spec(self.model)
-            self.featurizer = Featurizer(declared.feature_spec(), kernel().mix_fields)
+            self.featurizer = Featurizer(declared.feature_spec(), kernel().mix_fields,
+                                         kernel().mix_entries)
             self.learner = _learner(self.model)
 
     def featurize(self, batch: Batch) -> tuple[Batch, Features, BatchKeys | None]:

@@ -6,7 +6,8 @@ the ids a replica makes, so both must come from one path. Event dicts become a c
 for a `FeatureSpec` (`spec`), hashing, bucketizing and crossing (`crosses`) whole columns with
 numpy, never looping over events.
 
-Modules: `batch` (Column, Batch, Features, concat_batches), `events` (flatten, columnarize),
+Modules: `batch` (Column, Batch, Features, concat_batches), `entries` (a batch's values event
+by event, as a line-by-line reader has them), `events` (flatten, columnarize),
 `spec` (Transform, FeatureSpec), `crosses` (cross_ids), `featurizer` (Featurizer, BIAS_ID).
 """
 from common.features.batch import CATEGORICAL, NUMERIC, Batch, Column, Features, concat_batches

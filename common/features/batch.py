@@ -3,15 +3,18 @@
 Why columnar: a field's values sit in one numpy array with the row (event index) of each, so
 single-valued, missing and multi-valued fields share one representation, and every later step
 (hashing, bucketizing, crossing, scoring) is a whole-array numpy call, never a loop over events.
+A batch that a reader met line by line may carry its values in that order instead
+(`common.features.entries`), its columns then made from them only when something asks.
 """
 from __future__ import annotations
 
 import itertools
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 
 import numpy as np
 
+from common.features.entries import Entries, concat_entries
 from common.hashing import hash_strings
 
 CATEGORICAL = "cat"
@@ -40,27 +43,80 @@ class Column:
         return cls(kind, rows, values)
 
 
+def columns_of(entries: Entries) -> dict[str, Column]:
+    """The same values as one `Column` per field (rows in event order, values in the kind
+    the columnar readers give: uint64 hashes or int64 ids, float64 numbers)."""
+    order = np.argsort(entries.fields, kind="stable")
+    counts = np.bincount(entries.fields, minlength=len(entries.names)) if entries.fields.size \
+        else np.zeros(len(entries.names), np.int64)
+    rows = np.repeat(np.arange(entries.n, dtype=np.int64), np.diff(entries.offsets))[order]
+    words = entries.words[order]
+    columns, lo = {}, 0
+    for name, kind, count in zip(entries.names, entries.kinds, counts.tolist()):
+        values = words[lo:lo + count]
+        columns[name] = Column(kind, rows[lo:lo + count],
+                               values.view(np.float64) if kind == NUMERIC else values)
+        lo += count
+    return columns
+
+
+class EntryColumns(Mapping):
+    """A batch's `columns` made from its `Entries` the first time they are asked for."""
+
+    def __init__(self, entries: Entries):
+        self._entries = entries
+        self._columns: dict[str, Column] | None = None
+
+    def _made(self) -> dict[str, Column]:
+        if self._columns is None:
+            self._columns = columns_of(self._entries)
+        return self._columns
+
+    def __getitem__(self, name: str) -> Column:
+        return self._made()[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries.names)
+
+    def __len__(self) -> int:
+        return len(self._entries.names)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries.names
+
+
 @dataclass
 class Batch:
     """A mini-batch of events in columnar form: what sources produce and the featurizer reads,
     in workers and replicas alike, so both featurize an event the same way."""
 
     n: int
-    columns: dict[str, Column]
+    columns: Mapping[str, Column]
     labels: np.ndarray | None = None  # float32 0/1
     weights: np.ndarray | None = None  # float32 importance weights
+    # the values event by event, where a reader has them so (`common.features.entries`);
+    # `columns` are then made from them only when asked for
+    entries: Entries | None = None
+
+    @classmethod
+    def of_entries(cls, entries: Entries, labels: np.ndarray | None = None,
+                   weights: np.ndarray | None = None) -> "Batch":
+        return cls(entries.n, EntryColumns(entries), labels, weights, entries)
 
     def slice(self, start: int, stop: int) -> "Batch":
         """Events [start, stop) as a new batch (rows renumbered from 0); the batch itself when
         that is all of it (batches are not changed in place)."""
         if start <= 0 and stop >= self.n:
             return self
+        labels = None if self.labels is None else self.labels[start:stop]
+        weights = None if self.weights is None else self.weights[start:stop]
+        if self.entries is not None:
+            return Batch.of_entries(self.entries.slice(start, min(stop, self.n)), labels,
+                                    weights)
         cols = {}
         for name, col in self.columns.items():
             lo, hi = np.searchsorted(col.rows, [start, stop])
             cols[name] = Column(col.kind, col.rows[lo:hi] - start, col.values[lo:hi])
-        labels = None if self.labels is None else self.labels[start:stop]
-        weights = None if self.weights is None else self.weights[start:stop]
         return Batch(min(stop, self.n) - start, cols, labels, weights)
 
 
@@ -75,6 +131,9 @@ class Features:
     n: int
     rows: np.ndarray  # int64
     ids: np.ndarray  # uint64
+    # when the entries are grouped by event (rows non-decreasing), where each event's start:
+    # event i's are ``offsets[i]:offsets[i + 1]`` (int64, n + 1); None when they are not
+    offsets: np.ndarray | None = None
 
     def to_csr(self) -> tuple[np.ndarray, np.ndarray]:
         """(offsets, ids): event i's ids are ``ids[offsets[i]:offsets[i + 1]]``, in the order
@@ -86,8 +145,14 @@ class Features:
 
 
 def concat_batches(batches: Iterable[Batch]) -> Batch:
-    """Join batches end to end (used by sources that read in chunks)."""
+    """Join batches end to end (used by sources that read in chunks); by their entries when
+    every one has them alike."""
     batches = list(batches)
+    if batches and all(b.entries is not None for b in batches):
+        entries = concat_entries([b.entries for b in batches])
+        if entries is not None:
+            joined = concat_batches([Batch(b.n, {}, b.labels, b.weights) for b in batches])
+            return Batch.of_entries(entries, joined.labels, joined.weights)
     n = 0
     cols: dict[str, list[Column]] = {}
     for b in batches:

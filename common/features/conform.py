@@ -25,6 +25,10 @@ def conform(batch: Batch, schema: Mapping[str, str]) -> Batch:
     the batch is left as it was."""
     if not schema:
         return batch
+    if batch.entries is not None and not any(
+            _changes(kind, schema.get(name))
+            for name, kind in zip(batch.entries.names, batch.entries.kinds)):
+        return batch  # nothing to convert: its columns need not be made (`Batch.entries`)
     changed = {}
     for name, col in batch.columns.items():
         kind = schema.get(name)
@@ -35,6 +39,12 @@ def conform(batch: Batch, schema: Mapping[str, str]) -> Batch:
     if not changed:
         return batch
     return Batch(batch.n, {**batch.columns, **changed}, batch.labels, batch.weights)
+
+
+def _changes(kind: str, declared: str | None) -> bool:
+    """Whether `_conform` converts a column of `kind` whose values are what readers give (a
+    categorical column's integers or string hashes, a numeric one's floats) to `declared`."""
+    return declared is not None and (declared == "num") != (kind == NUMERIC)
 
 
 def _conform(name: str, col: Column, kind: str) -> Column:

@@ -14,6 +14,7 @@ import numpy as np
 
 from common.features.batch import NUMERIC, Batch, Features, pieces
 from common.features.crosses import cross_ids
+from common.features.entries import DROP, KEEP, LOG2, ROUND, Entries
 from common.features.events import columnarize
 from common.features.spec import FeatureSpec, Transform
 from common.hashing import hash_string, hash_strings, splitmix64
@@ -38,13 +39,19 @@ class Featurizer:
     on a field's name (its seed, its transform) is computed once and reused by every batch.
     """
 
-    def __init__(self, spec: FeatureSpec, mixer: Callable | None = None):
+    def __init__(self, spec: FeatureSpec, mixer: Callable | None = None,
+                 entries_mixer: Callable | None = None):
         """`mixer(words, seeds, ends, ids)` writes the ids of entries whose field k ends at
         `ends[k]`, ``splitmix64(word ^ seeds[k])``, into `ids`; the worker passes its
         compiled one (`worker.models.kernel.mix_fields`), replicas keep numpy's
-        (`mix_fields`)."""
+        (`mix_fields`). `entries_mixer(entries, codes, seeds, bias, with_bias)` makes the
+        `Features` of a batch read event by event (`common.features.entries`), keeping that
+        order, as `worker.models.prebuilt.Kernel.mix_entries` does; without one, such a
+        batch is featurized from its columns."""
         self.spec = spec
         self._mix = mixer or mix_fields
+        self._mix_entries = entries_mixer
+        self._entry_plans: dict[tuple, tuple | None] = {}  # per (names, kinds) of entries
         self._field_seed: dict[str, np.uint64] = {}
         self._default_transform = Transform("log2")
         self._transforms: dict[tuple, Transform] = {}  # one per distinct (kind, boundaries)
@@ -70,12 +77,18 @@ class Featurizer:
         """Features of a columnar batch, written straight into their output arrays.
 
         Fields come out in order (the spec's fields, or the batch's columns), each field's
-        entries in event order, then crosses, then the bias. Numeric columns sharing a
+        entries in event order, then crosses, then the bias; a batch read event by event keeps
+        that order instead, each event's values then its bias (the same pairs of row and id,
+        grouped by event: `Features.offsets`). Numeric columns sharing a
         transform are bucketized in one call, every integer value (ids and buckets) of every
         column is hashed in one pass and every string in another, so the numpy calls per batch
         barely grow with the number of fields (what keeps a one-event batch cheap), and no
         value is copied more than it must be (what keeps a large one cheap).
         """
+        if batch.entries is not None and self._mix_entries is not None:
+            plan = self._entry_plan(batch.entries)
+            if plan is not None:
+                return self._mix_entries(batch.entries, *plan, BIAS_ID, self.spec.bias)
         columns = batch.columns
         if self._plain:
             order = [name for name in self._plain + self._crossed_only
@@ -134,6 +147,32 @@ class Featurizer:
         parts_rows.append(rows[total:])
         parts_ids.append(ids[total:])
         return Features(batch.n, np.concatenate(parts_rows), np.concatenate(parts_ids))
+
+    def _entry_plan(self, entries: Entries) -> tuple[np.ndarray, np.ndarray] | None:
+        """(code, seed) per field of a batch's entries: what `featurize` does with each field
+        from its columns, as codes of `common.features.entries`; None where that takes more
+        than one entry at a time (crosses, boundary buckets), which the columns then do."""
+        key = (entries.names, entries.kinds)
+        if key not in self._entry_plans:
+            self._entry_plans[key] = self._plan_of(*key)
+        return self._entry_plans[key]
+
+    def _plan_of(self, names: tuple[str, ...], kinds: tuple[str, ...]):
+        if self.spec.crosses:
+            return None
+        codes = []
+        for name, kind in zip(names, kinds):
+            if self._plain and name not in self._plain:
+                codes.append(DROP)
+            elif kind != NUMERIC:
+                codes.append(KEEP)
+            else:
+                transform = self._transforms[self._transform_key.get(name) or self._key_of(name)]
+                if transform.kind not in ("log2", "categorical"):
+                    return None
+                codes.append(LOG2 if transform.kind == "log2" else ROUND)
+        return (np.array(codes, np.int64),
+                np.array([self.field_seed(name) for name in names], np.uint64))
 
     def _key_of(self, name: str) -> tuple:
         """The (kind, boundaries) key of a numeric field's transform, its `Transform` kept

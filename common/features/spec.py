@@ -17,8 +17,10 @@ class Transform:
 
     Why: a linear model over hashed ids cannot use a number as an amount, so a number is mapped
     to a bucket id, and nearby values share a weight. kind: "log2" buckets by
-    sign(x)*floor(log2(1+|x|)); "buckets" by the index of the first boundary above x;
-    "categorical" keeps integer values as ids (e.g. user ids sent as numbers).
+    sign(x)*floor(log2(1+|x|)), taken exactly from the binary exponent of 1+|x| (so compiled
+    code gets the same bucket, `worker.models.kernel.mix_entries`, whatever its log2
+    rounds); "buckets" by the index of the first boundary above x; "categorical" keeps
+    integer values as ids (e.g. user ids sent as numbers).
     """
 
     kind: str = "log2"
@@ -27,7 +29,8 @@ class Transform:
     def bucketize(self, values: np.ndarray) -> np.ndarray:
         x = np.asarray(values, dtype=np.float64)
         if self.kind == "log2":
-            return (np.sign(x) * np.floor(np.log2(1.0 + np.abs(x)))).astype(np.int64)
+            exponent = np.frexp(1.0 + np.abs(x))[1].astype(np.int64) - 1  # 1 + |x| >= 1
+            return np.where(x < 0, -exponent, exponent)
         if self.kind == "buckets":
             return np.searchsorted(np.asarray(self.boundaries, dtype=np.float64), x, side="right")
         if self.kind == "categorical":

@@ -60,7 +60,7 @@ def test_string_hashes_are_hash_strings_of_the_text():
     words = [w.replace("\t", "") or "x" for w in words]
     block = "".join(f"1\t{w}\n" for w in words).encode()
     scanned = BlockScanner(["label", "cat"], "\t").scan(block, len(words))
-    np.testing.assert_array_equal(scanned[4][0], hash_strings(np.array(words)))
+    np.testing.assert_array_equal(scanned.column(0)[1], hash_strings(np.array(words)))
 
 
 @pytest.mark.parametrize("line", [
@@ -90,7 +90,7 @@ def test_utf8_strings_hash_as_their_text():
              for _ in range(400)] + ["a\x00b", "tail\x00"]
     block = "".join(f"1\t{w}\n" for w in words).encode()
     scanned = BlockScanner(["label", "cat"], "\t").scan(block, len(words))
-    np.testing.assert_array_equal(scanned[4][0], hash_strings(np.array(words)))
+    np.testing.assert_array_equal(scanned.column(0)[1], hash_strings(np.array(words)))
     arr = pa.array([w.encode() for w in words], pa.binary())
     take = np.arange(0, len(words), 3)
     np.testing.assert_array_equal(hashes_of(arr, take), hash_strings(np.array(words)[take]))
@@ -110,7 +110,7 @@ def test_malformed_utf8_is_declined_and_the_file_refused_as_not_text(tmp_path, r
 def test_scan_declines_quotes_in_csv_only():
     assert BlockScanner(["label", "cat"], ",").scan(b'1,"a"\n', 1) is None
     tsv = BlockScanner(["label", "cat"], "\t").scan(b'1\t"a"\n', 1)
-    assert tsv is not None and tsv[4][0][0] == hash_strings(np.array(['"a"']))[0]
+    assert tsv is not None and tsv.words[0] == hash_strings(np.array(['"a"']))[0]
 
 
 def test_declined_blocks_still_read_every_good_line(tmp_path):

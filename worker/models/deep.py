@@ -213,7 +213,7 @@ class DeepLearner:
         rows, inverse = features.rows, keys.inverse
         sparse = keys.slots.size - self.layout.dense_rows
         by_event = np.empty((2, rows.size), np.int64)
-        offsets, by_event[0] = self._group(features.n, rows, inverse)
+        offsets, by_event[0] = self._group(features.n, rows, inverse, features.offsets)
         by_event[1] = _segments(offsets)
         row_offsets, row_events = self._group(sparse, inverse, rows)
         return StepPairs(by_event, row_offsets, row_events)

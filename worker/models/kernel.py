@@ -21,6 +21,9 @@ import math
 
 import numba
 
+import numpy as np
+
+from common.features.entries import DROP, LOG2, ROUND
 from common.optim import adagrad, ftrl, lazy_adam, sgd
 from worker.sources.string_hash import splitmix
 
@@ -89,6 +92,42 @@ def mix_fields(words, seeds, ends, ids):
         for e in range(lo, ends[k]):
             ids[e] = splitmix(words[e] ^ seed)
         lo = ends[k]
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def mix_entries(offsets, fields, words, numbers, codes, seeds, bias, with_bias, ids, rows,
+                out_offsets):
+    """The feature ids of a batch's entries (`common.features.entries.Entries`; `numbers`
+    views `words` as float64), event by event as they come: each entry of field f becomes
+    ``splitmix64(word ^ seeds[f])``, its word made as ``codes[f]`` says (the word itself, the
+    log2 bucket of the number, sign(x) * floor(log2(1 + |x|)) from its binary exponent as
+    `common.features.Transform` takes it, or the number rounded half to even) or left out;
+    then the event's `bias` id when `with_bias`. Writes `ids` and `rows`, and each event's
+    start into `out_offsets` (n + 1); returns how many ids."""
+    out = 0
+    out_offsets[0] = 0
+    for i in range(offsets.size - 1):
+        for e in range(offsets[i], offsets[i + 1]):
+            f = fields[e]
+            code = codes[f]
+            if code == DROP:
+                continue
+            word = words[e]
+            if code == LOG2:
+                x = numbers[e]
+                bucket = np.int64(math.frexp(1.0 + abs(x))[1] - 1)
+                word = np.uint64(-bucket if x < 0 else bucket)
+            elif code == ROUND:
+                word = np.uint64(np.int64(np.rint(numbers[e])))
+            ids[out] = splitmix(word ^ seeds[f])
+            rows[out] = i
+            out += 1
+        if with_bias:
+            ids[out] = bias
+            rows[out] = i
+            out += 1
+        out_offsets[i + 1] = out
+    return out
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)

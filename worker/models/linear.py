@@ -47,7 +47,8 @@ class LinearLearner:
         k, s = state.shape
         local = np.empty((k, s + self.scratch), np.float64)  # scratch filled by the kernel
         local[:, :s] = state
-        offsets, entries = self.kernel.group_by_event(features.n, features.rows, keys.inverse)
+        offsets, entries = self.kernel.group_by_event(features.n, features.rows, keys.inverse,
+                                                      features.offsets)
         labels = np.asarray(labels, np.float64)
         importance = np.ones(features.n) if importance is None \
             else np.asarray(importance, np.float64)

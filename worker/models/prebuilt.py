@@ -37,7 +37,7 @@ SOURCES = ("worker/models/kernel.py", "common/optim/ftrl.py", "common/optim/adag
            "worker/sources/scan_kernel.py", "worker/sources/sparse_kernel.py",
            "worker/sources/json_kernel.py",
            "worker/sources/string_hash.py",
-           "worker/sources/fields.py", "common/hashing.py")
+           "worker/sources/fields.py", "common/hashing.py", "common/features/entries.py")
 # every export's signature; numba's JIT would specialize on the same types (the bytes a reader
 # scans are read-only: a file block, an Arrow buffer)
 _BYTES = "Array(u1, 1, 'C', readonly=True)"
@@ -45,14 +45,15 @@ SIGNATURES = {
     "group_by_event_i8": "none(i8[::1], i8[::1], i8[::1], i8[::1])",
     "group_by_event_i4": "none(i8[::1], i4[::1], i8[::1], i8[::1])",
     "mix_fields": "none(u8[::1], u8[::1], i8[::1], u8[::1])",
+    "mix_entries": "i8(i8[::1], i2[::1], u8[::1], f8[::1], i8[::1], u8[::1], u8, b1, u8[::1], "
+                   "i8[::1], i8[::1])",
     "patch_rows": "none(u8[::1], f4[:, ::1], i8[::1], u8[::1], f4[:, ::1], i8)",
     "first_seen": "i8(i8[::1], i4[::1], i8[::1], i4[::1])",
     "renumber": "none(i4[::1], i4[::1], i4[::1], i8[::1])",
     "count_scores": "f8(f8[::1], f8[::1], f8[::1], i8)",
     "learn_events": "none(i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1], f8[::1])",
     "scan_block": f"i8({_BYTES}, i8, i8, u8, u8, i8[::1], i8[::1], f8[::1], u1[:, ::1], "
-                  "i8[::1], u1[:, ::1], i8[::1], f4[::1], f8[:, ::1], i8[:, ::1], i8[::1], "
-                  "u8[:, ::1], i8[:, ::1], i8[::1])",
+                  "i8[::1], u1[:, ::1], i8[::1], f4[::1], u8[::1], f8[::1], i2[::1], i8[::1])",
     "scan_sparse": f"i8({_BYTES}, i8, i8, u1[::1], f8[::1], u1[:, ::1], i8[::1], u1[:, ::1], i8[::1], "
                    "f4[::1], f4[::1], i2[::1], i8[::1], u8[::1], i2[::1], i8[::1], f8[::1], "
                    "i8[:, ::1], i8[::1], i8[:, ::1], u8[::1], i8[::1], i8[::1])",
@@ -120,7 +121,7 @@ class Kernel:
             self._learn = kernel.learn_events
             self._patch = kernel.patch_rows
             self._scores = kernel.count_scores
-            self._mix = kernel.mix_fields
+            self._mix, self._mix_entries = kernel.mix_fields, kernel.mix_entries
             self._first_seen, self._renumber = kernel.first_seen, kernel.renumber
         else:
             self.prebuilt = True
@@ -129,11 +130,15 @@ class Kernel:
             self._learn = module.learn_events
             self._patch = module.patch_rows
             self._scores = module.count_scores
-            self._mix = module.mix_fields
+            self._mix, self._mix_entries = module.mix_fields, module.mix_entries
             self._first_seen, self._renumber = module.first_seen, module.renumber
 
-    def group_by_event(self, n: int, rows, inverse) -> tuple[np.ndarray, np.ndarray]:
-        """(offsets, entries) of `kernel.group_by_event`."""
+    def group_by_event(self, n: int, rows, inverse,
+                       offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, entries) of `kernel.group_by_event`; with the `offsets` of entries already
+        grouped by event (`Features.offsets`), those and the indices as they are."""
+        if offsets is not None:
+            return offsets, np.asarray(inverse, np.int64)
         rows = np.ascontiguousarray(rows, np.int64)
         offsets, entries = np.zeros(n + 1, np.int64), np.empty(rows.size, np.int64)
         if inverse.dtype == np.int32:
@@ -162,6 +167,23 @@ class Kernel:
         `common.features.Featurizer` mixer."""
         c = np.ascontiguousarray
         self._mix(c(words, np.uint64), c(seeds, np.uint64), c(ends, np.int64), ids)
+
+    def mix_entries(self, entries, codes: np.ndarray, seeds: np.ndarray, bias: int,
+                    with_bias: bool):
+        """`kernel.mix_entries` of a batch's `common.features.entries.Entries`: its `Features`,
+        grouped by event (a `common.features.Featurizer` entries mixer)."""
+        from common.features import Features
+        c = np.ascontiguousarray
+        n = entries.n
+        size = entries.words.size + (n if with_bias else 0)
+        ids, rows = np.empty(size, np.uint64), np.empty(size, np.int64)
+        offsets = np.empty(n + 1, np.int64)
+        words = c(entries.words, np.uint64)
+        count = self._mix_entries(c(entries.offsets, np.int64), c(entries.fields, np.int16),
+                                  words, words.view(np.float64), c(codes, np.int64),
+                                  c(seeds, np.uint64), np.uint64(bias), bool(with_bias), ids,
+                                  rows, offsets)
+        return Features(n, rows[:count], ids[:count], offsets)
 
     def patch_rows(self, slots, state, applied, keys, deltas, number: int) -> None:
         """`kernel.patch_rows`: `state` (C-contiguous float32) changed in place."""
@@ -208,7 +230,8 @@ def build(directory: Path | None = None) -> Path:
     from worker.models import kernel
     from worker.sources import json_kernel, scan_kernel, sparse_kernel, string_hash
     functions = {"learn_events": kernel.learn_events, "patch_rows": kernel.patch_rows,
-                 "mix_fields": kernel.mix_fields, "first_seen": kernel.first_seen,
+                 "mix_fields": kernel.mix_fields, "mix_entries": kernel.mix_entries,
+                 "first_seen": kernel.first_seen,
                  "renumber": kernel.renumber,
                  "count_scores": kernel.count_scores, "group_by_event_i8": kernel.group_by_event,
                  "group_by_event_i4": kernel.group_by_event, "scan_block": scan_kernel.scan_block,

@@ -37,19 +37,16 @@ def _function(name: str):
 
 
 def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow10, ones, one_lengths, zeros,
-               zero_lengths, labels, numbers, number_rows, number_counts, hashes, hash_rows,
-               hash_counts) -> int:
+               zero_lengths, labels, words, numbers, fields, offsets) -> int:
     """`scan_kernel.scan_block`: outputs filled in place; -1, or the first line not taken."""
-    for out, dtype in ((labels, np.float32), (numbers, np.float64), (number_rows, np.int64),
-                       (number_counts, np.int64), (hashes, np.uint64), (hash_rows, np.int64),
-                       (hash_counts, np.int64)):
+    for out, dtype in ((labels, np.float32), (words, np.uint64), (numbers, np.float64),
+                       (fields, np.int16), (offsets, np.int64)):
         if out.dtype != dtype or not out.flags.c_contiguous:
             raise ValueError(f"scan output must be a C-contiguous {np.dtype(dtype)} array")
     return _function("scan_block")(
         _c(data, np.uint8), int(lines), int(delimiter), np.uint64(stops_low), np.uint64(stops_high),
         _c(kinds, np.int64), _c(slots, np.int64), _c(pow10, np.float64), _c(ones, np.uint8), _c(one_lengths, np.int64),
-        _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, numbers, number_rows,
-        number_counts, hashes, hash_rows, hash_counts)
+        _c(zeros, np.uint8), _c(zero_lengths, np.int64), labels, words, numbers, fields, offsets)
 
 
 def scan_sparse(data, lines, libsvm, classes, pow10, ones, one_lengths, zeros, zero_lengths, labels,

@@ -7,7 +7,8 @@ pyarrow's reader, a well-kept columnar parser in C++ whose rules decide what is 
 a line with the wrong field count, a label not 0/1 or a number that is not a finite number
 is skipped and reported with its line number; the rest of its block is kept. Either way a
 categorical column holds the values' string hashes (`common.hashing.hash_strings`), so
-blocks from both paths join into one batch and featurize alike. What else stays ours is
+blocks from both paths join into one batch and featurize alike. A scanned block's values come
+event by event, as the scan meets them (`common.features.entries`), and are featurized so. What else stays ours is
 reading whole-line blocks (so every line keeps its number, for reports) and turning Arrow
 columns into `Column`s without a Python object per value (`delimited_arrow`, `arrow_columns`,
 imported for the first block the scan declines).
@@ -17,7 +18,8 @@ from __future__ import annotations
 import csv
 from typing import Iterator, Sequence
 
-from common.features import CATEGORICAL, NUMERIC, Batch, Column
+from common.features import CATEGORICAL, NUMERIC, Batch
+from common.features.entries import Entries
 from worker.sources.delimited_scan import BlockScanner
 from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource
 from worker.sources.schema import as_schema, check_schema, schema_from_header
@@ -59,7 +61,14 @@ class DelimitedSource(LineSource):
         used = [j for j, (_, kind) in enumerate(schema) if kind != "skip"]
         self._used = used
         self._arrow = None  # pyarrow's reader, made for the first block the scan declines
-        self._scanner = BlockScanner([kind for _, kind in schema], delimiter)
+        # a name given twice keeps its last column, as a batch's columns by name do
+        last = {name: j for j, (name, _) in enumerate(schema)}
+        self._scanner = BlockScanner([kind if last[name] == j or kind == "label" else "skip"
+                                      for j, (name, kind) in enumerate(schema)], delimiter)
+        # a clean block's values come event by event (`Entries`), its fields in schema order
+        self._value_names = tuple(schema[j][0] for j in self._scanner.values)
+        self._value_kinds = tuple(NUMERIC if schema[j][1] == "num" else CATEGORICAL
+                                  for j in self._scanner.values)
         super().__init__(self._lines)
 
     def _chunks(self) -> Iterator[Batch]:
@@ -70,24 +79,10 @@ class DelimitedSource(LineSource):
     def _parse_block(self, first_line: int, block: bytes, lines: int | None = None) -> Batch:
         scanned = self._scanner.scan(block, block.count(b"\n") if lines is None else lines)
         if scanned is not None:
-            return self._from_scan(*scanned)
+            return Batch.of_entries(Entries(self._value_names, self._value_kinds,
+                                            scanned.offsets, scanned.fields, scanned.words),
+                                    scanned.labels)
         return self._read_block(first_line, block)
-
-    def _from_scan(self, labels, numbers, number_rows, number_counts, hashes, hash_rows,
-                   hash_counts) -> Batch:
-        """A Batch from a clean block's scan (`delimited_scan`): columns in schema order,
-        categorical values as their string hashes; each column is a view of its scan row."""
-        columns = {}
-        for j in self._used:
-            name, kind = self.schema[j]
-            slot = self._scanner.slots[j]
-            if kind == "num":
-                n = number_counts[slot]
-                columns[name] = Column(NUMERIC, number_rows[slot, :n], numbers[slot, :n])
-            elif kind == "cat":
-                n = hash_counts[slot]
-                columns[name] = Column(CATEGORICAL, hash_rows[slot, :n], hashes[slot, :n])
-        return Batch(labels.size, columns, labels)
 
     def _read_block(self, first_line: int, block: bytes) -> Batch:
         """pyarrow's reading of a block the scan did not take (`delimited_arrow`), which also

@@ -1,4 +1,5 @@
-"""A compiled scan of a block of TSV/CSV lines: labels, numbers and string hashes in one pass.
+"""A compiled scan of a block of TSV/CSV lines: labels, numbers and string hashes in one pass,
+line by line as the scan meets them (`Scanned`, the form `common.features.entries` keeps).
 
 Why by hand, beside pyarrow's reader: a delimited file's journey ends in feature ids, and
 turning pyarrow's binary columns into something to hash costs more than reading the bytes
@@ -17,6 +18,8 @@ Categorical values are hashed as `common.hashing.hash_strings` hashes their text
 `scan_kernel`; `compiled` runs it from the prebuilt module when there is one.
 """
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -39,19 +42,36 @@ ONES, ONE_LENGTHS = _label_table(ONE_LABELS)
 ZEROS, ZERO_LENGTHS = _label_table(ZERO_LABELS)
 
 
+@dataclass
+class Scanned:
+    """A clean block's values, line by line (`common.features.entries.Entries`): line i's are
+    entries ``offsets[i]:offsets[i + 1]``, entry e a value of the scanner's value field
+    ``fields[e]`` (`BlockScanner.values`), a categorical one's string hash or a numeric one's
+    float64 bits in ``words[e]``."""
+
+    labels: np.ndarray  # float32
+    offsets: np.ndarray  # int64, lines + 1
+    fields: np.ndarray  # int16
+    words: np.ndarray  # uint64
+
+    def column(self, field: int) -> tuple[np.ndarray, np.ndarray]:
+        """(lines, words) of one value field's values."""
+        at = np.flatnonzero(self.fields == field)
+        lines = np.searchsorted(self.offsets, at, side="right") - 1
+        return lines, self.words[at]
+
+
 class BlockScanner:
-    """The scan for one schema: its kinds and output rows worked out once; `scan` returns
-    the block's columns, or None when the block must go through the full reader."""
+    """The scan for one schema: its kinds and value fields worked out once; `scan` returns
+    the block's values, or None when the block must go through the full reader."""
 
     def __init__(self, kinds: list[str], delimiter: str):
         self.kinds = np.array([KIND_CODES[k] for k in kinds], np.int64)
+        # the value fields (numeric and categorical columns), numbered in schema order
+        self.values = [j for j, k in enumerate(kinds) if k in ("num", "cat")]
         self.slots = np.zeros(len(kinds), np.int64)
-        self.numeric = [j for j, k in enumerate(kinds) if k == "num"]
-        self.categorical = [j for j, k in enumerate(kinds) if k == "cat"]
-        for slot, j in enumerate(self.numeric):
-            self.slots[j] = slot
-        for slot, j in enumerate(self.categorical):
-            self.slots[j] = slot
+        for number, j in enumerate(self.values):
+            self.slots[j] = number
         self.delimiter = ord(delimiter)
         # the bytes that end a field, as a 128-bit set (`scan_block`); a CSV block with a
         # quote is not taken
@@ -59,21 +79,18 @@ class BlockScanner:
         bits = sum(1 << c for c in ends)
         self.stops = (bits & (2**64 - 1), bits >> 64)
 
-    def scan(self, block: bytes, lines: int):
-        """(labels, numbers, number_rows, number_counts, hashes, hash_rows, hash_counts) by
-        field slot (`scan_kernel.scan_block`), or None."""
+    def scan(self, block: bytes, lines: int) -> Scanned | None:
+        """The block's values (`scan_kernel.scan_block`), or None."""
         data = np.frombuffer(block, np.uint8)
         labels = np.zeros(lines, np.float32)
-        numbers = np.empty((len(self.numeric), lines), np.float64)
-        number_rows = np.empty((len(self.numeric), lines), np.int64)
-        number_counts = np.zeros(len(self.numeric), np.int64)
-        hashes = np.empty((len(self.categorical), lines), np.uint64)
-        hash_rows = np.empty((len(self.categorical), lines), np.int64)
-        hash_counts = np.zeros(len(self.categorical), np.int64)
+        words = np.empty(lines * len(self.values), np.uint64)  # lazily backed: what is used
+        fields = np.empty(words.size, np.int16)
+        offsets = np.zeros(lines + 1, np.int64)
         first_bad = compiled.scan_block(data, lines, self.delimiter, *self.stops, self.kinds,
                                         self.slots, POW10, ONES, ONE_LENGTHS, ZEROS,
-                                        ZERO_LENGTHS, labels, numbers, number_rows,
-                                        number_counts, hashes, hash_rows, hash_counts)
+                                        ZERO_LENGTHS, labels, words, words.view(np.float64),
+                                        fields, offsets)
         if first_bad >= 0:
             return None
-        return labels, numbers, number_rows, number_counts, hashes, hash_rows, hash_counts
+        used = int(offsets[-1])
+        return Scanned(labels, offsets, fields[:used], words[:used])

@@ -120,24 +120,15 @@ def _ends_field(c, stops_low, stops_high):
     return c < 128 and (stops_high >> np.uint64(c - 64)) & _ONE != _U0
 
 
-@numba.njit(cache=True, inline="always")
-def _append(values, rows, counts, slot, value, line):
-    """Field `slot`'s next present value, and its line, at the front of its output row."""
-    k = counts[slot]
-    values[slot, k] = value
-    rows[slot, k] = line
-    counts[slot] = k + 1
-
-
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow10, ones, one_lengths,
-               zeros, zero_lengths, labels, numbers, number_rows, number_counts, hashes,
-               hash_rows, hash_counts):
+               zeros, zero_lengths, labels, words, numbers, fields, offsets):
     """Fill the outputs from `lines` whole lines of `data`; returns -1 when every line was
-    taken, else the index of the first line that was not. ``slots[j]`` is field j's row in
-    `numbers` or `hashes` by its kind; a field's present values are packed at the front of
-    its row, with their lines in the same row of `number_rows` or `hash_rows` and their count
-    in `number_counts` or `hash_counts` (zeros on entry), so each row is a column as it is.
+    taken, else the index of the first line that was not. The values come out line by line
+    (`common.features.entries.Entries`): line i's present values are entries ``offsets[i]:
+    offsets[i + 1]`` (offsets[0] is 0 on entry), entry e one of field ``slots[j]`` (the j-th
+    field of the line), a categorical value's hash in ``words[e]`` and a numeric one in
+    ``numbers[e]``, which views the same memory as `words` (its float64 bits).
     One pass over the bytes: a field ends at the delimiter, a line at LF or CRLF; a lone CR
     is not taken, nor a quote where the set of bytes that end a field (`stops_low`,
     `stops_high`: the delimiter, LF and CR, and for CSV the quote) holds it. A field's end is
@@ -149,6 +140,7 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
     ncols = kinds.size
     end = data.size
     pos = 0
+    count = 0
     for line in range(lines):
         field = 0
         lo = pos
@@ -193,7 +185,9 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
                         ok, value = _parse_number(data, lo, hi, pow10)
                         if not ok:
                             return line
-                    _append(numbers, number_rows, number_counts, slot, value, line)
+                    numbers[count] = value
+                    fields[count] = slot
+                    count += 1
             elif kind == CAT:
                 if hi > lo:
                     if seen < 0x80:
@@ -205,7 +199,9 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
                         ok, h = hash_utf8(data, lo, hi)
                         if not ok:
                             return line
-                    _append(hashes, hash_rows, hash_counts, slot, h, line)
+                    words[count] = h
+                    fields[count] = slot
+                    count += 1
             elif kind == LABEL:
                 ok, labels[line] = _label(data, lo, hi, ones, one_lengths, zeros, zero_lengths)
                 if not ok:
@@ -217,4 +213,5 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
             lo = hi + 1
         if field != ncols:
             return line
+        offsets[line + 1] = count
     return -1
