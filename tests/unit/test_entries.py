@@ -11,7 +11,7 @@ from common.features import (CATEGORICAL, NUMERIC, Batch, FeatureSpec, Featurize
                              concat_batches)
 from common.features.conform import conform
 from common.features.entries import Entries
-from worker.models.prebuilt import kernel
+from worker.models.prebuilt import Kernel, kernel
 from worker.sources import DelimitedSource
 
 NAMES = ("n1", "c1", "n2", "c2")
@@ -48,11 +48,12 @@ SPECS = [FeatureSpec(), FeatureSpec(bias=False), FeatureSpec(fields=["c2", "n1"]
          FeatureSpec(crosses=[["c1", "n2"]])]                               # from columns
 
 
-@pytest.mark.parametrize("spec", SPECS)
-def test_entries_featurize_to_the_pairs_their_columns_give(spec):
+@pytest.mark.parametrize("spec,compiled", [(spec, "prebuilt") for spec in SPECS]
+                         + [(SPECS[0], "jit")])
+def test_entries_featurize_to_the_pairs_their_columns_give(spec, compiled):
     entries = random_entries(np.random.default_rng(0), 3000)
     batch = Batch.of_entries(entries, np.zeros(entries.n, np.float32))
-    k = kernel()
+    k = kernel() if compiled == "prebuilt" else Kernel()  # the build, or numba's JIT
     got = Featurizer(spec, k.mix_fields, k.mix_entries).featurize(batch)
     want = Featurizer(spec).featurize(Batch(batch.n, dict(batch.columns), batch.labels))
     assert pairs(got) == pairs(want)

@@ -20,8 +20,9 @@ from __future__ import annotations
 import math
 
 import numba
-
 import numpy as np
+from numba import types
+from numba.extending import intrinsic
 
 from common.features.entries import DROP, LOG2, ROUND
 from common.optim import adagrad, ftrl, lazy_adam, sgd
@@ -94,14 +95,30 @@ def mix_fields(words, seeds, ends, ids):
         lo = ends[k]
 
 
+@intrinsic
+def _float_bits(typingctx, x):
+    """The IEEE 754 bits of a float64, as a uint64 (a register move, not a conversion)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.uint64))
+    return types.uint64(types.float64), codegen
+
+
+@numba.njit(cache=True, inline="always")
+def _exponent(v):
+    """floor(log2(v)) of a finite float64 v >= 1: its binary exponent, exactly (what
+    `np.frexp(v)[1] - 1` gives)."""
+    return np.int64((_float_bits(v) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
+
+
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def mix_entries(offsets, fields, words, numbers, codes, seeds, bias, with_bias, ids, rows,
                 out_offsets):
     """The feature ids of a batch's entries (`common.features.entries.Entries`; `numbers`
     views `words` as float64), event by event as they come: each entry of field f becomes
     ``splitmix64(word ^ seeds[f])``, its word made as ``codes[f]`` says (the word itself, the
-    log2 bucket of the number, sign(x) * floor(log2(1 + |x|)) from its binary exponent as
-    `common.features.Transform` takes it, or the number rounded half to even) or left out;
+    log2 bucket of the number, sign(x) * floor(log2(1 + |x|)) from the binary exponent of
+    1 + |x| as `common.features.Transform` takes it, or the number rounded half to even) or
+    left out;
     then the event's `bias` id when `with_bias`. Writes `ids` and `rows`, and each event's
     start into `out_offsets` (n + 1); returns how many ids."""
     out = 0
@@ -115,7 +132,7 @@ def mix_entries(offsets, fields, words, numbers, codes, seeds, bias, with_bias, 
             word = words[e]
             if code == LOG2:
                 x = numbers[e]
-                bucket = np.int64(math.frexp(1.0 + abs(x))[1] - 1)
+                bucket = _exponent(1.0 + abs(x))
                 word = np.uint64(-bucket if x < 0 else bucket)
             elif code == ROUND:
                 word = np.uint64(np.int64(np.rint(numbers[e])))
