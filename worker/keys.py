@@ -1,9 +1,9 @@
 """The unique slots a batch touches, and each feature entry's index into them.
 
 `np.unique(..., return_inverse=True)` argsorts every entry. For models up to 2**24 slots, a
-scratch table indexed by slot, kept across batches, does the same job in one compiled pass that
-reads the table once per entry (`kernel.first_seen`), then a sort of the much shorter list of
-distinct slots (`Kernel.unique_slots`). Larger models use `np.unique`.
+bitmap of the model's slots, kept across batches, does the same job in two compiled passes over
+the entries and one over the bitmap, with no sort (`kernel.index_slots`). Larger models use
+`np.unique`.
 """
 from __future__ import annotations
 
@@ -27,18 +27,18 @@ class BatchKeys:
 
 class KeyIndexer:
     """Turns a batch's feature ids into its unique slots and each entry's index into them, with
-    a scratch table kept across batches (allocated once per model size)."""
+    a bitmap of the model's slots kept across batches (allocated once per model size)."""
 
     def __init__(self, bits: int):
         self.bits = bits
-        # np.zeros is lazily backed by the OS: untouched pages cost nothing
-        self._table = np.zeros(1 << bits, np.int32) if bits <= DENSE_MAX_BITS else None
+        dense = bits <= DENSE_MAX_BITS
+        words = max(1, (1 << bits) >> 6) if dense else 0
+        self._bitmap = np.zeros(words, np.uint64) if dense else None  # a bit per slot
+        self._prefix = np.zeros(words, np.int32)  # bits set before each word
 
     def index(self, ids: np.ndarray) -> BatchKeys:
-        slots = slots_of(ids, self.bits)
-        if self._table is None or slots.size >= np.iinfo(np.int32).max:
-            uniq, inverse = np.unique(slots, return_inverse=True)
+        if self._bitmap is None or ids.size >= np.iinfo(np.int32).max:
+            uniq, inverse = np.unique(slots_of(ids, self.bits), return_inverse=True)
             return BatchKeys(uniq, inverse.ravel())
-        # slots < 2**24: as int64 the same numbers, which index the table
-        uniq, inverse = kernel().unique_slots(slots.view(np.int64), self._table)
+        uniq, inverse = kernel().unique_slots(ids, self.bits, self._bitmap, self._prefix)
         return BatchKeys(uniq.view(np.uint64), inverse)

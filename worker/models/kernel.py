@@ -22,6 +22,7 @@ import math
 import numba
 import numpy as np
 from numba import types
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from common.features.entries import DROP, LOG2, ROUND
@@ -29,6 +30,30 @@ from common.optim import adagrad, ftrl, lazy_adam, sgd
 from worker.sources.string_hash import splitmix
 
 FTRL, ADAGRAD, SGD, LAZY_ADAM = 0, 1, 2, 3  # common.optim.CODES
+
+
+@intrinsic
+def _popcount(typingctx, x):
+    """The number of bits set in a uint64 (one instruction)."""
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [args[0].type])
+        return builder.call(fn, [args[0]])
+    return types.uint64(types.uint64), codegen
+
+
+@intrinsic
+def _float_bits(typingctx, x):
+    """The IEEE 754 bits of a float64, as a uint64 (a register move, not a conversion)."""
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], context.get_value_type(types.uint64))
+    return types.uint64(types.float64), codegen
+
+
+@numba.njit(cache=True, inline="always")
+def _exponent(v):
+    """floor(log2(v)) of a finite float64 v >= 1: its binary exponent, exactly (what
+    `np.frexp(v)[1] - 1` gives)."""
+    return np.int64((_float_bits(v) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
@@ -53,33 +78,34 @@ def group_by_event(rows, inverse, offsets, entries):
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
-def first_seen(slots, table, uniq, inverse):
-    """Numbers a batch's distinct slots in the order they first appear: `uniq[:count]` gets
-    them, `inverse[i]` the number of slots[i], and the count is returned. `table` (one int32
-    per slot of the model, all 0 between batches) holds 1 + a slot's number while the batch
-    is numbered: one read of it per entry, and a write per distinct slot. `renumber` turns the
-    numbers into ranks in sorted order and clears the table again."""
+def index_slots(ids, mask, bitmap, prefix, uniq, inverse):
+    """A batch's distinct slots (``ids & mask``: the hashing trick, `common.sharding.slots_of`)
+    in sorted order into `uniq[:count]`, each entry's index into them into `inverse`; returns
+    the count. `bitmap` (one bit per slot of the model, all 0 between batches, and left so)
+    gets a bit per entry's slot; reading it in order gives the slots sorted, and a slot's
+    index is the bits set before it: `prefix` (one int32 per word) counts those of the words
+    before, a popcount those of its own word. The bitmap is an eighth of a byte per slot
+    (512 KiB for 2**22), so the entries' random reads and writes stay in the core's cache."""
+    one = np.uint64(1)
+    six, low = np.uint64(6), np.uint64(63)
+    for i in range(ids.size):
+        s = ids[i] & mask
+        bitmap[s >> six] |= one << (s & low)
     count = 0
-    for i in range(slots.size):
-        s = slots[i]
-        p = table[s] - 1
-        if p < 0:
-            p = count
-            table[s] = count + 1
-            uniq[count] = s
+    for w in range(bitmap.size):
+        x = bitmap[w]
+        prefix[w] = count
+        while x:
+            uniq[count] = w * 64 + np.int64(trailing_zeros(x))
             count += 1
-        inverse[i] = p
+            x &= x - one
+    for i in range(ids.size):
+        s = ids[i] & mask
+        at = s >> six
+        inverse[i] = prefix[at] + np.int32(_popcount(bitmap[at] & ((one << (s & low)) - one)))
+    for j in range(count):
+        bitmap[uniq[j] >> 6] = 0
     return count
-
-
-@numba.njit(cache=True, nogil=True, _nrt=False)
-def renumber(inverse, rank, table, uniq):
-    """After `first_seen`: each entry's number becomes `rank[number]`, and the table entries of
-    the batch's slots (`uniq`) go back to 0."""
-    for i in range(inverse.size):
-        inverse[i] = rank[inverse[i]]
-    for j in range(uniq.size):
-        table[uniq[j]] = 0
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
@@ -93,21 +119,6 @@ def mix_fields(words, seeds, ends, ids):
         for e in range(lo, ends[k]):
             ids[e] = splitmix(words[e] ^ seed)
         lo = ends[k]
-
-
-@intrinsic
-def _float_bits(typingctx, x):
-    """The IEEE 754 bits of a float64, as a uint64 (a register move, not a conversion)."""
-    def codegen(context, builder, signature, args):
-        return builder.bitcast(args[0], context.get_value_type(types.uint64))
-    return types.uint64(types.float64), codegen
-
-
-@numba.njit(cache=True, inline="always")
-def _exponent(v):
-    """floor(log2(v)) of a finite float64 v >= 1: its binary exponent, exactly (what
-    `np.frexp(v)[1] - 1` gives)."""
-    return np.int64((_float_bits(v) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)

@@ -48,8 +48,7 @@ SIGNATURES = {
     "mix_entries": "i8(i8[::1], i2[::1], u8[::1], f8[::1], i8[::1], u8[::1], u8, b1, u8[::1], "
                    "i8[::1], i8[::1])",
     "patch_rows": "none(u8[::1], f4[:, ::1], i8[::1], u8[::1], f4[:, ::1], i8)",
-    "first_seen": "i8(i8[::1], i4[::1], i8[::1], i4[::1])",
-    "renumber": "none(i4[::1], i4[::1], i4[::1], i8[::1])",
+    "index_slots": "i8(u8[::1], u8, u8[::1], i4[::1], i8[::1], i4[::1])",
     "count_scores": "f8(f8[::1], f8[::1], f8[::1], i8)",
     "learn_events": "none(i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1], f8[::1])",
     "scan_block": f"i8({_BYTES}, i8, i8, u8, u8, i8[::1], i8[::1], f8[::1], u1[:, ::1], "
@@ -122,7 +121,7 @@ class Kernel:
             self._patch = kernel.patch_rows
             self._scores = kernel.count_scores
             self._mix, self._mix_entries = kernel.mix_fields, kernel.mix_entries
-            self._first_seen, self._renumber = kernel.first_seen, kernel.renumber
+            self._index = kernel.index_slots
         else:
             self.prebuilt = True
             self.module = module
@@ -131,7 +130,7 @@ class Kernel:
             self._patch = module.patch_rows
             self._scores = module.count_scores
             self._mix, self._mix_entries = module.mix_fields, module.mix_entries
-            self._first_seen, self._renumber = module.first_seen, module.renumber
+            self._index = module.index_slots
 
     def group_by_event(self, n: int, rows, inverse,
                        offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -147,20 +146,16 @@ class Kernel:
             self._group_i8(rows, np.ascontiguousarray(inverse, np.int64), offsets, entries)
         return offsets, entries
 
-    def unique_slots(self, slots: np.ndarray, table: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(sorted distinct slots, int32 index of each entry into them) of int64 `slots`, with
-        `kernel.first_seen` and `kernel.renumber` on `table` (int32, one per slot, all 0; left
-        so). The distinct slots are far fewer than the entries, so sorting them and ranking
-        the entries by a gather from their (cache-sized) ranks is cheap."""
-        uniq = np.empty(slots.size, np.int64)
-        inverse = np.empty(slots.size, np.int32)
-        count = self._first_seen(slots, table, uniq, inverse)
-        uniq = uniq[:count]
-        order = np.argsort(uniq)
-        rank = np.empty(count, np.int32)
-        rank[order] = np.arange(count, dtype=np.int32)
-        self._renumber(inverse, rank, table, uniq)
-        return uniq.take(order), inverse
+    def unique_slots(self, ids: np.ndarray, bits: int, bitmap: np.ndarray,
+                     prefix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(sorted distinct int64 slots, int32 index of each entry into them) of feature `ids`
+        in a model of `bits` bits, with `kernel.index_slots` on `bitmap` (uint64, a bit per
+        slot, all 0; left so) and `prefix` (int32, one per word of it)."""
+        ids = np.ascontiguousarray(ids, np.uint64)
+        uniq = np.empty(ids.size, np.int64)
+        inverse = np.empty(ids.size, np.int32)
+        count = self._index(ids, np.uint64((1 << bits) - 1), bitmap, prefix, uniq, inverse)
+        return uniq[:count], inverse
 
     def mix_fields(self, words, seeds, ends, ids) -> None:
         """`kernel.mix_fields`: `ids` (C-contiguous uint64) filled in place; a
@@ -231,8 +226,7 @@ def build(directory: Path | None = None) -> Path:
     from worker.sources import json_kernel, scan_kernel, sparse_kernel, string_hash
     functions = {"learn_events": kernel.learn_events, "patch_rows": kernel.patch_rows,
                  "mix_fields": kernel.mix_fields, "mix_entries": kernel.mix_entries,
-                 "first_seen": kernel.first_seen,
-                 "renumber": kernel.renumber,
+                 "index_slots": kernel.index_slots,
                  "count_scores": kernel.count_scores, "group_by_event_i8": kernel.group_by_event,
                  "group_by_event_i4": kernel.group_by_event, "scan_block": scan_kernel.scan_block,
                  "scan_sparse": sparse_kernel.scan_sparse, "scan_json": json_kernel.scan_json,
