@@ -232,12 +232,18 @@ def _update(kind, st, r, g, hp):
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
-def learn_events(offsets, entries, labels, importance, st, kind, hp, p_out):
-    """Learn the events in order on the state block `st` (float64 (k, S + scratch): the state
-    columns then the optimizer's scratch columns, `common.optim.state.Layout.scratch`; changed
-    in place); each event's probability before it was learned goes to `p_out`."""
+def learn_events(offsets, entries, labels, importance, state, st, kind, hp, p_out, deltas):
+    """Learn the events in order from the pulled `state` (float32 (k, S)) on the float64 block
+    `st` (k, S + scratch): the state columns, copied in, then the optimizer's scratch columns
+    (`common.optim.state.Layout.scratch`). Each event's probability before it was learned
+    goes to `p_out`, and the change of every state column, rounded to float32, to `deltas`
+    (k, S). An event's gradient is weighted by its `importance`, or 1 when that is empty."""
+    width = state.shape[1]
     for r in range(st.shape[0]):
+        for c in range(width):
+            st[r, c] = state[r, c]
         _begin(kind, st, r, hp)
+    weighted = importance.size > 0
     n = offsets.size - 1
     for i in range(n):
         lo, hi = offsets[i], offsets[i + 1]
@@ -247,6 +253,11 @@ def learn_events(offsets, entries, labels, importance, st, kind, hp, p_out):
         margin = min(max(margin, -35.0), 35.0)
         p = 1.0 / (1.0 + math.exp(-margin))
         p_out[i] = p
-        g = (p - labels[i]) * importance[i]
+        g = p - labels[i]
+        if weighted:
+            g *= importance[i]
         for e in range(lo, hi):
             _update(kind, st, entries[e], g, hp)
+    for r in range(st.shape[0]):
+        for c in range(width):
+            deltas[r, c] = np.float32(st[r, c] - np.float64(state[r, c]))

@@ -31,6 +31,7 @@ class LinearLearner:
         self.columns = layout.columns
         self.scratch = layout.scratch
         self.hp = optim.hyper_parameters(spec)
+        self._block = np.empty((0, len(self.columns) + self.scratch), np.float64)
 
     def batch_keys(self, keys: BatchKeys, features: Features | None = None) -> BatchKeys:
         """The keys a batch pulls and pushes: the slots its features touch."""
@@ -44,13 +45,15 @@ class LinearLearner:
         if state.shape != (keys.slots.size, len(self.columns)):
             raise ValueError(f"pulled state of shape {list(state.shape)}, expected "
                              f"{[keys.slots.size, len(self.columns)]}")
-        k, s = state.shape
-        local = np.empty((k, s + self.scratch), np.float64)  # scratch filled by the kernel
-        local[:, :s] = state
         offsets, entries = self.kernel.group_by_event(features.n, features.rows, keys.inverse,
                                                       features.offsets)
-        labels = np.asarray(labels, np.float64)
-        importance = np.ones(features.n) if importance is None \
-            else np.asarray(importance, np.float64)
-        p = self.kernel.learn_events(offsets, entries, labels, importance, local, self.kind, self.hp)
-        return p, (local[:, :s] - state).astype(np.float32)
+        return self.kernel.learn_events(offsets, entries, labels, importance, state,
+                                        self._block_of(state.shape[0]), self.kind, self.hp)
+
+    def _block_of(self, rows: int) -> np.ndarray:
+        """The float64 block the kernel learns on (state and scratch columns), kept across
+        batches and grown as needed: a batch's rows fill it anew."""
+        if self._block.shape[0] < rows:
+            self._block = np.empty((max(rows, 2 * self._block.shape[0]),
+                                    len(self.columns) + self.scratch), np.float64)
+        return self._block[:rows]

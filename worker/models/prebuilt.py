@@ -50,7 +50,10 @@ SIGNATURES = {
     "patch_rows": "none(u8[::1], f4[:, ::1], i8[::1], u8[::1], f4[:, ::1], i8)",
     "index_slots": "i8(u8[::1], u8, u8[::1], i4[::1], i8[::1], i4[::1])",
     "count_scores": "f8(f8[::1], f8[::1], f8[::1], i8)",
-    "learn_events": "none(i8[::1], i8[::1], f8[::1], f8[::1], f8[:, ::1], i8, f8[::1], f8[::1])",
+    "learn_events_i4": "none(i8[::1], i4[::1], f4[::1], f4[::1], f4[:, ::1], f8[:, ::1], i8, "
+                       "f8[::1], f8[::1], f4[:, ::1])",
+    "learn_events_i8": "none(i8[::1], i8[::1], f4[::1], f4[::1], f4[:, ::1], f8[:, ::1], i8, "
+                       "f8[::1], f8[::1], f4[:, ::1])",
     "scan_block": f"i8({_BYTES}, i8, i8, u8, u8, i8[::1], i8[::1], f8[::1], u1[:, ::1], "
                   "i8[::1], u1[:, ::1], i8[::1], f4[::1], u8[::1], f8[::1], i2[::1], i8[::1])",
     "scan_sparse": f"i8({_BYTES}, i8, i8, u1[::1], f8[::1], u1[:, ::1], i8[::1], u1[:, ::1], i8[::1], "
@@ -117,7 +120,7 @@ class Kernel:
             from worker.models import kernel
             self.prebuilt = False
             self._group_i4 = self._group_i8 = kernel.group_by_event
-            self._learn = kernel.learn_events
+            self._learn_i4 = self._learn_i8 = kernel.learn_events
             self._patch = kernel.patch_rows
             self._scores = kernel.count_scores
             self._mix, self._mix_entries = kernel.mix_fields, kernel.mix_entries
@@ -126,7 +129,7 @@ class Kernel:
             self.prebuilt = True
             self.module = module
             self._group_i4, self._group_i8 = module.group_by_event_i4, module.group_by_event_i8
-            self._learn = module.learn_events
+            self._learn_i4, self._learn_i8 = module.learn_events_i4, module.learn_events_i8
             self._patch = module.patch_rows
             self._scores = module.count_scores
             self._mix, self._mix_entries = module.mix_fields, module.mix_entries
@@ -137,7 +140,7 @@ class Kernel:
         """(offsets, entries) of `kernel.group_by_event`; with the `offsets` of entries already
         grouped by event (`Features.offsets`), those and the indices as they are."""
         if offsets is not None:
-            return offsets, np.asarray(inverse, np.int64)
+            return offsets, inverse
         rows = np.ascontiguousarray(rows, np.int64)
         offsets, entries = np.zeros(n + 1, np.int64), np.empty(rows.size, np.int64)
         if inverse.dtype == np.int32:
@@ -191,14 +194,20 @@ class Kernel:
         c = np.ascontiguousarray
         return self._scores(c(p, np.float64), c(y, np.float64), counts, int(bins))
 
-    def learn_events(self, offsets, entries, labels, importance, st, kind: int,
-                     hp) -> np.ndarray:
-        """`kernel.learn_events`: `st` changed in place; returns the events' probabilities."""
+    def learn_events(self, offsets, entries, labels, importance, state, block, kind: int,
+                     hp) -> tuple[np.ndarray, np.ndarray]:
+        """`kernel.learn_events` from float32 `state` on the float64 `block` (reused by the
+        caller; its contents are overwritten): (the events' probabilities, float32 deltas).
+        `importance` None weighs every event 1."""
         c = np.ascontiguousarray
         p = np.empty(offsets.size - 1, np.float64)
-        self._learn(c(offsets, np.int64), c(entries, np.int64), c(labels, np.float64),
-                    c(importance, np.float64), st, int(kind), c(hp, np.float64), p)
-        return p
+        deltas = np.empty(state.shape, np.float32)
+        learn = self._learn_i4 if entries.dtype == np.int32 else self._learn_i8
+        learn(c(offsets, np.int64), entries if entries.dtype == np.int32 else c(entries, np.int64),
+              c(labels, np.float32),
+              np.empty(0, np.float32) if importance is None else c(importance, np.float32),
+              c(state, np.float32), block, int(kind), c(hp, np.float64), p, deltas)
+        return p, deltas
 
 
 _current: Kernel | None = None
@@ -224,7 +233,8 @@ def build(directory: Path | None = None) -> Path:
         from numba.pycc import compiler as pycc_compiler
     from worker.models import kernel
     from worker.sources import json_kernel, scan_kernel, sparse_kernel, string_hash
-    functions = {"learn_events": kernel.learn_events, "patch_rows": kernel.patch_rows,
+    functions = {"learn_events_i4": kernel.learn_events, "learn_events_i8": kernel.learn_events,
+                 "patch_rows": kernel.patch_rows,
                  "mix_fields": kernel.mix_fields, "mix_entries": kernel.mix_entries,
                  "index_slots": kernel.index_slots,
                  "count_scores": kernel.count_scores, "group_by_event_i8": kernel.group_by_event,
