@@ -63,6 +63,7 @@ SIGNATURES = {
                  "u8[::1], i8[:, ::1], u8[::1], i8[::1], i8[::1], i8[::1], i8[::1], i8[::1], "
                  "i8[::1], u8[::1], i8[::1], f8[::1], i8[::1])",
     "hash_values": f"i8(i8[::1], {_BYTES}, i8[::1], u8[::1])",
+    "line_cuts": f"i8({_BYTES}, i8, i8, i8[::1])",
 }
 
 
@@ -240,7 +241,7 @@ def build(directory: Path | None = None) -> Path:
                  "count_scores": kernel.count_scores, "group_by_event_i8": kernel.group_by_event,
                  "group_by_event_i4": kernel.group_by_event, "scan_block": scan_kernel.scan_block,
                  "scan_sparse": sparse_kernel.scan_sparse, "scan_json": json_kernel.scan_json,
-                 "hash_values": string_hash.hash_values}
+                 "hash_values": string_hash.hash_values, "line_cuts": scan_kernel.line_cuts}
 
     class ReleaseGil(pycc_compiler.Flags):
         """pycc has no nogil option; its Python wrappers release the GIL around the compiled

@@ -1,5 +1,5 @@
-"""The readers' compiled functions (`scan_kernel.scan_block`, `sparse_kernel.scan_sparse`,
-`json_kernel.scan_json`, `string_hash.hash_values`), from
+"""The readers' compiled functions (`scan_kernel.scan_block` and `line_cuts`,
+`sparse_kernel.scan_sparse`, `json_kernel.scan_json`, `string_hash.hash_values`), from
 the worker's prebuilt module when it is built, else from numba's JIT.
 
 Why: importing numba and setting up its JIT costs a `deltaps train` of a TSV file about a
@@ -30,6 +30,8 @@ def _function(name: str):
             from worker.sources.sparse_kernel import scan_sparse as fn
         elif name == "scan_json":
             from worker.sources.json_kernel import scan_json as fn
+        elif name == "line_cuts":
+            from worker.sources.scan_kernel import line_cuts as fn
         else:
             from worker.sources.string_hash import hash_values as fn
         _functions[name] = fn
@@ -94,3 +96,10 @@ def hash_values(offsets, data, take, out) -> int:
         raise ValueError("hash output must be a C-contiguous uint64 array")
     return _function("hash_values")(_c(offsets, np.int64), _c(data, np.uint8),
                                     _c(take, np.int64), out)
+
+
+def line_cuts(data: bytes, carried: int, every: int) -> tuple[list[int], int]:
+    """`scan_kernel.line_cuts`: (the cut positions, the newlines in `data`)."""
+    cuts = np.empty(len(data) // every + 1, np.int64)
+    count = _function("line_cuts")(np.frombuffer(data, np.uint8), int(carried), int(every), cuts)
+    return cuts[:(carried + count) // every].tolist(), count

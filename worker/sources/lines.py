@@ -18,8 +18,7 @@ import zlib
 from pathlib import Path
 from typing import IO, Iterator
 
-import numpy as np
-
+from worker.sources import compiled
 from worker.sources.base import ChunkedSource, SourceStats
 
 DEFAULT_CHUNK_LINES = 65536
@@ -133,8 +132,8 @@ class LineReader:
 
         Why blocks of bytes: a columnar parser takes a buffer, and reading one with a single
         `read` costs nothing per line; lines are only counted so malformed ones can still be
-        reported by number. Each read's newlines are found once (one vectorized pass), which
-        gives both the count and where to cut. Why exactly `max_lines`: a reader's chunks then
+        reported by number. Each read's newlines are found once (one compiled pass,
+        `scan_kernel.line_cuts`), which gives both the count and where to cut. Why exactly `max_lines`: a reader's chunks then
         line up with the trainer's batches, so no batch is glued together from two chunks.
         A live input gives what has arrived.
         """
@@ -144,9 +143,8 @@ class LineReader:
             for first, lines in self._live_chunks(max_lines):
                 yield first, len(lines), b"".join(lines)
             return
-        parts: list[bytes] = []  # read, not yet yielded: fewer than max_lines whole lines
-        newlines: list[np.ndarray] = []  # their newlines' positions, counted from parts[0]
-        size = lines = 0
+        parts: list[bytes] = []  # read, not yet handed out: `lines` whole lines, maybe a part
+        lines = 0
         while True:
             with self._reading():
                 data = self.file.read(block_bytes)
@@ -160,23 +158,18 @@ class LineReader:
                     yield self._numbered(lines), lines, rest
                 return
             self._check_text(data, self.next_line + lines)  # before any more is read
-            found = np.flatnonzero(np.frombuffer(data, np.uint8) == 10)
-            parts.append(data)
-            newlines.append(found + size)
-            size += len(data)
-            lines += found.size
-            if lines < max_lines:
+            cuts, found = compiled.line_cuts(data, lines, max_lines)
+            if not cuts:
+                parts.append(data)
+                lines += found
                 continue
-            data = b"".join(parts) if len(parts) > 1 else parts[0]
-            ends = np.concatenate(newlines) if len(newlines) > 1 else newlines[0]
-            cuts = (ends[max_lines - 1::max_lines] + 1).tolist()
             start = 0
             for cut in cuts:
-                yield self._numbered(max_lines), max_lines, data[start:cut]
+                block = b"".join([*parts, data[:cut]]) if start == 0 and parts else data[start:cut]
+                yield self._numbered(max_lines), max_lines, block
                 start = cut
-            rest = data[start:]
-            parts, newlines = ([rest], [ends[len(cuts) * max_lines:] - start]) if rest else ([], [])
-            size, lines = len(rest), lines - len(cuts) * max_lines
+            parts = [data[start:]] if start < len(data) else []
+            lines += found - len(cuts) * max_lines
 
     def _numbered(self, lines: int) -> int:
         """The number of the first of the next `lines` lines handed out."""

@@ -215,3 +215,22 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
             return line
         offsets[line + 1] = count
     return -1
+
+
+@numba.njit(cache=True, nogil=True, _nrt=False)
+def line_cuts(data, carried, every, cuts):
+    """Where to cut `data` into blocks of `every` whole lines, `carried` lines being already
+    read before it: the position after each newline that brings the count of lines to a
+    multiple of `every` goes to `cuts`, in order (room for len(data) // every + 1); returns
+    how many newlines `data` holds. One pass, a compare per byte."""
+    count = 0
+    due = every - carried
+    k = 0
+    for i in range(data.size):
+        if data[i] == 10:
+            count += 1
+            if count == due:
+                cuts[k] = i + 1
+                k += 1
+                due += every
+    return count
