@@ -91,10 +91,14 @@ class ShardState:
         model takes no declaration)."""
         store = self.store(model)
         proposal = Declaration.from_dict(offered) if offered else None
-        trained = any(bool(a.any()) for a in store.state.values())
-        kept, new = self.declarations.offer(model, self.spec.models[model], proposal, trained)
+        kept, new = self.declarations.offer(model, self.spec.models[model], proposal,
+                                            store.holds_values())
         if new:
-            self.stores[model] = self._new_store(model)
+            declared = kept.model_spec(self.spec.models[model])
+            if store.keeps_layout_for(declared):  # the same arrays: only the spec is new
+                store.spec = declared
+            else:
+                self.stores[model] = self._new_store(model)
         return kept, new
 
     # --- pushes -------------------------------------------------------------------------------

@@ -32,7 +32,9 @@ class RowState:
     """What every store of a model's rows shares: each store's own `check_push` makes a
     `CheckedPush`, `apply` writes it, and local rows map to slots the same way."""
 
-    state: dict[str, np.ndarray]
+    state: dict[str, np.ndarray]  # views into `_block`, every row's values in one array
+    _block: np.ndarray
+    spec: ModelSpec
     shard: int
     n_shards: int
     pushes: int
@@ -66,6 +68,17 @@ class RowState:
     def snapshot_arrays(self) -> dict[str, np.ndarray]:
         """Copies of the arrays a snapshot holds, `derived` ones included (computed)."""
         return {name: a.copy() for name, a in self.state.items()}
+
+    def holds_values(self) -> bool:
+        """Whether any row holds anything but zeros (pushed, or restored from a snapshot)."""
+        return bool(self._block.any())
+
+    def keeps_layout_for(self, spec: ModelSpec) -> bool:
+        """Whether a store of `spec` would hold the very arrays this one does (the same kind,
+        bits and optimizer: a declaration that changes only what is featurized), so that an
+        empty store need not be made again (a fresh block of every row, tens of ms)."""
+        return (spec.kind == self.spec.kind == "linear" and spec.bits == self.spec.bits
+                and spec.optimizer == self.spec.optimizer)
 
 
 def _row_dtype(width: int) -> np.dtype:

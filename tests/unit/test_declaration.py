@@ -114,6 +114,40 @@ def test_an_untrained_model_rebuilt_by_a_declaration_keeps_the_spec_bits(tmp_pat
     state.close()
 
 
+def test_a_declaration_of_the_stores_optimizer_keeps_its_arrays(tmp_path):
+    """Declaring what is featurized only (the spec's optimizer) leaves the empty store's
+    arrays as they are, with the declared spec; another optimizer makes a store anew."""
+    spec = open_spec()
+    state = ShardState(spec, 0, tmp_path / "same")
+    store = state.store("default")
+    optimizer = dataclasses.asdict(spec.model("default").optimizer)
+    kept, new = state.declare("default", declaration(optimizer=optimizer).to_dict())
+    assert new and state.store("default") is store
+    assert store.spec == kept.model_spec(spec.model("default"))
+    state.close()
+    other = ShardState(spec, 0, tmp_path / "other")
+    before = other.store("default")
+    _, new = other.declare("default", declaration(optimizer=optimizer | {"learning_rate": 0.5})
+                           .to_dict())
+    assert new and other.store("default") is not before
+    assert other.store("default").spec.optimizer.learning_rate == 0.5
+    other.close()
+
+
+def test_a_model_restored_from_a_snapshot_counts_as_trained(tmp_path):
+    spec = open_spec(fsync="always")
+    state = ShardState(spec, 0, tmp_path)
+    state.recover()
+    state.push("default", np.array([3], np.uint64), np.array([[0.5, 0.25]], np.float32), "w1", 1)
+    state.snapshot({})
+    state.close()
+    again = ShardState(spec, 0, tmp_path)
+    report, _ = again.recover()
+    assert report.replayed == 0 and again.store("default").pushes == 0  # all from the snapshot
+    assert again.declare("default", declaration().to_dict()) == (None, False)
+    again.close()
+
+
 # --- conforming a batch to the schema -------------------------------------------------------
 
 def test_a_json_number_for_an_id_field_gets_the_id_the_source_column_got(tmp_path):
