@@ -37,7 +37,8 @@ SOURCES = ("worker/models/kernel.py", "common/optim/ftrl.py", "common/optim/adag
            "worker/sources/scan_kernel.py", "worker/sources/sparse_kernel.py",
            "worker/sources/json_kernel.py",
            "worker/sources/string_hash.py",
-           "worker/sources/fields.py", "common/hashing.py", "common/features/entries.py")
+           "worker/sources/swar.py", "worker/sources/fields.py", "common/hashing.py",
+           "common/features/entries.py")
 # every export's signature; numba's JIT would specialize on the same types (the bytes a reader
 # scans are read-only: a file block, an Arrow buffer)
 _BYTES = "Array(u1, 1, 'C', readonly=True)"

@@ -8,14 +8,15 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import trailing_zeros
 
-from worker.sources.fields import CAT, LABEL, NUM
+from worker.sources.fields import CAT, LABEL, NUM, SKIP
 from worker.sources.string_hash import hash_ascii, hash_utf8
+from worker.sources.swar import all_ascii, load_word, plain_integer, stop_mask
 
 _MAX_EXACT = 1 << 53
 _MAX_SIGNIFICANT = 18  # digits an int64 mantissa holds
-_EXACT_DIGITS = 15  # an integer of at most 15 digits is below 2**53: exact as a float
-_U0, _ONE, _ZERO, _SIX, _FOUR, _TEN = (np.uint64(v) for v in (0, 1, 48, 6, 4, 10))
+_U0, _ONE = np.uint64(0), np.uint64(1)
 
 
 @numba.njit(cache=True, inline="always")
@@ -120,6 +121,19 @@ def _ends_field(c, stops_low, stops_high):
     return c < 128 and (stops_high >> np.uint64(c - 64)) & _ONE != _U0
 
 
+@numba.njit(cache=True, inline="always")
+def _stops(data, base, end, delimiter, quote, stops_low, stops_high):
+    """Bit j set where data[base + j] ends a field (j < 64, base + j < end): a word at a time
+    while 64 bytes remain (`swar.stop_mask`), then byte by byte."""
+    if base + 64 <= end:
+        return stop_mask(data, base, delimiter, quote)
+    mask = _U0
+    for j in range(end - base):
+        if _ends_field(data[base + j], stops_low, stops_high):
+            mask |= _ONE << np.uint64(j)
+    return mask
+
+
 @numba.njit(cache=True, nogil=True, _nrt=False)
 def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow10, ones, one_lengths,
                zeros, zero_lengths, labels, words, numbers, fields, offsets):
@@ -131,14 +145,17 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
     ``numbers[e]``, which views the same memory as `words` (its float64 bits).
     One pass over the bytes: a field ends at the delimiter, a line at LF or CRLF; a lone CR
     is not taken, nor a quote where the set of bytes that end a field (`stops_low`,
-    `stops_high`: the delimiter, LF and CR, and for CSV the quote) holds it. A field's end is
-    found by one shift and test a byte, and a field's bytes are OR-ed on the way, so a
-    categorical value known to be ASCII (nearly all) is hashed without decoding UTF-8. A
-    numeric field's digits are folded into an integer as its bytes go by, so a plain integer
-    of at most 15 digits (the common case: counts, ids) needs no second pass; anything else
-    is parsed again from its bytes (`_parse_number`), with the same value either way."""
+    `stops_high`: the delimiter, LF and CR, and for CSV the quote) holds it. Where those
+    bytes lie is found 64 bytes at a time (`_stops`, a bitmap), so a field's end is a
+    trailing-zero count, and a field of at most 8 bytes is judged as one word
+    (`worker.sources.swar`): a categorical value known to be ASCII (nearly all) is hashed
+    without decoding UTF-8, and a plain integer (counts, ids) is converted at once; anything
+    else is parsed from its bytes (`_parse_number`), with the same value either way."""
     ncols = kinds.size
     end = data.size
+    quote = (stops_low >> np.uint64(34)) & _ONE != _U0
+    base = 0
+    mask = _stops(data, 0, end, delimiter, quote, stops_low, stops_high)
     pos = 0
     count = 0
     for line in range(lines):
@@ -147,50 +164,42 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
         while True:
             if field >= ncols:
                 return line
-            kind = kinds[field]
-            hi = lo
-            seen = 0
-            integer = _U0  # a numeric field's digits, folded in on the way
-            not_digit = _U0  # non-zero once a byte of it is not a digit
-            if kind == NUM:
-                while hi < end:
-                    c = data[hi]
-                    if _ends_field(c, stops_low, stops_high):
-                        break
-                    d = np.uint64(c) - _ZERO  # wraps for bytes below '0'
-                    not_digit |= ((d + _SIX) | d) >> _FOUR
-                    integer = integer * _TEN + d
-                    hi += 1
-            else:
-                while hi < end:
-                    c = data[hi]
-                    if _ends_field(c, stops_low, stops_high):
-                        break
-                    seen |= c
-                    hi += 1
-            if hi >= end:
-                return line
+            while mask == _U0:  # the next stop byte is further on
+                base += 64
+                if base >= end:
+                    return line
+                mask = _stops(data, base, end, delimiter, quote, stops_low, stops_high)
+            hi = base + np.int64(trailing_zeros(mask))
+            mask &= mask - _ONE
             stop = data[hi]
             if stop == 13:
                 if hi + 1 >= end or data[hi + 1] != 10:
                     return line
             elif stop == 34:
                 return line
-            slot = slots[field]
-            if kind == NUM:
-                if hi > lo:
-                    if not_digit == 0 and hi - lo <= _EXACT_DIGITS:
+            kind = kinds[field]
+            n = hi - lo
+            if n > 0 and kind != LABEL and kind != SKIP:
+                whole = n <= 8 and lo + 8 <= end  # the field fits one word, which is there
+                word = load_word(data, lo) if whole else _U0
+                if kind == NUM:
+                    ok, integer = plain_integer(word, n) if whole else (False, _U0)
+                    if ok:
                         value = float(integer)
                     else:
                         ok, value = _parse_number(data, lo, hi, pow10)
                         if not ok:
                             return line
                     numbers[count] = value
-                    fields[count] = slot
-                    count += 1
-            elif kind == CAT:
-                if hi > lo:
-                    if seen < 0x80:
+                else:  # CAT
+                    if whole:
+                        ascii = all_ascii(word, n)
+                    else:
+                        seen = 0
+                        for j in range(lo, hi):
+                            seen |= data[j]
+                        ascii = seen < 0x80
+                    if ascii:
                         last = hi
                         while last > lo and data[last - 1] == 0:  # as numpy drops them
                             last -= 1
@@ -200,15 +209,22 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
                         if not ok:
                             return line
                     words[count] = h
-                    fields[count] = slot
-                    count += 1
+                fields[count] = slots[field]
+                count += 1
             elif kind == LABEL:
                 ok, labels[line] = _label(data, lo, hi, ones, one_lengths, zeros, zero_lengths)
                 if not ok:
                     return line
             field += 1
             if stop != delimiter:
-                pos = hi + 2 if stop == 13 else hi + 1
+                if stop == 13:  # CRLF: the LF is a stop of its own, the next one
+                    pos = hi + 2
+                    while mask == _U0:
+                        base += 64
+                        mask = _stops(data, base, end, delimiter, quote, stops_low, stops_high)
+                    mask &= mask - _ONE
+                else:
+                    pos = hi + 1
                 break
             lo = hi + 1
         if field != ncols:
