@@ -6,7 +6,6 @@ import logging
 import os
 import signal
 import sys
-import threading
 
 import click
 
@@ -138,72 +137,48 @@ def spec_cluster(spec_file: str) -> ClusterFile:
 
 
 class serve_metrics:
-    """The worker's /metrics endpoint while it trains, noted for `deltaps status`.
-
-    With the default address (`auto`: the cluster's host, a free port) the server is made on a
-    thread of its own once the run has lasted `AUTO_AFTER_S`, so importing the HTTP server and
-    Prometheus' client (tens of ms of the interpreter's time) and binding come neither before
-    training nor beside its start, when the process has most to do on one core, and a run
-    over sooner (nothing scrapes that fast: Prometheus asks every 15 s or so) never pays
-    them. A scrape can only come once `deltaps status` shows the address, which is noted once
-    the server listens. An address given is bound before training starts, so that one taken
-    is an error at once."""
-
-    AUTO_AFTER_S = 1.0
+    """The worker's /metrics endpoint while it trains, noted for `deltaps status`: bound before
+    training starts (an address that is taken is an error at once, the default `auto` takes a
+    free port of the cluster's host), its HTTP server and Prometheus families made when the
+    first scrape comes (`common.plain_httpd`), so a run nobody scrapes pays for neither."""
 
     def __init__(self, listen: str, cluster: ClusterFile, cluster_file: str | None,
                  trainer: Trainer, source: str):
         self.server = self.note = None
-        self._starting: threading.Thread | None = None
-        self._ended = threading.Event()  # the run is over: an endpoint not started never is
-        self._failed: BaseException | None = None
         if listen == "off":
             return
+        from common.plain_httpd import PlainMetricsServer, parse_listen
         if listen == "auto":
             address = (cluster.spec.host, 0)
         else:
-            from common.plain_httpd import parse_listen
             try:
                 address = parse_listen(listen)
             except ValueError as exc:
                 raise click.UsageError(f"--metrics: {exc}")
-        args = (address, cluster_file, trainer, source)
-        if listen != "auto":
-            self._start(*args)
-            return
-        self._starting = threading.Thread(target=self._start_logged, args=args,
-                                          name="deltaps-metrics-start", daemon=True)
-        self._starting.start()
 
-    def _start(self, address: tuple[str, int], cluster_file: str | None, trainer: Trainer,
-               source: str) -> None:
-        from common.plain_httpd import PlainMetricsServer
-        from common.telemetry import NodeMetrics
-        from worker.exporter import watch_trainer
-        metrics = NodeMetrics("worker", os.getpid())
-        watch_trainer(metrics, trainer)
-        self.server = PlainMetricsServer(*address, metrics).start()
+        def families():
+            from common.telemetry import NodeMetrics
+            from worker.exporter import watch_trainer
+            metrics = NodeMetrics("worker", os.getpid())
+            watch_trainer(metrics, trainer)
+            return metrics
+
+        try:
+            self.server = PlainMetricsServer(*address, families).start()
+        except DeltapsError as exc:
+            if listen != "auto":
+                raise
+            # the cluster's host may be another machine's: training goes on without it
+            click.echo(f"warning: the worker's /metrics endpoint did not start: {exc}",
+                       err=True)
+            return
         if cluster_file is not None:  # no cluster file, no `deltaps status` to show it
             self.note = register(cluster_file, trainer.model.name, source, self.server.url)
-
-    def _start_logged(self, *args) -> None:
-        if self._ended.wait(self.AUTO_AFTER_S):
-            return
-        try:
-            self._start(*args)
-        except Exception as exc:  # training goes on without the endpoint; said at the end
-            self._failed = exc
 
     def __enter__(self):
         return self
 
     def __exit__(self, *_exc) -> None:
-        self._ended.set()
-        if self._starting is not None:
-            self._starting.join()
-        if self._failed is not None:
-            click.echo(f"warning: the worker's /metrics endpoint did not start: {self._failed}",
-                       err=True)
         if self.note is not None:
             unregister(self.note)
         if self.server is not None:
