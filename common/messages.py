@@ -230,7 +230,9 @@ class SnapshotRequest(Message):
 
 @message("snapshot_reply")
 class SnapshotReply(Message):
-    """The shard's whole slice of a model: `values[i]` is slot ``i * n_shards + shard``."""
+    """The shard's whole slice of a model: `values[i]` is slot ``i * n_shards + shard``. No
+    rows at all when every value is 0 (a model nothing was pushed to yet: the new epoch a
+    declaration starts comes before its first push), so an empty model costs no copy."""
 
     ARRAYS = {"values": "float32"}
     model: str

@@ -14,6 +14,8 @@ import threading
 import time
 from pathlib import Path
 
+import numpy as np
+
 from common.messages import (ChecksumReply, ChecksumRequest, Declare, DeclareReply, Hello,
                              HelloReply, Pull,
                              PullReply, Push, PushAck, SnapshotReply, SnapshotRequest,
@@ -110,8 +112,11 @@ class ShardNode(Node):
     def on_snapshot(self, msg: SnapshotRequest) -> SnapshotReply:
         store = self.state.store(msg.model)
         declared = self.state.declarations.get(msg.model)
+        weights = store.weights
+        values = weights.copy() if store.holds_values() else \
+            np.zeros((0, *weights.shape[1:]), np.float32)  # all 0: said with no rows
         return SnapshotReply(msg.model, self.index, self.spec.shards, self.epoch,
-                             self.coalescer.seq[msg.model], store.weights.copy(),
+                             self.coalescer.seq[msg.model], values,
                              declared.to_dict() if declared else {})
 
     def on_declare(self, msg: Declare) -> DeclareReply:

@@ -80,10 +80,10 @@ class ServingModel:
         if not 0 <= shard < self.n_shards:
             raise InvalidValue(f"snapshot from unknown shard {shard}")
         expected = self.weights[shard::n_shards].shape
-        if values.shape != expected:
+        if values.shape != expected and values.shape != (0, *expected[1:]):
             raise InvalidValue(f"snapshot of shard {shard} has values of shape "
                                f"{list(values.shape)}, expected {list(expected)}")
-        self.weights[shard::n_shards] = values
+        self.weights[shard::n_shards] = values if values.shape[0] else 0.0  # none: all 0
         self.applied[shard] = seq
         return self.shards[shard].on_snapshot(epoch, seq)
 

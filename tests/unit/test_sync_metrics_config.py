@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from common.config import ClusterSpec, load_spec
-from common.errors import ConfigError, NotReady
+from common.errors import ConfigError, InvalidValue, NotReady
 from common.messages import Update
 from serving.model import ServingModel
 from serving.sync import ShardSync
@@ -67,6 +67,21 @@ def test_serving_model_refuses_reads_until_every_shard_is_synced():
     model.apply_update(upd(4, keys=(1,), values=(9.0,), shard=1))
     model.check_ready()
     assert model.weights[1] == 9.0 and model.score(batch).shape == (1,)
+
+
+def test_a_snapshot_with_no_rows_sets_every_value_of_its_shard_to_zero():
+    """An empty model's snapshot (a shard's new epoch before any push) carries no rows; the
+    replica then holds 0 for that shard's slots, whatever it held before; other wrong shapes
+    are still refused."""
+    spec = load_spec(text="[models.m]\nbits = 4")
+    model = ServingModel(spec.model("m"), spec.feature_spec("m"), 2)
+    model.apply_snapshot(0, 2, 1, 0, np.arange(1, 9, dtype=np.float32))
+    model.apply_snapshot(1, 2, 1, 0, np.arange(1, 9, dtype=np.float32))
+    model.apply_snapshot(0, 2, 2, 0, np.zeros(0, np.float32))
+    assert model.weights[0::2].tolist() == [0.0] * 8
+    assert model.weights[1::2].tolist() == list(range(1, 9))
+    with pytest.raises(InvalidValue, match="values of shape"):
+        model.apply_snapshot(1, 2, 2, 0, np.zeros(3, np.float32))
 
 
 def test_auc_matches_pairwise_definition():
