@@ -28,17 +28,9 @@ from numba.extending import intrinsic
 from common.features.entries import DROP, LOG2, ROUND
 from common.optim import adagrad, ftrl, lazy_adam, sgd
 from worker.sources.string_hash import splitmix
+from worker.sources.swar import popcount
 
 FTRL, ADAGRAD, SGD, LAZY_ADAM = 0, 1, 2, 3  # common.optim.CODES
-
-
-@intrinsic
-def _popcount(typingctx, x):
-    """The number of bits set in a uint64 (one instruction)."""
-    def codegen(context, builder, signature, args):
-        fn = builder.module.declare_intrinsic("llvm.ctpop", [args[0].type])
-        return builder.call(fn, [args[0]])
-    return types.uint64(types.uint64), codegen
 
 
 @intrinsic
@@ -102,7 +94,7 @@ def index_slots(ids, mask, bitmap, prefix, uniq, inverse):
     for i in range(ids.size):
         s = ids[i] & mask
         at = s >> six
-        inverse[i] = prefix[at] + np.int32(_popcount(bitmap[at] & ((one << (s & low)) - one)))
+        inverse[i] = prefix[at] + np.int32(popcount(bitmap[at] & ((one << (s & low)) - one)))
     for j in range(count):
         bitmap[uniq[j] >> 6] = 0
     return count

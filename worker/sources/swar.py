@@ -43,6 +43,15 @@ def load_word(typingctx, data, i):
     return types.uint64(data, types.intp), codegen
 
 
+@intrinsic
+def popcount(typingctx, x):
+    """The number of bits set in a uint64 (one instruction)."""
+    def codegen(context, builder, signature, args):
+        fn = builder.module.declare_intrinsic("llvm.ctpop", [args[0].type])
+        return builder.call(fn, [args[0]])
+    return types.uint64(types.uint64), codegen
+
+
 @numba.njit(cache=True, inline="always")
 def _equal_bytes(word, broadcast):
     """The high bit of each byte of `word` that equals the byte `broadcast` holds everywhere."""
@@ -63,6 +72,12 @@ def stop_mask(data, base, delimiter, quote):
             _equal_bytes(w, q)
         mask |= (((high >> np.uint64(7)) * _GATHER) >> np.uint64(56)) << np.uint64(8 * k)
     return mask
+
+
+@numba.njit(cache=True, inline="always")
+def newlines(word):
+    """The high bit of each LF byte of `word`."""
+    return _equal_bytes(word, _LF)
 
 
 @numba.njit(cache=True, inline="always")
