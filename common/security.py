@@ -11,7 +11,6 @@ a `.key` file.
 from __future__ import annotations
 
 import os
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -118,6 +117,8 @@ def make_keys(directory: str | Path) -> dict[str, str]:
 
 def make_token(directory: str | Path) -> str:
     """A fresh random bearer token in `directory`/http.token (mode 0600); returns its path."""
+    import secrets  # here: every process imports this module, few make tokens
+
     path = Path(directory) / "http.token"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -190,7 +190,8 @@ def count_scores(p, y, counts, bins):
         b = min(int(p[i] * bins), bins - 1)
         counts[int(y[i]) * bins + b] += 1.0
         q = min(max(p[i], 1e-15), 1.0 - 1e-15)
-        loss -= y[i] * math.log(q) + (1.0 - y[i]) * math.log1p(-q)
+        # y*log(q) + (1-y)*log1p(-q) for a label of 0 or 1: the other term is 0 exactly
+        loss -= math.log(q) if y[i] == 1.0 else math.log1p(-q)
     return loss
 
 
