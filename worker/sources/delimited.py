@@ -25,7 +25,7 @@ from worker.sources.lines import DEFAULT_CHUNK_LINES, LineReader, LineSource
 from worker.sources.schema import as_schema, check_schema, schema_from_header
 
 # lines per scanned block: as many as `deltaps train`'s default batch of a linear model
-# (`deploy.nodes.worker.DEFAULT_BATCH`), so a batch is one block's columns as they are, not
+# (`deploy.nodes.worker.DEFAULT_BATCH`), so a batch is one block's entries as they are, not
 # two blocks' joined; much larger blocks lose more to the caches than they save in calls
 SCAN_LINES = 8192
 
