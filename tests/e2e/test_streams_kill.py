@@ -16,7 +16,7 @@ import msgpack
 import numpy as np
 import pytest
 
-from tests.integration.helpers import planted_events, shard_weights
+from tests.integration.helpers import planted_events, shard_weights, stopped_by_sigterm
 from tests.integration.streams_helpers import TWO_MODELS, events_learned
 from worker.ps_client import PSClient
 
@@ -235,12 +235,8 @@ def test_sigterm_ends_a_stream_worker_after_its_batches_are_learned(local_cluste
         assert lag and float(lag[0].split()[-1]) > 0, lag
         shown = worker_rows(c.path)[0]["models"]["run"]  # what `deltaps status` shows
         assert shown["lag"] > 0 and shown["events"] > 0 and "pending" in shown, shown
-        proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _, err = stopped_by_sigterm(proc)
     assert proc.returncode == 0, err[-3000:]
     done = acknowledged(redis_server, "ev", "run")
     assert done < events  # it stopped mid-stream

@@ -1,6 +1,8 @@
 """Shared test helpers: in-memory event streams, waiting for replicas, reading shard weights."""
 from __future__ import annotations
 
+import signal
+import subprocess
 import time
 
 import numpy as np
@@ -77,3 +79,16 @@ def score_locally(spec, model: str, weights: np.ndarray, instances: list[dict]) 
     features = Featurizer(spec.feature_spec(model)).featurize(batch)
     slots = slots_of(features.ids, spec.model(model).bits)
     return sigmoid(margins(features, weights[slots])).astype(np.float32)
+
+
+def stopped_by_sigterm(proc: subprocess.Popen, timeout: float = 60) -> tuple[str, str]:
+    """SIGTERM `proc` and wait for it to end: its (stdout, stderr). Killed if it outlives
+    `timeout` (the test then sees its exit code), so no test leaves a process behind."""
+    try:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        return proc.communicate(timeout=timeout)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()

@@ -20,7 +20,7 @@ from common.telemetry import NodeMetrics
 from deploy.admin import cluster_status
 from serving.client import ServingClient
 from tests.integration.helpers import (SMALL_SPEC, ListSource, planted_events,
-                                       wait_replica_caught_up)
+                                       stopped_by_sigterm, wait_replica_caught_up)
 from worker.exporter import watch_trainer
 from worker.ps_client import PSClient
 from worker.trainer import Trainer
@@ -238,7 +238,6 @@ def test_a_training_worker_lists_its_default_endpoint_while_it_runs(local_cluste
     worker's endpoint is bound, listed for `deltaps status` and serves the worker's families;
     after SIGTERM it is no longer listed."""
     import os
-    import signal
     import subprocess
     import sys
     import time
@@ -264,11 +263,7 @@ def test_a_training_worker_lists_its_default_endpoint_while_it_runs(local_cluste
         assert rows[0]["pid"] == proc.pid
         assert WORKER <= set(scrape(url))
         assert get(url + "/healthz")[0] == 200
-        proc.send_signal(signal.SIGTERM)
-        _, err = proc.communicate(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
+        _, err = stopped_by_sigterm(proc)
     assert proc.returncode == 0, err[-3000:]
     assert worker_rows(c.path) == []
