@@ -10,7 +10,7 @@ import numba
 import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from worker.sources.fields import CAT, LABEL, NUM, SKIP
+from worker.sources.fields import LABEL, NUM, SKIP
 from worker.sources.string_hash import hash_ascii, hash_utf8
 from worker.sources.swar import (all_ascii, load_word, newlines, plain_integer, popcount,
                                  stop_mask)
