@@ -111,8 +111,7 @@ class Trainer:
         self.max_delay = max_delay
         self.ack_delay = max_delay  # pushes an acknowledged source's input may trail by
         self.model = spec.model(model)
-        self.featurizer = Featurizer(spec.feature_spec(model), kernel().mix_fields,
-                                     kernel().mix_entries)
+        self.featurizer = _featurizer(spec.feature_spec(model))
         self.indexer = KeyIndexer(self.model.bits)
         # the next pull goes out before the push and is patched with it (`_patch_own`): the
         # exact loop for linear models (no delay asked), and for deep models always
@@ -135,8 +134,7 @@ class Trainer:
         self.declared = declared
         if declared is not None:
             self.model = declared.model_spec(self.model)
-            self.featurizer = Featurizer(declared.feature_spec(), kernel().mix_fields,
-                                         kernel().mix_entries)
+            self.featurizer = _featurizer(declared.feature_spec())
             self.learner = _learner(self.model)
 
     def featurize(self, batch: Batch) -> tuple[Batch, Features, BatchKeys | None]:
@@ -345,6 +343,12 @@ class Trainer:
 
 
 READ_AHEAD = 2  # batches the helper reads and featurizes beyond the one about to be pulled
+
+
+def _featurizer(spec) -> Featurizer:
+    """A featurizer of `spec` with the worker's compiled mixers (`worker.models.kernel`)."""
+    compiled = kernel()
+    return Featurizer(spec, compiled.mix_fields, compiled.mix_entries)
 
 
 def _learner(model):

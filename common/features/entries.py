@@ -27,7 +27,7 @@ class Entries:
     """Event i's values are entries ``offsets[i]:offsets[i + 1]``, in the order the event has
     them; entry e is a value of field ``names[fields[e]]``. `words` holds a categorical value
     (a string's hash, `common.hashing.hash_strings`, or an integer id) as it is and a numeric
-    one as its float64 bits (`numbers` views the same memory)."""
+    one as its float64 bits (``words.view(np.float64)`` reads it)."""
 
     names: tuple[str, ...]
     kinds: tuple[str, ...]  # NUMERIC or CATEGORICAL, one per name
@@ -38,10 +38,6 @@ class Entries:
     @property
     def n(self) -> int:
         return self.offsets.size - 1
-
-    @property
-    def numbers(self) -> np.ndarray:
-        return self.words.view(np.float64)
 
     def slice(self, start: int, stop: int) -> "Entries":
         """Events [start, stop), sharing the values (only the offsets are new)."""

@@ -54,12 +54,6 @@ class Scanned:
     fields: np.ndarray  # int16
     words: np.ndarray  # uint64
 
-    def column(self, field: int) -> tuple[np.ndarray, np.ndarray]:
-        """(lines, words) of one value field's values."""
-        at = np.flatnonzero(self.fields == field)
-        lines = np.searchsorted(self.offsets, at, side="right") - 1
-        return lines, self.words[at]
-
 
 class BlockScanner:
     """The scan for one schema: its kinds and value fields worked out once; `scan` returns
