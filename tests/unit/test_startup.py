@@ -46,3 +46,22 @@ def loaded(module: str) -> set[str]:
 def test_a_command_loads_only_what_it_needs(module):
     assert loaded(module).isdisjoint(CASES[module]), \
         f"importing {module} loads {sorted(loaded(module) & set(CASES[module]))}"
+
+
+@pytest.mark.parametrize("module", ["deploy.cli", "deploy.nodes.worker"])
+def test_a_command_starts_no_blas_threads(module):
+    """OpenBLAS starts a thread per core when numpy loads, and each spins for a while before it
+    sleeps: CPU taken from a starting `deltaps train`. A command asks for one thread (the
+    caller's own) before numpy loads; a value the user set stays theirs."""
+    code = (f"import os, {module}, numpy\n"
+            "print(len(os.listdir('/proc/self/task')), os.environ['OPENBLAS_NUM_THREADS'])")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_NUM_THREADS"}
+    env["PYTHONPATH"] = str(REPO)
+
+    def run(extra: dict) -> list[str]:
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                              env={**env, **extra}, cwd=REPO, timeout=120,
+                              check=True).stdout.split()
+
+    assert run({}) == ["1", "1"]
+    assert run({"OPENBLAS_NUM_THREADS": "2"})[1] == "2"
