@@ -9,8 +9,12 @@ optimizers' per-coordinate code inlined) into a plain extension module that need
 at run time. Same source, same compiler, no fast-math: the results are the JIT's bit for bit
 (tests/unit/test_prebuilt.py checks it).
 
-The module is built once per version of the kernel's source, the numba and the Python in use
-(`key()`: edited code is never run from a stale build), into `DELTAPS_KERNEL_DIR` or
+The module is built for the instruction set of the machine that builds it (numba's JIT, too,
+compiles for its host): the word-at-a-time scans and the bitmap indexer count bits in one
+instruction there, where the portable baseline has none. So it is built once per version of the
+kernel's source, the numba, the Python and the CPU in use (`key()`: edited code is never run
+from a stale build, nor a build made for another CPU, say from a home directory that several
+machines share), into `DELTAPS_KERNEL_DIR` or
 ~/.cache/deltaps, by `python -m worker.models.prebuilt` (which `deltaps up` runs when the build
 is missing). When it is absent or cannot be loaded the worker uses the JIT: slower to start,
 same results. numba.pycc needs a C compiler to link, and numba marks it as pending deprecation;
@@ -85,8 +89,30 @@ def key() -> str:
     numba = importlib.util.find_spec("numba")
     if numba is not None and numba.origin:
         h.update(Path(numba.origin).with_name("_version.py").read_bytes())
-    h.update(f"{sys.version} {platform.machine()}".encode())
+    h.update(f"{sys.version} {platform.machine()} {_cpu_features()}".encode())
     return h.hexdigest()[:16]
+
+
+def _cpu_features() -> str:
+    """This CPU's instruction-set extensions as the OS lists them (the first CPU's flags line
+    of /proc/cpuinfo on Linux, on x86 and Arm alike), or "" where there is no such list: the
+    build is then made for the portable baseline of the architecture (`target_cpu`)."""
+    try:
+        with open("/proc/cpuinfo", "rb") as info:
+            for line in info:
+                if line.startswith((b"flags", b"Features")):
+                    return line.split(b":", 1)[1].strip().decode("ascii", "replace")
+                if not line.strip():  # the end of the first CPU's block
+                    break
+    except OSError:
+        pass
+    return ""
+
+
+def target_cpu() -> str:
+    """What the build is compiled for: numba's name for the host CPU, whose extensions the key
+    names (`_cpu_features`), else "" (LLVM's generic CPU of the architecture)."""
+    return "host" if _cpu_features() else ""
 
 
 def module_name() -> str:
@@ -233,6 +259,7 @@ def build(directory: Path | None = None) -> Path:
         warnings.simplefilter("ignore")  # pycc's pending-deprecation notice
         from numba.pycc import CC
         from numba.pycc import compiler as pycc_compiler
+    from numba.core import codegen
     from worker.models import kernel
     from worker.sources import json_kernel, scan_kernel, sparse_kernel, string_hash
     functions = {"learn_events_i4": kernel.learn_events, "learn_events_i8": kernel.learn_events,
@@ -258,16 +285,24 @@ def build(directory: Path | None = None) -> Path:
     tmp_name = f"{module_name()}_tmp{os.getpid()}"
     cc = CC(module_name(), source_module=kernel)
     cc.use_nrt = False  # the functions allocate nothing (`worker.models.kernel`, `_nrt=False`)
+    cc.target_cpu = target_cpu()
     cc.output_dir = str(out.parent)
     cc.output_file = tmp_name + out.suffix
     for name, sig in SIGNATURES.items():
         cc.export(name, sig)(functions[name].py_func)
     compiler_flags = pycc_compiler.Flags
     pycc_compiler.Flags = ReleaseGil
+    # pycc gives LLVM a CPU model and no extensions, which then enables every extension of the
+    # model, also those a virtual machine hides; the JIT names the host's own, and so does this
+    aot_features = codegen.AOTCPUCodegen._customize_tm_features
+    if cc.target_cpu == "host":
+        codegen.AOTCPUCodegen._customize_tm_features = \
+            codegen.AOTCPUCodegen._get_host_cpu_features
     try:
         cc.compile()
     finally:
         pycc_compiler.Flags = compiler_flags
+        codegen.AOTCPUCodegen._customize_tm_features = aot_features
     os.replace(out.parent / cc.output_file, out)
     return out
 
