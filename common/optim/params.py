@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 
-LR, BETA, L1, L2, BETA1, BETA2, EPS = range(7)
+LR, BETA, L1, L2, BETA1, BETA2, EPS, INV_LR = range(8)
 
 
 def hyper_parameters(spec) -> np.ndarray:
-    """`spec`: a `common.config.OptimizerSpec`."""
+    """`spec`: a `common.config.OptimizerSpec`. The last entry is 1 / learning rate, for the
+    optimizers that divide by the rate once per coordinate update (FTRL): a multiplication
+    instead takes the divider, the busiest unit of the learning loop, out of its way."""
     return np.array([spec.learning_rate, spec.beta, spec.l1, spec.l2, spec.beta1, spec.beta2,
-                     spec.epsilon], np.float64)
+                     spec.epsilon, 1.0 / spec.learning_rate], np.float64)

@@ -17,13 +17,13 @@ def ftrl_weights(cols: dict[str, np.ndarray], spec) -> np.ndarray:
     """FTRL's weights of rows from their z and n (float32, whole arrays): the closed form of
     `common.optim.ftrl.weight`, vectorized; what the shard publishes to replicas. The same
     float32 operations in the same order as
-    ``where(|z| <= l1, 0, -(z - sign(z) l1) / ((beta + sqrt(n)) / alpha + l2))``, done in place
+    ``where(|z| <= l1, 0, -(z - sign(z) l1) / ((beta + sqrt(n)) * (1 / alpha) + l2))``, done in place
     in two buffers (a push computes it for every row it changes). With l1 = 0, z - sign(z) l1
     is z itself, bit for bit."""
     z, n = cols["z"], cols["n"]
     denom = np.sqrt(n, dtype=np.float32)
     denom += spec.beta
-    denom /= spec.learning_rate
+    denom *= 1.0 / spec.learning_rate
     denom += spec.l2
     if spec.l1:
         w = np.sign(z, dtype=np.float32)
