@@ -63,6 +63,22 @@ def test_string_hashes_are_hash_strings_of_the_text():
     np.testing.assert_array_equal(scanned.words, hash_strings(np.array(words)))
 
 
+def test_short_values_hash_as_their_text_with_trailing_nuls_left_out():
+    """A value of at most 8 bytes is hashed from the word it was loaded as
+    (`string_hash.hash_ascii_word`): every length, NULs inside and at the end (numpy, and so
+    `hash_strings`, drops the trailing ones), each also at the block's last 8 bytes."""
+    rng = np.random.default_rng(1)
+    alphabet = np.array(list("ab9Z_-\0"))
+    words = ["".join(rng.choice(alphabet, n)) for n in range(1, 9) for _ in range(60)]
+    words = [w for w in words if w.strip("\0")] + ["a\0", "a\0\0\0\0\0\0\0", "\0\0b", "ab\0\0cd"]
+    block = "".join(f"1\t{w}\n" for w in words).encode()
+    scanned = BlockScanner(["label", "cat"], "\t").scan(block, len(words))
+    np.testing.assert_array_equal(scanned.words, hash_strings(np.array(words)))
+    for w in words[-4:]:  # the field's 8 bytes run past the block: hashed from its bytes
+        one = BlockScanner(["label", "cat"], "\t").scan(f"1\t{w}\n".encode(), 1)
+        np.testing.assert_array_equal(one.words, hash_strings(np.array([w])))
+
+
 @pytest.mark.parametrize("line", [
     "1\t+4\tx",            # a sign pyarrow may read differently: left to it
     "1\t.\tx",             # a bare point

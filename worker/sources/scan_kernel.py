@@ -11,7 +11,7 @@ import numpy as np
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from worker.sources.fields import LABEL, NUM, SKIP
-from worker.sources.string_hash import hash_ascii, hash_utf8
+from worker.sources.string_hash import hash_ascii, hash_ascii_word, hash_utf8
 from worker.sources.swar import (all_ascii, load_word, newlines, plain_integer, popcount,
                                  stop_mask)
 
@@ -150,8 +150,9 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
     bytes lie is found 64 bytes at a time (`_stops`, a bitmap), so a field's end is a
     trailing-zero count, and a field of at most 8 bytes is judged as one word
     (`worker.sources.swar`): a categorical value known to be ASCII (nearly all) is hashed
-    without decoding UTF-8, and a plain integer (counts, ids) is converted at once; anything
-    else is parsed from its bytes (`_parse_number`), with the same value either way."""
+    without decoding UTF-8 (from the word itself when it fits one:
+    `string_hash.hash_ascii_word`), and a plain integer (counts, ids) is converted at once;
+    anything else is parsed from its bytes (`_parse_number`), with the same value either way."""
     ncols = kinds.size
     end = data.size
     quote = (stops_low >> np.uint64(34)) & _ONE != _U0
@@ -200,7 +201,9 @@ def scan_block(data, lines, delimiter, stops_low, stops_high, kinds, slots, pow1
                         for j in range(lo, hi):
                             seen |= data[j]
                         ascii = seen < 0x80
-                    if ascii:
+                    if ascii and whole:
+                        h = hash_ascii_word(word, n)
+                    elif ascii:
                         last = hi
                         while last > lo and data[last - 1] == 0:  # as numpy drops them
                             last -= 1

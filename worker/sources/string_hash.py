@@ -5,7 +5,8 @@ UTF-8 bytes (a block of a file, an Arrow column's data buffer); decoding them in
 unicode array only to hash it costs more than the reading. These functions decode and fold
 in one pass, giving exactly `hash_strings`' value: code points packed two per 64-bit word,
 folded from ``splitmix64(length ^ STR_TAG)``, trailing NULs not counted (numpy drops them).
-A value known to be ASCII is hashed without decoding (`hash_ascii`).
+A value known to be ASCII is hashed without decoding (`hash_ascii`), and one of at most 8 bytes
+loaded as one word without touching its bytes again (`hash_ascii_word`).
 Only well-formed UTF-8 is taken (no overlong forms, surrogates or values past U+10FFFF); a
 value that is not is reported, and the reader decodes it as before (with replacement).
 """
@@ -13,8 +14,13 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from numba.cpython.unsafe.numbers import leading_zeros
 
-from common.hashing import _M1, _M2, GOLDEN, STR_TAG
+from common.hashing import _M1, _M2, GOLDEN, STR_TAG, splitmix64
+from worker.sources.swar import first_bytes
+
+# the fold's start for each length of up to 8 code points: splitmix64(length ^ STR_TAG)
+_LENGTH_HASH = splitmix64(np.arange(9, dtype=np.uint64) ^ STR_TAG)
 
 
 @numba.njit(cache=True, inline="always")
@@ -92,6 +98,22 @@ def hash_ascii(data, lo, hi):
         i += 2
     if i < hi:
         h = splitmix(h ^ np.uint64(data[i]))
+    return h
+
+
+@numba.njit(cache=True, inline="always")
+def hash_ascii_word(word, n):
+    """`hash_ascii` of the first `n` (1 to 8) bytes of `word`, ASCII bytes loaded as one
+    little-endian word (`swar.load_word`), trailing NULs not counted (numpy drops them): each
+    pair of code points is a 16-bit slice of the word, and the length's own hash comes from a
+    table, so the fold is one splitmix per two bytes with no byte read again, its first not
+    waiting for a splitmix of the length. The loop ends when only NULs are left, the trailing
+    ones, which the length leaves out as well (the bytes above the highest non-zero one)."""
+    w = word & first_bytes(n)
+    h = _LENGTH_HASH[(np.uint64(71) - np.uint64(leading_zeros(w))) >> np.uint64(3)]
+    while w:
+        h = splitmix(h ^ ((w & np.uint64(0xFF)) | ((w & np.uint64(0xFF00)) << np.uint64(24))))
+        w >>= np.uint64(16)
     return h
 
 
