@@ -14,10 +14,6 @@ nothing.
 A recent window (about the last `window` events) comes from the same histogram: the totals at
 the start of each of the last few blocks of events are kept (at 2^12 bins), and the window is
 the totals now minus the oldest of them.
-
-No matrix products here: numpy hands `@` to OpenBLAS, whose threads then spin for a while
-after every call, taking a core from the training loop once a batch. The counts are whole
-numbers in float64, so plain sums are exact whatever their order.
 """
 from __future__ import annotations
 
@@ -54,9 +50,7 @@ def binned_auc(counts: np.ndarray) -> float:
     if n_neg == 0 or n_pos == 0:
         return float("nan")
     neg_below = np.cumsum(neg) - neg
-    # sums of products, not `@`: a BLAS call can wake OpenBLAS's spinning threads (module
-    # docstring); every term is a multiple of one half, so any order of adding is exact
-    return float(np.add.reduce(pos * (neg_below + 0.5 * neg)) / (n_pos * n_neg))
+    return float(pos @ (neg_below + 0.5 * neg) / (n_pos * n_neg))
 
 
 class ScoreBins:
@@ -76,7 +70,7 @@ class ScoreBins:
         """Largest possible |binned AUC - exact AUC| for the scores counted."""
         neg, pos = self.counts[0].astype(np.float64), self.counts[1].astype(np.float64)
         pairs = neg.sum() * pos.sum()
-        return float(0.5 * np.add.reduce(neg * pos) / pairs) if pairs else float("nan")
+        return float(0.5 * (neg @ pos) / pairs) if pairs else float("nan")
 
     def clear(self) -> None:
         self.counts[:] = 0
@@ -111,7 +105,7 @@ class ProgressiveMetrics:
 
     def _coarse(self) -> np.ndarray:
         merged = self.bins.counts.reshape(-1, 1 << (CUMULATIVE_BITS - WINDOW_BITS))
-        return merged.sum(axis=1).reshape(2, 1 << WINDOW_BITS)
+        return (merged @ np.ones(merged.shape[1])).reshape(2, 1 << WINDOW_BITS)
 
     def _mark(self) -> None:
         blocks = len(self._mark_count)
