@@ -13,7 +13,7 @@ from common.config import ClusterFile, load_spec
 from common.errors import DeltapsError
 from common.security import install as install_curve
 from deploy.progress import Curve, TrainingDisplay, check_plot_path, plot_curve
-from deploy.runtime.allocator import keep_message_buffers_on_heap
+from deploy.runtime.allocator import WORKER_TRIM_THRESHOLD, keep_message_buffers_on_heap
 from deploy.runtime.placement import place
 from deploy.runtime.priority import lower_cpu_priority
 from deploy.workers import register, unregister
@@ -80,7 +80,7 @@ def main(source, cluster_file, spec_file, model, batch_size, limit, fmt, schema,
     redis://HOST:PORT/STREAM?group=GROUP[&consumer=NAME] for a Redis stream, learned exactly
     once; with --follow, a JSON lines file as it grows. A stream source stops on SIGTERM after learning and acknowledging what it read."""
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(message)s")
-    keep_message_buffers_on_heap()
+    keep_message_buffers_on_heap(WORKER_TRIM_THRESHOLD)
     plot_file = check_plot_path(plot_path) if plot_path else None
     try:
         cluster = spec_cluster(spec_file) if spec_file else ClusterFile.load(cluster_file)

@@ -16,17 +16,22 @@ M_TRIM_THRESHOLD = -1  # mallopt parameters (malloc.h)
 M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 4 << 20  # allocations up to this size come from the heap (= COPY_THRESHOLD)
 TRIM_THRESHOLD = 2 * MMAP_THRESHOLD  # free memory kept at the top of the heap before trimming
+# A training worker's batches in flight (read ahead, featurized, being learned) are tens of MiB
+# of arrays, freed and made again every batch: with the nodes' threshold the heap gives the
+# freed ones back and takes them again, a page fault per 4 KiB every time.
+WORKER_TRIM_THRESHOLD = 64 << 20
 
 
-def keep_message_buffers_on_heap() -> bool:
-    """Serve allocations up to 4 MiB from the heap, and keep up to 8 MiB of freed heap
-    before returning it to the system. True if set; False where malloc is not glibc's.
+def keep_message_buffers_on_heap(keep_free: int = TRIM_THRESHOLD) -> bool:
+    """Serve allocations up to 4 MiB from the heap, and keep up to `keep_free` bytes (8 MiB)
+    of freed heap before returning it to the system. True if set; False where malloc is not
+    glibc's.
 
-    Larger thresholds buy nothing more (bigger frames are sent without copying) and cost
-    resident memory: every node would keep more freed heap."""
+    Larger thresholds buy a node nothing more (bigger frames are sent without copying) and
+    cost resident memory: every node would keep more freed heap."""
     if platform.libc_ver()[0] != "glibc":
         return False
     mallopt = ctypes.CDLL(None).mallopt
     mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
     return bool(mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and \
-        bool(mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+        bool(mallopt(M_TRIM_THRESHOLD, keep_free))

@@ -22,7 +22,10 @@ from worker.sources import compiled
 from worker.sources.base import ChunkedSource, SourceStats
 
 DEFAULT_CHUNK_LINES = 65536
-DEFAULT_BLOCK_BYTES = 1 << 22
+# bytes per read of a file: 4 MiB less a page, so that the bytes object a read makes is within
+# the 4 MiB that nodes take from the heap (`deploy.runtime.allocator`), the freed memory of the
+# last read, and not a fresh mapping whose every page faults as the read fills it
+DEFAULT_BLOCK_BYTES = (1 << 22) - (1 << 12)
 _GZIP_MAGIC = b"\x1f\x8b"
 _TEXT_CHECK_BYTES = 1 << 16
 
