@@ -120,20 +120,34 @@ class Batch:
         return Batch(min(stop, self.n) - start, cols, labels, weights)
 
 
-@dataclass
 class Features:
     """Feature ids of a batch: event ``rows[i]`` has feature ``ids[i]`` (value 1).
 
     Kept as (row, id) pairs, the form scoring and gradients reduce with one bincount, rather
-    than per-event lists.
+    than per-event lists. When the entries are grouped by event (rows non-decreasing),
+    `offsets` says where each event's start: event i's are ``offsets[i]:offsets[i + 1]``
+    (int64, n + 1; None when they are not grouped). Features made so may come without their
+    rows (None), which are then made from the offsets when first asked for: a linear model
+    learns from the offsets alone, and writing a row per entry would cost it a pass of memory.
     """
 
-    n: int
-    rows: np.ndarray  # int64
-    ids: np.ndarray  # uint64
-    # when the entries are grouped by event (rows non-decreasing), where each event's start:
-    # event i's are ``offsets[i]:offsets[i + 1]`` (int64, n + 1); None when they are not
-    offsets: np.ndarray | None = None
+    __slots__ = ("n", "ids", "offsets", "_rows")
+
+    def __init__(self, n: int, rows: np.ndarray | None, ids: np.ndarray,
+                 offsets: np.ndarray | None = None):
+        if rows is None and offsets is None:
+            raise ValueError("Features without rows need the offsets of their events")
+        self.n, self._rows, self.ids, self.offsets = n, rows, ids, offsets
+
+    @property
+    def rows(self) -> np.ndarray:
+        """The event of each entry (int64)."""
+        if self._rows is None:
+            self._rows = np.repeat(np.arange(self.n, dtype=np.int64), np.diff(self.offsets))
+        return self._rows
+
+    def __repr__(self) -> str:
+        return f"Features(n={self.n}, entries={self.ids.size}, grouped={self.offsets is not None})"
 
     def to_csr(self) -> tuple[np.ndarray, np.ndarray]:
         """(offsets, ids): event i's ids are ``ids[offsets[i]:offsets[i + 1]]``, in the order

@@ -11,7 +11,7 @@ import pytest
 
 from common import optim
 from common.config import OptimizerSpec, load_spec
-from common.features import Featurizer
+from common.features import Features, Featurizer
 from worker.keys import KeyIndexer
 from worker.models.linear import LinearLearner
 from worker.models.prebuilt import Kernel
@@ -58,10 +58,9 @@ def test_every_event_is_predicted_from_the_state_including_the_ones_before_it():
     featurizer = Featurizer(spec.feature_spec("ctr"))
     batch = SyntheticStream(1, seed=1).read(1)
     learner = LinearLearner(OptimizerSpec("ftrl", learning_rate=0.5))
-    twice = featurizer.featurize(batch)
-    twice.rows = np.concatenate([twice.rows, twice.rows + 1])
-    twice.ids = np.concatenate([twice.ids, twice.ids])
-    twice.n = 2
+    once = featurizer.featurize(batch)
+    twice = Features(2, np.concatenate([once.rows, once.rows + 1]),
+                     np.concatenate([once.ids, once.ids]))
     keys = KeyIndexer(BITS).index(twice.ids)
     p, deltas = learner.learn(twice, keys, np.zeros((keys.slots.size, 2), np.float32),
                               np.ones(2, np.float32))

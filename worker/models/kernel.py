@@ -116,7 +116,7 @@ def mix_fields(words, seeds, ends, ids):
 
 
 @numba.njit(cache=True, nogil=True, _nrt=False)
-def mix_entries(offsets, fields, words, numbers, codes, seeds, bias, with_bias, ids, rows,
+def mix_entries(offsets, fields, words, numbers, codes, seeds, bias, with_bias, ids,
                 out_offsets):
     """The feature ids of a batch's entries (`common.features.entries.Entries`; `numbers`
     views `words` as float64), event by event as they come: each entry of field f becomes
@@ -124,8 +124,8 @@ def mix_entries(offsets, fields, words, numbers, codes, seeds, bias, with_bias, 
     log2 bucket of the number, sign(x) * floor(log2(1 + |x|)) from the binary exponent of
     1 + |x| as `common.features.Transform` takes it, or the number rounded half to even) or
     left out;
-    then the event's `bias` id when `with_bias`. Writes `ids` and `rows`, and each event's
-    start into `out_offsets` (n + 1); returns how many ids."""
+    then the event's `bias` id when `with_bias`. Writes `ids`, and each event's start into
+    `out_offsets` (n + 1); returns how many ids."""
     out = 0
     out_offsets[0] = 0
     for i in range(offsets.size - 1):
@@ -142,11 +142,9 @@ def mix_entries(offsets, fields, words, numbers, codes, seeds, bias, with_bias, 
             elif code == ROUND:
                 word = np.uint64(np.int64(np.rint(numbers[e])))
             ids[out] = splitmix(word ^ seeds[f])
-            rows[out] = i
             out += 1
         if with_bias:
             ids[out] = bias
-            rows[out] = i
             out += 1
         out_offsets[i + 1] = out
     return out

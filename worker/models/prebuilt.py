@@ -51,7 +51,7 @@ SIGNATURES = {
     "group_by_event_i4": "none(i8[::1], i4[::1], i8[::1], i8[::1])",
     "mix_fields": "none(u8[::1], u8[::1], i8[::1], u8[::1])",
     "mix_entries": "i8(i8[::1], i2[::1], u8[::1], f8[::1], i8[::1], u8[::1], u8, b1, u8[::1], "
-                   "i8[::1], i8[::1])",
+                   "i8[::1])",
     "patch_rows": "none(u8[::1], f4[:, ::1], i8[::1], u8[::1], f4[:, ::1], i8)",
     "index_slots": "i8(u8[::1], u8, u8[::1], i4[::1], i8[::1], i4[::1])",
     "count_scores": "f8(f8[::1], f8[::1], f8[::1], i8)",
@@ -202,14 +202,13 @@ class Kernel:
         c = np.ascontiguousarray
         n = entries.n
         size = entries.words.size + (n if with_bias else 0)
-        ids, rows = np.empty(size, np.uint64), np.empty(size, np.int64)
-        offsets = np.empty(n + 1, np.int64)
+        ids, offsets = np.empty(size, np.uint64), np.empty(n + 1, np.int64)
         words = c(entries.words, np.uint64)
         count = self._mix_entries(c(entries.offsets, np.int64), c(entries.fields, np.int16),
                                   words, words.view(np.float64), c(codes, np.int64),
                                   c(seeds, np.uint64), np.uint64(bias), bool(with_bias), ids,
-                                  rows, offsets)
-        return Features(n, rows[:count], ids[:count], offsets)
+                                  offsets)
+        return Features(n, None, ids[:count], offsets)  # rows made if asked for
 
     def patch_rows(self, slots, state, applied, keys, deltas, number: int) -> None:
         """`kernel.patch_rows`: `state` (C-contiguous float32) changed in place."""
