@@ -3,9 +3,11 @@ instead of a branch per byte.
 
 Why: a delimited line's fields are short (a few bytes), and a loop that tests each byte for the
 end of its field takes a mispredicted branch at nearly every field end. Found instead from a
-bitmap of where the stop bytes lie in 64 bytes at once (`stop_mask`), a field's end costs a
-trailing-zero count, and its bytes are then judged and converted as one word: digits or not,
-ASCII or not, an integer of up to 8 digits in three multiplications (`plain_integer`).
+bitmap of where the stop bytes lie in 64 bytes at once (`stop_mask`: one comparison of a
+64-byte vector per stop byte, which LLVM lowers to the machine's vector instructions), a
+field's end costs a trailing-zero count, and its bytes are then judged and converted as one
+word: digits or not, ASCII or not, an integer of up to 8 digits in three multiplications
+(`plain_integer`).
 
 Every test is exact per byte (no carries between bytes), so the results are the byte loop's.
 """
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import numba
 import numpy as np
+from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
@@ -23,9 +26,7 @@ _HIGH = np.uint64(0x8080808080808080)
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _ZERO = np.uint64(0x3030303030303030)  # '0' in every byte
 _ABOVE_NINE = np.uint64(0x4646464646464646)  # 0x80 - ':' in every byte
-_LF, _CR, _QUOTE = (np.uint64(c) * _BYTES for c in (10, 13, 34))
-# the 0/1 in bit 0 of each byte, gathered into the top byte (byte j -> bit 56 + j)
-_GATHER = np.uint64(0x0102040810204080)
+_LF = np.uint64(10) * _BYTES
 _PAIRS, _QUADS, _HALVES = (np.uint64(0x0F0F0F0F0F0F0F0F), np.uint64(0x00FF00FF00FF00FF),
                            np.uint64(0x0000FFFF0000FFFF))
 _TENS, _HUNDREDS, _TEN_THOUSANDS = np.uint64(2561), np.uint64(6553601), np.uint64(42949672960001)
@@ -59,19 +60,37 @@ def _equal_bytes(word, broadcast):
     return ~(((t & _LOW7) + _LOW7) | t | _LOW7)
 
 
+@intrinsic
+def _stop_bits(typingctx, data, base, delimiter, other):
+    """Bit j set where data[base + j] (j < 64) is `delimiter`, `other`, LF or CR: the 64 bytes
+    loaded as one vector (unaligned), compared with each byte broadcast, the four results
+    or-ed, the vector of 64 truth values read as the 64 bits of a uint64."""
+    def codegen(context, builder, signature, args):
+        array = context.make_array(signature.args[0])(context, builder, args[0])
+        vector = ir.VectorType(ir.IntType(8), 64)
+        pointer = builder.bitcast(builder.gep(array.data, [args[1]]), vector.as_pointer())
+        block = builder.load(pointer, align=1)
+        undefined = ir.Constant(vector, ir.Undefined)
+        everywhere = ir.Constant(ir.VectorType(ir.IntType(32), 64), [0] * 64)
+
+        def equal(byte):
+            one = builder.insert_element(undefined, builder.trunc(byte, ir.IntType(8)),
+                                         ir.Constant(ir.IntType(32), 0))
+            return builder.icmp_unsigned("==", block,
+                                         builder.shuffle_vector(one, undefined, everywhere))
+        found = builder.or_(equal(args[2]), equal(args[3]))
+        for c in (10, 13):
+            found = builder.or_(found, builder.icmp_unsigned("==", block,
+                                                             ir.Constant(vector, [c] * 64)))
+        return builder.bitcast(found, ir.IntType(64))
+    return types.uint64(data, types.intp, types.int64, types.int64), codegen
+
+
 @numba.njit(cache=True, inline="always")
 def stop_mask(data, base, delimiter, quote):
     """Bit j set where data[base + j] (j < 64) is the delimiter, LF, CR or, when `quote`, '"':
     data[base:base + 64] must all be there."""
-    d = np.uint64(delimiter) * _BYTES
-    q = _QUOTE if quote else d
-    mask = U0
-    for k in range(8):
-        w = load_word(data, base + 8 * k)
-        high = _equal_bytes(w, d) | _equal_bytes(w, _LF) | _equal_bytes(w, _CR) | \
-            _equal_bytes(w, q)
-        mask |= (((high >> np.uint64(7)) * _GATHER) >> np.uint64(56)) << np.uint64(8 * k)
-    return mask
+    return _stop_bits(data, base, np.int64(delimiter), np.int64(34 if quote else delimiter))
 
 
 @numba.njit(cache=True, inline="always")
