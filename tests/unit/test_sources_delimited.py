@@ -11,6 +11,7 @@ import pytest
 
 from common.features import CATEGORICAL, NUMERIC, concat_batches
 from tests.unit.source_helpers import events_of, read_all, string_ids, write
+from worker.sources import compiled
 from worker.sources.lines import LineReader
 from worker.sources import (CRITEO_SCHEMA, MAX_REPORTED, DelimitedSource, SyntheticStream,
                             open_source, parse_schema, write_synthetic)
@@ -194,6 +195,22 @@ def test_gzip_and_synthetic_tsv_round_trip(tmp_path):
                 np.testing.assert_array_equal(got.values, col.values)
             else:
                 assert string_ids(got.values) == string_ids(col.values.astype(str))
+
+
+@pytest.mark.parametrize("every", [1, 3, 64, 1000])
+def test_line_cuts_are_after_every_every_th_newline(every):
+    """`scan_kernel.line_cuts` (64 bytes at a time, then byte by byte) against counting the
+    newlines one by one: reads of every length around the 64-byte steps, dense and sparse
+    newlines, lines carried over from the reads before."""
+    rng = np.random.default_rng(every)
+    for size in [0, 1, 63, 64, 65, 127, 128, 129, 1000, 4099]:
+        for density in (0.02, 0.3, 0.9):
+            data = np.where(rng.random(size) < density, 10,
+                            rng.integers(0, 256, size)).astype(np.uint8).tobytes()
+            carried = int(rng.integers(0, every))
+            newlines = [j + 1 for j, c in enumerate(data) if c == 10]
+            want = [pos for n, pos in enumerate(newlines, carried + 1) if n % every == 0]
+            assert compiled.line_cuts(data, carried, every) == (want, len(newlines))
 
 
 @pytest.mark.parametrize("block_bytes", [7, 64, 1 << 20])

@@ -12,7 +12,7 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 
 from worker.sources.fields import LABEL, NUM, SKIP
 from worker.sources.string_hash import hash_ascii, hash_ascii_word, hash_utf8
-from worker.sources.swar import (all_ascii, load_word, newlines, plain_integer, popcount,
+from worker.sources.swar import (all_ascii, equal_bits, load_word, plain_integer, popcount,
                                  stop_mask)
 
 _MAX_EXACT = 1 << 53
@@ -242,26 +242,27 @@ def line_cuts(data, carried, every, cuts):
     """Where to cut `data` into blocks of `every` whole lines, `carried` lines being already
     read before it: the position after each newline that brings the count of lines to a
     multiple of `every` goes to `cuts`, in order (room for len(data) // every + 1); returns
-    how many newlines `data` holds. Newlines are counted a word at a time (`swar`), and only
-    a word holding a cut is looked into."""
+    how many newlines `data` holds. Newlines are found 64 bytes at a time, as a bitmap
+    (`swar.equal_bits`) whose bits are counted at once, and only a bitmap holding a cut is
+    looked into."""
     count = 0
     due = every - carried
     k = 0
     i = 0
-    while i + 8 <= data.size:
-        found = newlines(load_word(data, i))
+    while i + 64 <= data.size:
+        found = equal_bits(data, i, np.int64(10), np.int64(10))
         seen = np.int64(popcount(found))
         if count + seen >= due:
             while found:
                 count += 1
                 if count == due:
-                    cuts[k] = i + np.int64(trailing_zeros(found) >> np.uint64(3)) + 1
+                    cuts[k] = i + np.int64(trailing_zeros(found)) + 1
                     k += 1
                     due += every
                 found &= found - _ONE
         else:
             count += seen
-        i += 8
+        i += 64
     for j in range(i, data.size):
         if data[j] == 10:
             count += 1

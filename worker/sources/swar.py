@@ -3,10 +3,9 @@ instead of a branch per byte.
 
 Why: a delimited line's fields are short (a few bytes), and a loop that tests each byte for the
 end of its field takes a mispredicted branch at nearly every field end. Found instead from a
-bitmap of where the stop bytes lie in 64 bytes at once (`stop_mask`: one comparison of a
-64-byte vector per stop byte, which LLVM lowers to the machine's vector instructions), a
-field's end costs a trailing-zero count, and its bytes are then judged and converted as one
-word: digits or not, ASCII or not, an integer of up to 8 digits in three multiplications
+bitmap of where the stop bytes lie in 64 bytes at once (`stop_mask`: comparisons of a 64-byte
+vector, `equal_bits`, which LLVM lowers to the machine's vector instructions), a field's end
+costs a trailing-zero count, and its bytes are then judged and converted as one word: digits or not, ASCII or not, an integer of up to 8 digits in three multiplications
 (`plain_integer`).
 
 Every test is exact per byte (no carries between bytes), so the results are the byte loop's.
@@ -26,7 +25,6 @@ _HIGH = np.uint64(0x8080808080808080)
 _LOW7 = np.uint64(0x7F7F7F7F7F7F7F7F)
 _ZERO = np.uint64(0x3030303030303030)  # '0' in every byte
 _ABOVE_NINE = np.uint64(0x4646464646464646)  # 0x80 - ':' in every byte
-_LF = np.uint64(10) * _BYTES
 _PAIRS, _QUADS, _HALVES = (np.uint64(0x0F0F0F0F0F0F0F0F), np.uint64(0x00FF00FF00FF00FF),
                            np.uint64(0x0000FFFF0000FFFF))
 _TENS, _HUNDREDS, _TEN_THOUSANDS = np.uint64(2561), np.uint64(6553601), np.uint64(42949672960001)
@@ -61,10 +59,11 @@ def _equal_bytes(word, broadcast):
 
 
 @intrinsic
-def _stop_bits(typingctx, data, base, delimiter, other):
-    """Bit j set where data[base + j] (j < 64) is `delimiter`, `other`, LF or CR: the 64 bytes
-    loaded as one vector (unaligned), compared with each byte broadcast, the four results
-    or-ed, the vector of 64 truth values read as the 64 bits of a uint64."""
+def equal_bits(typingctx, data, base, a, b):
+    """Bit j set where data[base + j] (j < 64) is byte `a` or byte `b`: the 64 bytes loaded as
+    one vector (unaligned), compared with each byte broadcast, the two results or-ed, and the
+    vector of 64 truth values read as the 64 bits of a uint64. data[base:base + 64] must all
+    be there."""
     def codegen(context, builder, signature, args):
         array = context.make_array(signature.args[0])(context, builder, args[0])
         vector = ir.VectorType(ir.IntType(8), 64)
@@ -78,11 +77,7 @@ def _stop_bits(typingctx, data, base, delimiter, other):
                                          ir.Constant(ir.IntType(32), 0))
             return builder.icmp_unsigned("==", block,
                                          builder.shuffle_vector(one, undefined, everywhere))
-        found = builder.or_(equal(args[2]), equal(args[3]))
-        for c in (10, 13):
-            found = builder.or_(found, builder.icmp_unsigned("==", block,
-                                                             ir.Constant(vector, [c] * 64)))
-        return builder.bitcast(found, ir.IntType(64))
+        return builder.bitcast(builder.or_(equal(args[2]), equal(args[3])), ir.IntType(64))
     return types.uint64(data, types.intp, types.int64, types.int64), codegen
 
 
@@ -90,13 +85,8 @@ def _stop_bits(typingctx, data, base, delimiter, other):
 def stop_mask(data, base, delimiter, quote):
     """Bit j set where data[base + j] (j < 64) is the delimiter, LF, CR or, when `quote`, '"':
     data[base:base + 64] must all be there."""
-    return _stop_bits(data, base, np.int64(delimiter), np.int64(34 if quote else delimiter))
-
-
-@numba.njit(cache=True, inline="always")
-def newlines(word):
-    """The high bit of each LF byte of `word`."""
-    return _equal_bytes(word, _LF)
+    return equal_bits(data, base, np.int64(delimiter), np.int64(34 if quote else delimiter)) \
+        | equal_bits(data, base, np.int64(10), np.int64(13))
 
 
 @numba.njit(cache=True, inline="always")
