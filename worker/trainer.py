@@ -39,7 +39,6 @@ worker first sends its journaled push again, so no event is lost or learned twic
 from __future__ import annotations
 
 import queue
-import threading
 import time
 from collections import deque
 from dataclasses import asdict, dataclass, field
@@ -52,6 +51,7 @@ from common.declaration import Declaration
 from common.features import Batch, Featurizer, Features
 from common.features.conform import conform
 from worker.declare import agree
+from worker.helper import Helper
 from worker.keys import BatchKeys, KeyIndexer
 from worker.metrics import ProgressiveMetrics
 from worker.models.linear import LinearLearner
@@ -272,7 +272,7 @@ class Trainer:
                 prepared = next_batch()
                 tick()
         else:
-            helper = _Helper()
+            helper = Helper()
             try:
                 # pulls out ahead of the batch being learned: max_delay of them
                 ahead: deque[_Prepared] = deque()
@@ -310,7 +310,7 @@ class Trainer:
         and a batch's pull goes out after every earlier push (exact for every max_delay, which
         here only lets acknowledgements trail). While the helper waits for input, the pushes
         out are finished and acknowledged, so a quiet stream leaves nothing half done."""
-        helper = _Helper()
+        helper = Helper()
         pushes: deque[Pending] = deque()
         try:
             helper.submit(read_and_featurize)
@@ -357,41 +357,3 @@ def _learner(model):
         from worker.models.deep import DeepLearner
         return DeepLearner(model)
     return LinearLearner(model.optimizer)
-
-
-class _Helper:
-    """One daemon thread running one call at a time (the next batch's reading, featurizing and
-    indexing). A daemon, so a worker stopped while its source blocks (a quiet stdin) still
-    exits; an exception in the call is raised again by `result`."""
-
-    def __init__(self):
-        self._calls: queue.Queue = queue.Queue()
-        self._results: queue.Queue = queue.Queue()
-        threading.Thread(target=self._run, name="featurize", daemon=True).start()
-
-    def _run(self) -> None:
-        while (fn := self._calls.get()) is not None:
-            try:
-                self._results.put((fn(), None))
-            except BaseException as exc:  # handed to the caller
-                self._results.put((None, exc))
-
-    def submit(self, fn: Callable[[], object]) -> None:
-        self._calls.put(fn)
-
-    def close(self) -> None:
-        """The thread ends once its current call, if any, returns; calls not yet started are
-        dropped (reads queued ahead of a run that ended)."""
-        try:
-            while True:
-                self._calls.get_nowait()
-        except queue.Empty:
-            pass
-        self._calls.put(None)
-
-    def result(self, timeout: float | None = None):
-        """The call's value (raises queue.Empty if it takes longer than `timeout`)."""
-        value, exc = self._results.get(timeout=timeout)
-        if exc is not None:
-            raise exc
-        return value

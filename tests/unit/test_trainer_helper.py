@@ -1,13 +1,15 @@
+import os
+import sys
 import threading
 import time
 
 import pytest
 
-from worker.trainer import _Helper
+from worker.helper import HELPER_NICE, Helper
 
 
 def test_helper_runs_calls_in_order_hands_back_errors_and_ends_on_close():
-    helper = _Helper()
+    helper = Helper()
     helper.submit(lambda: 1 + 1)
     assert helper.result() == 2
     helper.submit(lambda: 1 / 0)
@@ -20,3 +22,13 @@ def test_helper_runs_calls_in_order_hands_back_errors_and_ends_on_close():
     while any(t.name == "featurize" for t in threading.enumerate()):
         assert time.monotonic() < deadline, "helper thread did not end"
         time.sleep(0.01)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="a nice value per thread is Linux's")
+def test_helper_runs_nicer_than_the_thread_that_made_it_and_leaves_that_one_alone():
+    mine = os.getpriority(os.PRIO_PROCESS, 0)
+    helper = Helper()
+    helper.submit(lambda: os.getpriority(os.PRIO_PROCESS, 0))
+    assert helper.result() == min(19, mine + HELPER_NICE)
+    assert os.getpriority(os.PRIO_PROCESS, 0) == mine
+    helper.close()
