@@ -13,6 +13,7 @@ import numpy as np
 from common import optim
 from common.config import ModelSpec
 from common.errors import InvalidValue
+from common.rows import as_rows, of_rows
 from common.sharding import shard_size
 
 
@@ -81,13 +82,6 @@ class RowState:
                 and spec.optimizer == self.spec.optimizer)
 
 
-def _row_dtype(width: int) -> np.dtype:
-    """A dtype of `width` float32s' bytes: a row of that many columns as one element. numpy
-    gathers and scatters 4- and 8-byte elements on fast paths; wider rows move as raw bytes."""
-    fast = {1: np.dtype(np.uint32), 2: np.dtype(np.uint64)}
-    return fast.get(width, np.dtype((np.void, 4 * width)))
-
-
 def owned_rows(keys: np.ndarray, shard: int, n_shards: int) -> np.ndarray:
     """Local rows of sorted unique `keys` (below 2**62), after checking that shard `shard` of
     `n_shards` owns every one. A key is owned here when it is its row times n_shards plus this
@@ -138,7 +132,7 @@ class ModelShard(RowState):
         # in the middle of a push; the first pushes touch nearly every page anyway
         self._block = np.empty((self.size, width), dtype=np.float32)
         self._block.fill(0.0)
-        self._rows = self._block.view(_row_dtype(width)).reshape(-1)
+        self._rows = as_rows(self._block)
         self.state = {name: self._block[:, j] for j, name in enumerate(self.columns)}
         self.derived = () if "w" in self.state else ("w",)
         self.pushes = 0
@@ -174,7 +168,7 @@ class ModelShard(RowState):
 
     def _gather(self, rows: np.ndarray) -> np.ndarray:
         """The block's rows `rows`, as a new float32 array of (len(rows), columns)."""
-        return self._rows.take(rows).view(np.float32).reshape(rows.size, len(self.columns))
+        return of_rows(self._rows.take(rows), len(self.columns))
 
     def pull(self, keys: np.ndarray) -> np.ndarray:
         """The state of `keys`, float32 of shape (len(keys), len(columns))."""

@@ -39,6 +39,7 @@ import numpy as np
 from common.messages import Declare, Hello, Message, PROTOCOL, Pull, Push
 from common.config import NodeInfo
 from common.errors import DeltapsError, MissingPush, Timeout
+from common.rows import as_rows, of_rows
 from common.sharding import split_by_shard
 from common.transport import Channel, readable
 
@@ -232,12 +233,14 @@ class PSClient:
         def assemble(replies):
             width = replies[0].values.shape[1] if replies else 0
             values = np.empty((keys.size, width), dtype=np.float32)
+            rows = as_rows(values) if width else None  # one element a row (`common.rows`)
             applied = np.empty(keys.size, np.int64) if with_applied else None
             for (_k, idx), reply in zip(parts, replies):
                 if reply.values.shape != (idx.size, width):
                     raise DeltapsError(f"pull of {idx.size} keys answered with state of shape "
                                        f"{list(reply.values.shape)}")
-                values[idx] = reply.values
+                if rows is not None:
+                    rows[idx] = as_rows(np.ascontiguousarray(reply.values))
                 if applied is not None:
                     applied[idx] = reply.applied
             return (values, applied) if with_applied else values
@@ -249,14 +252,18 @@ class PSClient:
         restart, which shards that applied it answer as a duplicate). `events` (the batch's
         event count) is counted by the first shard the push goes to, so the shards' counts add
         up to the events learned."""
-        deltas = np.asarray(deltas, dtype=np.float32)
+        deltas = np.ascontiguousarray(deltas, dtype=np.float32)
+        width = deltas.shape[1] if deltas.ndim == 2 else 0
+        rows = as_rows(deltas) if width else None  # one element a row (`common.rows`)
         if push_no is None:
             push_no = self.push_no + 1
         elif push_no < 1:
             raise ValueError(f"push_no must be >= 1, not {push_no}")
         self.push_no = max(self.push_no, push_no)
         parts = self._parts(keys)
-        tokens = [self._send(k, Push(model, keys[idx], deltas[idx], self.worker_id, push_no,
+        tokens = [self._send(k, Push(model, keys[idx],
+                                     deltas[idx] if rows is None else of_rows(rows[idx], width),
+                                     self.worker_id, push_no,
                                      min(self._last_push[k], push_no - 1),
                                      events if j == 0 else 0))
                   for j, (k, idx) in enumerate(parts)]
