@@ -6,7 +6,9 @@ from common.sharding import local_rows, shard_of, shard_size, slots_of, split_by
 def test_split_covers_every_key_once_keeps_order_and_routes_by_modulo():
     rng = np.random.default_rng(0)
     keys = np.unique(rng.integers(0, 1 << 20, 5000).astype(np.uint64))
-    for n in (1, 2, 3, 7, 20):
+    for n in (1, 2, 3, 4, 7, 8, 20):
+        # powers of two take the low bits, the others the remainder: the same shard either way
+        np.testing.assert_array_equal(shard_of(keys, n), [int(key) % n for key in keys])
         parts = split_by_shard(keys, n)
         assert len(parts) == n
         joined = np.sort(np.concatenate(parts))
