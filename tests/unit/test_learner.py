@@ -87,3 +87,24 @@ def test_events_without_features_are_predicted_at_one_half_and_change_nothing():
     keys = BatchKeys(np.zeros(0, np.uint64), np.zeros(0, np.int32))
     p, deltas = learner.learn(empty, keys, np.zeros((0, 0), np.float32), np.ones(3, np.float32))
     assert p.tolist() == [0.5, 0.5, 0.5] and deltas.shape == (0, 2)
+
+
+def test_features_grouped_by_event_learn_the_same_without_their_rows():
+    """Features of entries come grouped by event with no rows (`common.features.Features`): a
+    linear learner learns from the offsets, never makes the rows, and learns what it learns
+    from the same pairs given with their rows."""
+    rng = np.random.default_rng(4)
+    counts = rng.integers(1, 9, 200)
+    offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int64)
+    ids = rng.integers(0, 1 << 40, int(offsets[-1]), dtype=np.uint64)
+    labels = (rng.random(200) < 0.4).astype(np.float32)
+    grouped = Features(200, None, ids, offsets)
+    with_rows = Features(200, np.repeat(np.arange(200), counts), ids)
+    learned = []
+    for features in (grouped, with_rows):
+        keys = KeyIndexer(BITS).index(features.ids)
+        state = np.zeros((keys.slots.size, 2), np.float32)
+        learned.append(LinearLearner(OptimizerSpec("ftrl")).learn(features, keys, state, labels))
+    assert grouped._rows is None
+    np.testing.assert_array_equal(learned[0][0], learned[1][0])
+    np.testing.assert_array_equal(learned[0][1], learned[1][1])

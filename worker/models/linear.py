@@ -45,8 +45,11 @@ class LinearLearner:
         if state.shape != (keys.slots.size, len(self.columns)):
             raise ValueError(f"pulled state of shape {list(state.shape)}, expected "
                              f"{[keys.slots.size, len(self.columns)]}")
-        offsets, entries = self.kernel.group_by_event(features.n, features.rows, keys.inverse,
-                                                      features.offsets)
+        if features.offsets is not None:  # grouped by event already (rows not even made)
+            offsets, entries = features.offsets, keys.inverse
+        else:
+            offsets, entries = self.kernel.group_by_event(features.n, features.rows,
+                                                          keys.inverse)
         return self.kernel.learn_events(offsets, entries, labels, importance, state,
                                         self._block_of(state.shape[0]), self.kind, self.hp)
 
