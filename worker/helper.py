@@ -18,6 +18,9 @@ import threading
 from typing import Callable
 
 HELPER_NICE = 5  # nice levels below the learning thread's
+# how long `close` waits for a call in progress: a read of an acknowledged stream (which takes
+# entries from its consumer group) returns within its block time; a quiet stdin may never
+CLOSE_WAIT_S = 2.0
 
 
 def _run_nicer(levels: int) -> None:
@@ -39,7 +42,8 @@ class Helper:
     def __init__(self):
         self._calls: queue.Queue = queue.Queue()
         self._results: queue.Queue = queue.Queue()
-        threading.Thread(target=self._run, name="featurize", daemon=True).start()
+        self._thread = threading.Thread(target=self._run, name="featurize", daemon=True)
+        self._thread.start()
 
     def _run(self) -> None:
         _run_nicer(HELPER_NICE)
@@ -54,13 +58,20 @@ class Helper:
 
     def close(self) -> None:
         """The thread ends once its current call, if any, returns; calls not yet started are
-        dropped (reads queued ahead of a run that ended)."""
+        dropped (reads queued ahead of a run that ended). Waits up to `CLOSE_WAIT_S` for that
+        call, so that a run which ended (an error included) leaves no read of its own going on
+        when whatever comes next reads the same source, as a stopped process leaves none: a
+        stream read that ended after a restarted consumer had taken back its pending entries
+        would leave the entries it took pending for ever. A call that blocks longer (a quiet
+        stdin) is left to the daemon thread."""
         try:
             while True:
                 self._calls.get_nowait()
         except queue.Empty:
             pass
         self._calls.put(None)
+        if self._thread is not threading.current_thread():
+            self._thread.join(CLOSE_WAIT_S)
 
     def result(self, timeout: float | None = None):
         """The call's value (raises queue.Empty if it takes longer than `timeout`)."""

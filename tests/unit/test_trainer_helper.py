@@ -32,3 +32,23 @@ def test_helper_runs_nicer_than_the_thread_that_made_it_and_leaves_that_one_alon
     assert helper.result() == min(19, mine + HELPER_NICE)
     assert os.getpriority(os.PRIO_PROCESS, 0) == mine
     helper.close()
+
+
+def test_close_waits_for_the_call_in_progress():
+    """A run that ends leaves no read of its own going on (a stream read finishing later would
+    take entries from under whoever reads the source next)."""
+    finished, started, queued_ran = threading.Event(), threading.Event(), threading.Event()
+
+    def slow_read():
+        started.set()
+        time.sleep(0.3)
+        finished.set()
+
+    helper = Helper()
+    helper.submit(slow_read)
+    helper.submit(queued_ran.set)  # queued behind the running call: dropped
+    assert started.wait(5)
+    helper.close()
+    assert finished.is_set()
+    time.sleep(0.05)
+    assert not queued_ran.is_set()
