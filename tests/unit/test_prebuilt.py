@@ -92,6 +92,19 @@ def test_a_build_is_named_by_the_sources_it_was_made_from(monkeypatch, tmp_path)
     assert prebuilt.key() != before
 
 
+def test_a_build_is_named_by_the_cpu_it_was_made_for(monkeypatch):
+    """Built for the host's instruction set, a module must not be loaded on another CPU (a
+    home directory that several machines share): the CPU's extensions are part of its name.
+    Without a list of them the build is the architecture's portable one."""
+    monkeypatch.setattr(prebuilt, "_cpu_features", lambda: "fpu sse2 avx2 popcnt")
+    host = prebuilt.key()
+    assert prebuilt.target_cpu() == "host"
+    monkeypatch.setattr(prebuilt, "_cpu_features", lambda: "fpu sse2")
+    assert prebuilt.key() != host
+    monkeypatch.setattr(prebuilt, "_cpu_features", lambda: "")
+    assert prebuilt.key() != host and prebuilt.target_cpu() == ""
+
+
 def test_prebuilt_kernel_releases_the_gil_while_it_learns(built):
     """The trainer featurizes the next batch on a helper thread while a batch is learned: the
     kernel must let go of the GIL, as the JIT's nogil=True does. pycc's Python wrappers release
