@@ -54,7 +54,7 @@ def group_by_event(rows, inverse, offsets, entries):
     event i's entries (indices into the unique rows) are ``entries[offsets[i]:offsets[i +
     1]]``, in the order they have in `rows` (a stable counting sort: features made from a
     batch's columns come field by field; those made from its entries come grouped by event
-    already and skip this, `LinearLearner.learn`). While entries are placed,
+    already and skip this, `Kernel.group_by_event`). While entries are placed,
     `offsets[i + 1]` is where event i's next one goes: it starts at event i's first (each
     event's count is added two places on, then summed), and ends one past its last, which is
     the CSR's value."""

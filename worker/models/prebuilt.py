@@ -163,9 +163,12 @@ class Kernel:
             self._mix, self._mix_entries = module.mix_fields, module.mix_entries
             self._index = module.index_slots
 
-    def group_by_event(self, n: int, rows, inverse) -> tuple[np.ndarray, np.ndarray]:
-        """(offsets, entries) of `kernel.group_by_event` (entries grouped by event already,
-        `Features.offsets`, need none of it: `LinearLearner.learn`)."""
+    def group_by_event(self, n: int, rows, inverse,
+                       offsets: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(offsets, entries) of `kernel.group_by_event`; with the `offsets` of entries already
+        grouped by event (`Features.offsets`), those and the indices as they are."""
+        if offsets is not None:
+            return offsets, inverse
         rows = np.ascontiguousarray(rows, np.int64)
         offsets, entries = np.zeros(n + 1, np.int64), np.empty(rows.size, np.int64)
         if inverse.dtype == np.int32:
